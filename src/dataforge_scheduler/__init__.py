@@ -1,0 +1,74 @@
+"""dataforge-scheduler: database-driven scheduling for Celery.
+
+Public names only; see DESIGN.md for what each one is. Everything else is importable from
+its module but is not part of the stable surface.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from dataforge_scheduler.core.enums import (
+    ExecutionStatus,
+    ExecutionTrigger,
+    MisfirePolicy,
+    OverlapPolicy,
+    TaskStatus,
+    TaskType,
+)
+from dataforge_scheduler.errors import (
+    ConfigurationError,
+    DataForgeError,
+    InvalidParams,
+    InvalidSchedule,
+    LockLost,
+    NotFound,
+    UnknownTask,
+)
+from dataforge_scheduler.registry import (
+    REGISTERED_TASKS,
+    ParamSpec,
+    TaskInfo,
+    TaskRegistry,
+    register_task,
+    registry,
+)
+from dataforge_scheduler.runtime import Runtime, runtime_for
+from dataforge_scheduler.settings import Settings
+from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution, create_all, metadata
+from dataforge_scheduler.wiring import setup
+
+try:
+    __version__ = version("dataforge-scheduler")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0"
+
+__all__ = [
+    "REGISTERED_TASKS",
+    "ConfigurationError",
+    "DataForgeError",
+    "ExecutionStatus",
+    "ExecutionTrigger",
+    "InvalidParams",
+    "InvalidSchedule",
+    "LockLost",
+    "MisfirePolicy",
+    "NotFound",
+    "OverlapPolicy",
+    "ParamSpec",
+    "Runtime",
+    "ScheduledTask",
+    "Settings",
+    "TaskExecution",
+    "TaskInfo",
+    "TaskRegistry",
+    "TaskStatus",
+    "TaskType",
+    "UnknownTask",
+    "create_all",
+    "metadata",
+    "register_task",
+    "registry",
+    "runtime_for",
+    "setup",
+]

@@ -1,0 +1,227 @@
+"""The two tables, ``scheduled_tasks`` and ``task_executions``, on one ``metadata``.
+
+Every column a raw INSERT may leave out (the seed's own SQL among them) has a server-side
+default or is nullable, and every closed vocabulary is guarded by a named CHECK
+constraint built from ``core.enums``, so raw SQL and the ORM agree. Constraint and index
+names follow ``NAMING_CONVENTION``, which keeps Alembic diffs stable.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Engine,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    column,
+    func,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from dataforge_scheduler.core.enums import (
+    ExecutionStatus,
+    ExecutionTrigger,
+    MisfirePolicy,
+    OverlapPolicy,
+    TaskStatus,
+    TaskType,
+)
+from dataforge_scheduler.sql.types import JSONType, StrEnumType, UTCDateTime
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "Base",
+    "ScheduledTask",
+    "TaskExecution",
+    "create_all",
+    "drop_all",
+    "metadata",
+]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# BIGINT identity on PostgreSQL; SQLite only autoincrements an INTEGER PRIMARY KEY.
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _one_of(name: str, enum: type[StrEnum]) -> CheckConstraint:
+    # an expression, not text, so a keyword column name ("trigger") is quoted where needed
+    allowed = [member.value for member in enum]
+    return CheckConstraint(column(name, String).in_(allowed), name=name)
+
+
+def _counter() -> Mapped[int]:
+    return mapped_column(Integer, nullable=False, server_default=text("0"))
+
+
+class Base(DeclarativeBase):
+    """Declarative base bound to the library's ``metadata``."""
+
+    metadata = metadata
+
+
+class ScheduledTask(Base):
+    """One schedule: what to run (``task_name`` + ``handler_kwargs``) and when.
+
+    ``next_run_at`` is written only by the store, under the row's lock (DESIGN.md, one
+    writer per fact). The due lookup uses the plain composite index ``(status,
+    next_run_at)`` rather than a partial one: psycopg prepares repeated statements and
+    PostgreSQL cannot match a partial index's ``WHERE status = 'active'`` against a bound
+    parameter in a generic plan, so a partial index would silently stop being used by
+    the scheduler's per-tick query. The composite one serves it on both dialects.
+    """
+
+    __tablename__ = "scheduled_tasks"
+    __table_args__ = (
+        _one_of("task_type", TaskType),
+        _one_of("status", TaskStatus),
+        _one_of("misfire_policy", MisfirePolicy),
+        _one_of("overlap_policy", OverlapPolicy),
+        _one_of("last_status", ExecutionStatus),
+        CheckConstraint(
+            "interval_seconds IS NULL OR interval_seconds > 0", name="interval_positive"
+        ),
+        Index("ix_scheduled_tasks_due", "status", "next_run_at"),
+        Index("ix_scheduled_tasks_task_name", "task_name"),
+    )
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - SQLAlchemy reads a plain dict
+
+    id: Mapped[int] = mapped_column(_ID, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    task_type: Mapped[TaskType] = mapped_column(StrEnumType(TaskType), nullable=False)
+    task_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    cron_expression: Mapped[str | None] = mapped_column(String(255))
+    interval_seconds: Mapped[int | None] = mapped_column(Integer)
+    run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    timezone: Mapped[str | None] = mapped_column(String(64))  # None: settings' celery_timezone
+    handler_kwargs: Mapped[dict[str, Any]] = mapped_column(
+        JSONType, nullable=False, server_default="{}"
+    )
+    status: Mapped[TaskStatus] = mapped_column(
+        StrEnumType(TaskStatus), nullable=False, server_default=TaskStatus.ACTIVE.value
+    )
+    is_system: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    queue: Mapped[str | None] = mapped_column(String(200))
+    priority: Mapped[int | None] = mapped_column(Integer)
+    expire_seconds: Mapped[int | None] = mapped_column(Integer)
+    start_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    misfire_policy: Mapped[MisfirePolicy] = mapped_column(
+        StrEnumType(MisfirePolicy), nullable=False, server_default=MisfirePolicy.RUN_ONCE.value
+    )
+    misfire_grace_seconds: Mapped[int | None] = mapped_column(Integer)  # None: settings
+    overlap_policy: Mapped[OverlapPolicy] = mapped_column(
+        StrEnumType(OverlapPolicy), nullable=False, server_default=OverlapPolicy.SKIP.value
+    )
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status: Mapped[ExecutionStatus | None] = mapped_column(StrEnumType(ExecutionStatus))
+    # no foreign key: task_executions already points here, and a cycle buys nothing
+    last_execution_id: Mapped[int | None] = mapped_column(BigInteger)
+    run_count: Mapped[int] = _counter()
+    success_count: Mapped[int] = _counter()
+    failure_count: Mapped[int] = _counter()
+    total_runtime_ms: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, server_default=text("0")
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, server_default=func.now(), onupdate=func.now()
+    )
+    version: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
+
+    def __repr__(self) -> str:
+        return (
+            f"<ScheduledTask id={self.id} name={self.name!r} {self.task_type} "
+            f"task={self.task_name!r} status={self.status} next_run_at={self.next_run_at}>"
+        )
+
+
+class TaskExecution(Base):
+    """One run of a task: a claimed slot, a manual run, a retry or an external call.
+
+    History outlives its schedule: ``scheduled_task_id`` is ``ON DELETE SET NULL`` and
+    the row keeps its own ``task_name``, so deleting a schedule never deletes runs.
+    ``(scheduled_task_id, scheduled_for)`` is unique, which is how a scheduler claims a
+    slot at most once; manual and external runs have ``scheduled_for`` NULL, and NULLs
+    never conflict.
+    """
+
+    __tablename__ = "task_executions"
+    __table_args__ = (
+        _one_of("trigger", ExecutionTrigger),
+        _one_of("status", ExecutionStatus),
+        UniqueConstraint("scheduled_task_id", "scheduled_for"),
+        Index("ix_task_executions_history", "scheduled_task_id", "created_at"),
+        Index("ix_task_executions_reaper", "status", "started_at"),
+        Index("ix_task_executions_created_at", "created_at"),
+    )
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - SQLAlchemy reads a plain dict
+
+    id: Mapped[int] = mapped_column(_ID, Identity(), primary_key=True)
+    scheduled_task_id: Mapped[int | None] = mapped_column(
+        _ID, ForeignKey("scheduled_tasks.id", ondelete="SET NULL")
+    )
+    scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    task_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    celery_task_id: Mapped[str] = mapped_column(String(155), unique=True, nullable=False)
+    trigger: Mapped[ExecutionTrigger] = mapped_column(StrEnumType(ExecutionTrigger), nullable=False)
+    status: Mapped[ExecutionStatus] = mapped_column(
+        StrEnumType(ExecutionStatus), nullable=False, server_default=ExecutionStatus.PENDING.value
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, server_default=func.now()
+    )
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    worker_hostname: Mapped[str | None] = mapped_column(String(255))
+    worker_pid: Mapped[int | None] = mapped_column(Integer)
+    retries: Mapped[int] = _counter()
+    kwargs: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, server_default="{}")
+    result: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+    log_output: Mapped[str | None] = mapped_column(Text)
+
+    def __repr__(self) -> str:
+        return (
+            f"<TaskExecution id={self.id} task={self.task_name!r} "
+            f"schedule={self.scheduled_task_id} status={self.status} "
+            f"celery_task_id={self.celery_task_id!r}>"
+        )
+
+
+def create_all(engine: Engine) -> None:
+    """Create the tables and indexes that do not exist yet (safe to call again)."""
+    metadata.create_all(engine, checkfirst=True)
+
+
+def drop_all(engine: Engine) -> None:
+    """Drop the library's tables (those that exist)."""
+    metadata.drop_all(engine, checkfirst=True)

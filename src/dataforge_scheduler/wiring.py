@@ -1,0 +1,54 @@
+"""``setup()``: the one place start-up work happens.
+
+It applies the settings to the Celery app, configures the registry's naming rule, builds
+the ``Runtime`` and binds it to the app. It connects nothing and opens no connection:
+engines and Redis clients are made lazily, per process, on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dataforge_scheduler.core.clock import Clock
+from dataforge_scheduler.errors import ConfigurationError
+from dataforge_scheduler.registry import TaskRegistry
+from dataforge_scheduler.runtime import Runtime, bind_runtime
+from dataforge_scheduler.settings import Settings
+
+__all__ = ["setup"]
+
+logger = logging.getLogger(__name__)
+
+
+def setup(
+    celery_app: Any,
+    settings: Settings | None = None,
+    *,
+    registry: TaskRegistry | None = None,
+    clock: Clock | None = None,
+) -> Runtime:
+    """Turn ``celery_app`` into a dataforge-scheduler app and return its ``Runtime``.
+
+    ``settings`` defaults to ``Settings.from_env()`` (``DATAFORGE_*`` variables). Calling
+    it again for the same app replaces the runtime and re-applies the settings.
+    """
+    if not hasattr(celery_app, "conf") or not hasattr(celery_app, "tasks"):
+        raise ConfigurationError(
+            f"setup() needs a Celery application, got {type(celery_app).__name__}"
+        )
+    settings = settings if settings is not None else Settings.from_env()
+    runtime = Runtime(settings, registry=registry, clock=clock)
+    runtime.registry.configure(task_name_prefix=settings.task_name_prefix)
+    celery_app.conf.update(_celery_config(settings))
+    bind_runtime(celery_app, runtime)
+    logger.debug("dataforge-scheduler set up on Celery app %r: %r", celery_app.main, runtime)
+    return runtime
+
+
+def _celery_config(settings: Settings) -> dict[str, Any]:
+    config = settings.celery_config()
+    # The beat scheduler ships with the scheduler work (issue 4); until then a beat
+    # started from this app would fail to import it, so leave Celery's default alone.
+    config.pop("beat_scheduler", None)
+    return config
