@@ -48,9 +48,7 @@ def test_py_typed_is_shipped() -> None:
 
 
 def _between_markers(text: str, name: str) -> str:
-    match = re.search(
-        rf"<!-- {name}:start -->\n(.*?)<!-- {name}:end -->", text, flags=re.DOTALL
-    )
+    match = re.search(rf"<!-- {name}:start -->\n(.*?)<!-- {name}:end -->", text, flags=re.DOTALL)
     assert match, f"markers for {name} not found"
     return match.group(1).strip()
 
