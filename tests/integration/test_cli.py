@@ -1,0 +1,169 @@
+"""The dataforge-scheduler command, run as a user runs it: a real process, real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dataforge_scheduler", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def cli_env(pg_url: str, redis_url: str, key_prefix: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFORGE_")}
+    env.update(
+        {
+            "DATAFORGE_DATABASE_URL": pg_url,
+            "DATAFORGE_REDIS_URL": redis_url,
+            "DATAFORGE_CELERY_BROKER_URL": redis_url,
+            "DATAFORGE_KEY_PREFIX": key_prefix,
+            "PYTHONPATH": str(REPO),
+        }
+    )
+    return env
+
+
+def test_help_for_every_subcommand(cli_env: dict[str, str]) -> None:
+    for command in ("init-db", "check"):
+        done = run_cli(command, "--help", env=cli_env)
+        assert done.returncode == 0, done.stderr
+        assert "usage: dataforge-scheduler " + command in done.stdout
+
+
+@pytest.mark.postgres
+def test_init_db_creates_tables_idempotently(cli_env: dict[str, str], pg_engine: Any) -> None:
+    for _ in range(2):
+        done = run_cli("init-db", env=cli_env)
+        assert done.returncode == 0, done.stderr
+        assert "tables ready" in done.stdout
+    assert {"scheduled_tasks", "task_executions"} <= set(sa.inspect(pg_engine).get_table_names())
+
+
+def _insert(engine: Any, **row: Any) -> None:
+    from dataforge_scheduler.sql.models import ScheduledTask
+
+    with engine.begin() as conn:
+        conn.execute(sa.insert(ScheduledTask).values(**row))
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_check_passes_on_a_healthy_deployment(cli_env: dict[str, str], pg: Any) -> None:
+    _insert(
+        pg,
+        name="ok",
+        task_type="interval",
+        task_name="dataforge.sync_accounts",
+        interval_seconds=60,
+    )
+    _insert(
+        pg,
+        name="ok-params",
+        task_type="cron",
+        cron_expression="0 2 * * *",
+        task_name="dataforge.cleanup_logs",
+        handler_kwargs={"days": 7},
+    )
+    done = run_cli("check", "-A", "tests.integration.apps.cli_app:app", env=cli_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "all checks passed" in done.stdout
+    assert "2 schedule(s) read" in done.stdout
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_check_reports_each_planted_problem_on_its_own_line(
+    cli_env: dict[str, str], pg: Any
+) -> None:
+    past = datetime.now(UTC) - timedelta(days=1)
+    _insert(
+        pg,
+        name="typo",
+        task_type="interval",
+        task_name="dataforge.sync_acounts",
+        interval_seconds=60,
+    )
+    _insert(
+        pg,
+        name="bad-kwargs",
+        task_type="interval",
+        interval_seconds=60,
+        task_name="dataforge.cleanup_logs",
+        handler_kwargs={"days": "many", "extra": 1},
+    )
+    _insert(
+        pg,
+        name="missing-kwargs",
+        task_type="interval",
+        interval_seconds=60,
+        task_name="dataforge.cleanup_logs",
+        handler_kwargs={},
+    )
+    _insert(
+        pg, name="stale-date", task_type="date", run_at=past, task_name="dataforge.sync_accounts"
+    )
+    _insert(
+        pg,
+        name="bad-cron",
+        task_type="cron",
+        cron_expression="61 * * * *",
+        task_name="dataforge.sync_accounts",
+    )
+    done = run_cli("check", "-A", "tests.integration.apps.cli_app:app", env=cli_env)
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    fails = [line for line in out.splitlines() if line.startswith("FAIL")]
+    assert any(
+        "'typo'" in line and "dataforge.sync_acounts" in line and "dataforge.sync_accounts" in line
+        for line in fails
+    ), out
+    assert any("'bad-kwargs'" in line and "days" in line for line in fails), out
+    assert any("'bad-kwargs'" in line and "extra" in line for line in fails), out
+    assert any("'missing-kwargs'" in line and "days" in line for line in fails), out
+    assert any("'stale-date'" in line and "never fire" in line for line in fails), out
+    assert any("'bad-cron'" in line and "minute" in line for line in fails), out
+    assert "problem(s) found" in out
+
+
+def test_check_reports_invalid_settings_by_env_var(cli_env: dict[str, str]) -> None:
+    env = dict(cli_env, DATAFORGE_CELERY_TIMEZONE="Mars/Olympus")
+    done = run_cli("check", env=env)
+    assert done.returncode == 1
+    assert "DATAFORGE_CELERY_TIMEZONE" in done.stdout
+    assert "Mars/Olympus" in done.stdout
+
+
+def test_check_reports_unreachable_database(cli_env: dict[str, str]) -> None:
+    env = dict(
+        cli_env,
+        DATAFORGE_DATABASE_URL="postgresql+psycopg://nobody:secret@127.0.0.1:9/none",
+    )
+    done = run_cli("check", env=env)
+    assert done.returncode == 1
+    assert "FAIL  database" in done.stdout
+    assert "secret" not in done.stdout
+
+
+def test_check_reports_an_app_that_cannot_be_imported(cli_env: dict[str, str]) -> None:
+    done = run_cli("check", "-A", "no_such_module_here:app", env=cli_env)
+    assert done.returncode == 1
+    assert "cannot be loaded" in done.stdout
