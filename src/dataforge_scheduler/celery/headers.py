@@ -1,21 +1,17 @@
-"""Names of the message headers dataforge puts on the runs it sends.
+"""Reading dataforge's message headers from a Celery request.
 
-Headers carry what the user's function should not see (the trigger, the slot, the
-execution row's id); ``scheduled_task_id`` travels in kwargs instead, as in the seed.
-In a worker a custom header is visible both as ``request.<name>`` and in
-``request.headers``; in eager mode only in ``request.headers`` (celery-5.7-facts §13),
-so read them with ``header()``.
+The names live in ``core.headers``. In a worker a custom header is visible both as
+``request.<name>`` and in ``request.headers``; in eager mode only in ``request.headers``
+(celery-5.7-facts §13), so read them with ``header()``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["EXECUTION_ID", "SLOT", "TRIGGER", "header"]
+from dataforge_scheduler.core.headers import EXECUTION_ID, SLOT, TRIGGER
 
-TRIGGER = "df_trigger"  # "schedule" | "manual" | "retry"
-SLOT = "df_slot"  # ISO-8601 UTC instant of the slot a scheduler claimed
-EXECUTION_ID = "df_execution_id"  # id of the task_executions row made for this send
+__all__ = ["EXECUTION_ID", "SLOT", "TRIGGER", "header"]
 
 
 def header(request: Any, name: str) -> Any:

@@ -1,0 +1,1 @@
+"""Celery apps that integration tests run in real ``celery worker`` processes."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataforge_scheduler.sql.store.common import MAX_PAGE_SIZE, Page
 from dataforge_scheduler.sql.store.executions import (
     DEFAULT_RESULT_MAX_BYTES,
+    RunStart,
+    begin_execution,
     finish_execution,
     get_execution,
     get_execution_by_celery_id,
@@ -36,6 +38,8 @@ __all__ = [
     "SCHEDULE_FIELDS",
     "TRIGGER_FIELDS",
     "Page",
+    "RunStart",
+    "begin_execution",
     "compute_next_run",
     "create_schedule",
     "delete_schedule",

@@ -4,12 +4,16 @@ These sit on every run's path, so each step is as few statements as the dialects
 starting is one upsert, finishing is one UPDATE of the run plus one arithmetic UPDATE of
 its schedule's counters in the same transaction (no read-modify-write). A run whose row
 is already past ``pending`` is never started twice: a duplicate delivery gets ``None``.
+Retries keep one row per Celery task id; ``retries`` on the row is the attempt number,
+which orders the overlapping attempts Celery produces (the next attempt can start before
+the previous one has recorded ``retrying``, celery-5.7-facts §2).
 Functions never commit: the caller owns the transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
+from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger, OverlapPolicy
 from dataforge_scheduler.errors import ExecutionNotFound
 from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution
 from dataforge_scheduler.sql.store.common import (
@@ -34,6 +38,8 @@ from dataforge_scheduler.sql.types import UTCDateTime
 
 __all__ = [
     "DEFAULT_RESULT_MAX_BYTES",
+    "RunStart",
+    "begin_execution",
     "finish_execution",
     "get_execution",
     "get_execution_by_celery_id",
@@ -51,6 +57,88 @@ _FAILURES = frozenset({ExecutionStatus.FAILED, ExecutionStatus.LOST})
 _RETURNING = {"populate_existing": True}
 
 
+@dataclass(frozen=True)
+class RunStart:
+    """A run moved to ``running``, with its schedule's overlap policy (None: no schedule)."""
+
+    execution: TaskExecution
+    overlap_policy: OverlapPolicy | None
+
+
+# The schedule's policy rides on the RETURNING of the start statement, so a run learns it
+# without a second round trip. Written as text because SQLite renders RETURNING columns
+# unqualified, which makes a generated correlated subquery ambiguous there.
+_SCHEDULE_OVERLAP = sa.literal_column(
+    "(SELECT s.overlap_policy FROM scheduled_tasks AS s"
+    " WHERE s.id = task_executions.scheduled_task_id)",
+    sa.String,
+).label("schedule_overlap_policy")
+
+
+def begin_execution(
+    session: Session,
+    *,
+    celery_task_id: str,
+    task_name: str,
+    scheduled_task_id: int | None,
+    trigger: str,
+    worker_hostname: str | None,
+    worker_pid: int | None,
+    kwargs: Mapping[str, Any],
+    retries: int,
+    now: datetime,
+) -> RunStart | None:
+    """Move the run to ``running`` and return it with its schedule's overlap policy.
+
+    The row is its ``pending``/``retrying`` row if one exists (claimed by a scheduler or
+    the API, or a retry), or the ``running`` row of an earlier attempt that has not yet
+    recorded ``retrying`` (``retries`` lower than this attempt's), else a new row.
+    ``None`` when the row is already running this attempt or finished: a duplicate
+    delivery, whose body must not run.
+
+    One statement: ``INSERT ... ON CONFLICT (celery_task_id) DO UPDATE ... WHERE ...
+    RETURNING``. The existing row keeps its schedule, slot, trigger and kwargs; only the
+    worker's side is written. A ``scheduled_task_id`` that names no schedule is stored
+    as NULL (the run is kept, the dangling reference is not).
+    """
+    now = aware_now(now)
+    schedule_ref: Any = None
+    if scheduled_task_id is not None:
+        schedule_ref = (
+            select(ScheduledTask.id).where(ScheduledTask.id == scheduled_task_id).scalar_subquery()
+        )
+    insert = dialect_insert(session)(TaskExecution).values(
+        celery_task_id=celery_task_id,
+        task_name=task_name,
+        scheduled_task_id=schedule_ref,
+        trigger=ExecutionTrigger(trigger),
+        status=ExecutionStatus.RUNNING,
+        created_at=now,
+        started_at=now,
+        worker_hostname=worker_hostname,
+        worker_pid=worker_pid,
+        retries=retries,
+        kwargs=json_safe(dict(kwargs)),
+    )
+    worker_side = ("status", "started_at", "worker_hostname", "worker_pid", "retries")
+    earlier_attempt = sa.and_(
+        TaskExecution.status == ExecutionStatus.RUNNING,
+        TaskExecution.retries < insert.excluded.retries,
+    )
+    statement = insert.on_conflict_do_update(
+        index_elements=[TaskExecution.celery_task_id],
+        set_={name: getattr(insert.excluded, name) for name in worker_side},
+        where=sa.or_(TaskExecution.status.in_(_STARTABLE), earlier_attempt),
+    ).returning(TaskExecution, _SCHEDULE_OVERLAP)
+    row = session.execute(statement, execution_options=_RETURNING).first()
+    if row is None:
+        return None
+    policy = row[1]
+    return RunStart(
+        execution=row[0], overlap_policy=None if policy is None else OverlapPolicy(policy)
+    )
+
+
 def start_execution(
     session: Session,
     *,
@@ -64,36 +152,21 @@ def start_execution(
     retries: int,
     now: datetime,
 ) -> TaskExecution | None:
-    """Move the run to ``running``: its ``pending``/``retrying`` row if one exists (claimed
-    by a scheduler or the API, or a retry), else a new row. ``None`` when the row is
-    already running or finished: a duplicate delivery, whose body must not run.
-
-    One statement: ``INSERT ... ON CONFLICT (celery_task_id) DO UPDATE ... WHERE status
-    IN ('pending', 'retrying') RETURNING``. The existing row keeps its schedule, slot,
-    trigger and kwargs; only the worker's side is written.
-    """
-    now = aware_now(now)
-    insert = dialect_insert(session)(TaskExecution).values(
+    """``begin_execution`` without the overlap policy: the running row, or ``None`` for a
+    duplicate delivery (see there)."""
+    started = begin_execution(
+        session,
         celery_task_id=celery_task_id,
         task_name=task_name,
         scheduled_task_id=scheduled_task_id,
-        trigger=ExecutionTrigger(trigger),
-        status=ExecutionStatus.RUNNING,
-        created_at=now,
-        started_at=now,
+        trigger=trigger,
         worker_hostname=worker_hostname,
         worker_pid=worker_pid,
+        kwargs=kwargs,
         retries=retries,
-        kwargs=json_safe(dict(kwargs)),
+        now=now,
     )
-    worker_side = ("status", "started_at", "worker_hostname", "worker_pid", "retries")
-    statement = insert.on_conflict_do_update(
-        index_elements=[TaskExecution.celery_task_id],
-        set_={name: getattr(insert.excluded, name) for name in worker_side},
-        where=TaskExecution.status.in_(_STARTABLE),
-    ).returning(TaskExecution)
-    started: TaskExecution | None = session.scalars(statement, execution_options=_RETURNING).first()
-    return started
+    return None if started is None else started.execution
 
 
 def finish_execution(
@@ -107,19 +180,28 @@ def finish_execution(
     traceback: str | None = None,
     log_output: str | None = None,
     result_max_bytes: int = DEFAULT_RESULT_MAX_BYTES,
+    attempt: int | None = None,
 ) -> TaskExecution | None:
     """Record the run's outcome and, in the same transaction, its schedule's counters.
 
     ``result`` is stored JSON-safe, replaced by ``{"truncated": true, "preview": ...}``
     when its JSON exceeds ``result_max_bytes``. ``retrying`` records the error and counts
-    the retry but leaves the schedule alone. ``None`` when the row is already finished
-    (or retrying, for a second ``retrying``) or unknown: finishing is idempotent.
+    the retry but leaves the schedule alone; given ``attempt`` (the attempt's
+    ``request.retries``), it acts only while the row is still at that attempt, so a late
+    ``retrying`` never overwrites the next attempt, which may already be running.
+    ``None`` when the row is already finished (or retrying, for a second ``retrying``)
+    or unknown: finishing is idempotent.
     """
     now = aware_now(now)
     status = ExecutionStatus(status)
     if status is ExecutionStatus.RETRYING:
         return _mark_retrying(
-            session, celery_task_id, error=error, traceback=traceback, log_output=log_output
+            session,
+            celery_task_id,
+            error=error,
+            traceback=traceback,
+            log_output=log_output,
+            attempt=attempt,
         )
     if not status.finished:
         raise ValueError(f"status {status.value!r} does not finish a run")
@@ -184,6 +266,7 @@ def _mark_retrying(
     error: str | None,
     traceback: str | None,
     log_output: str | None,
+    attempt: int | None,
 ) -> TaskExecution | None:
     values: dict[str, Any] = {
         "status": ExecutionStatus.RETRYING,
@@ -193,15 +276,13 @@ def _mark_retrying(
     }
     if log_output is not None:
         values["log_output"] = clean_text(log_output)
-    statement = (
-        update(TaskExecution)
-        .where(
-            TaskExecution.celery_task_id == celery_task_id,
-            TaskExecution.status.in_((ExecutionStatus.PENDING, ExecutionStatus.RUNNING)),
-        )
-        .values(values)
-        .returning(TaskExecution)
-    )
+    conditions = [
+        TaskExecution.celery_task_id == celery_task_id,
+        TaskExecution.status.in_((ExecutionStatus.PENDING, ExecutionStatus.RUNNING)),
+    ]
+    if attempt is not None:
+        conditions.append(TaskExecution.retries == attempt)
+    statement = update(TaskExecution).where(*conditions).values(values).returning(TaskExecution)
     retrying: TaskExecution | None = session.scalars(
         statement, execution_options=_RETURNING
     ).first()

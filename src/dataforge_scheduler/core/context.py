@@ -1,0 +1,109 @@
+"""The current run: a ``RunContext`` bound to a ContextVar for the length of one task run.
+
+The Celery face binds a context when a DataForgeTask run starts (``task_prerun``) and
+resets it with its token when the run ends (``task_postrun``), in the same thread. A
+ContextVar, unlike ``threading.local`` or ``self.request``, follows the run into
+``asyncio.run()`` coroutines, their tasks and ``asyncio.to_thread`` threads, and without
+the reset it would leak into the next task run on the same thread (celery-5.7-facts §5).
+A plain ``threading.Thread`` the body starts does not see it unless started inside
+``contextvars.copy_context().run``. This module is pure: the log sink and the runtime
+are typed by small Protocols and ``object``, so nothing here imports Celery or a backend.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = [
+    "LockHold",
+    "RunContext",
+    "RunLog",
+    "RunState",
+    "bind_run",
+    "current_run",
+    "reset_run",
+]
+
+
+class RunLog(Protocol):
+    """Where a run's ``task_log`` lines go (the Celery face's batching log buffer)."""
+
+    def write(self, lines: list[str]) -> None:
+        """Queue ``lines`` for the run's log; must not raise on backend failure."""
+        ...
+
+
+@dataclass
+class LockHold:
+    """The lock a run holds: its scope, ownership token and TTL in seconds.
+
+    ``lost`` turns True when a renewal found the lock gone (expired or force-released);
+    ``extend_lock()`` then raises ``LockLost``.
+    """
+
+    scope: str
+    token: str
+    ttl: float
+    lost: bool = False
+
+
+@dataclass
+class RunState:
+    """What changes during a run: written by the signal handlers and ``before_start``.
+
+    Every field is touched by the thread running the task, except ``lock.lost``, which
+    the lock watchdog may set (a single boolean store, read by ``extend_lock``).
+    ``extras`` holds what the Celery face attaches to the run (the lock watchdog).
+    """
+
+    duplicate: bool = False
+    lock: LockHold | None = None
+    skipped_by: dict[str, Any] | None = None
+    error: str | None = None
+    traceback: str | None = None
+    token: Token[RunContext | None] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """One run of a DataForgeTask as the code running it sees it.
+
+    ``execution_id`` is None when the run has no ``task_executions`` row (the database
+    could not be reached when it started); ``log`` is None when its lines have nowhere
+    to go but the ``logging`` module. ``runtime`` is the ``Runtime`` bound to the app;
+    ``schedule_overlap_policy`` the run's schedule's ``overlap_policy`` (None: no schedule).
+    """
+
+    celery_task_id: str
+    task_name: str
+    execution_id: int | None
+    scheduled_task_id: int | None
+    retries: int
+    runtime: Any
+    log: RunLog | None
+    echo: bool
+    schedule_overlap_policy: str | None = None
+    state: RunState = field(default_factory=RunState)
+
+
+_CURRENT: ContextVar[RunContext | None] = ContextVar("dataforge_run", default=None)
+
+
+def current_run() -> RunContext | None:
+    """The run this code executes in, or None outside a DataForgeTask run."""
+    return _CURRENT.get()
+
+
+def bind_run(context: RunContext) -> Token[RunContext | None]:
+    """Make ``context`` the current run; keep the token to ``reset_run`` it."""
+    token = _CURRENT.set(context)
+    context.state.token = token
+    return token
+
+
+def reset_run(token: Token[RunContext | None]) -> None:
+    """Restore what was current before ``bind_run`` (same thread or task only)."""
+    _CURRENT.reset(token)

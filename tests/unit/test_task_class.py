@@ -1,0 +1,704 @@
+"""DataForgeTask and the execution-history handlers, in-process (no services).
+
+A real Celery worker runs in a thread of the test process (``start_worker``, threads
+pool, ``memory://`` broker), on SQLite and the in-memory lock manager and log bus; not
+eager mode, whose signal and retry semantics differ (celery-5.7-facts §6.4). The
+main-process paths (worker lost, revoked) are driven by sending the signals from a
+thread with no run, as the prefork parent does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from billiard.exceptions import WorkerLostError
+from celery import Celery, signals, states
+from celery.app.task import Context
+from celery.contrib.testing.worker import start_worker
+from celery.exceptions import Ignore, Retry
+
+from dataforge_scheduler.celery.outcomes import TERMINATED, outcome_of
+from dataforge_scheduler.celery.signals import connect_signals
+from dataforge_scheduler.celery.task import DataForgeTask, LockWatchdog
+from dataforge_scheduler.celery.tasklog import task_log
+from dataforge_scheduler.core.context import LockHold, RunContext, bind_run, reset_run
+from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
+from dataforge_scheduler.core.ports import LockOwner, schedule_scope, task_name_scope
+from dataforge_scheduler.errors import ConfigurationError, LockLost, LockNotAcquired
+from dataforge_scheduler.memory.locks import MemoryLockManager
+from dataforge_scheduler.memory.logbus import MemoryLogBus
+from dataforge_scheduler.registry import TaskRegistry
+from dataforge_scheduler.runtime import Runtime
+from dataforge_scheduler.settings import Settings
+from dataforge_scheduler.sql import store
+from dataforge_scheduler.sql.engine import create_engine, make_session_factory
+from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution, create_all
+from dataforge_scheduler.wiring import setup
+
+WAIT = 10.0
+
+
+class CountingLogBus(MemoryLogBus):
+    """Counts append round trips."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.appends = 0
+
+    def append(self, execution_id: int, lines: Any) -> int:
+        self.appends += 1
+        return super().append(execution_id, lines)
+
+
+@dataclass
+class Harness:
+    app: Celery
+    runtime: Runtime
+    bodies: list[tuple[str, Any]] = field(default_factory=list)
+    gates: dict[str, threading.Event] = field(default_factory=dict)
+
+    def gate(self, name: str) -> threading.Event:
+        return self.gates.setdefault(name, threading.Event())
+
+    @property
+    def bus(self) -> CountingLogBus:
+        bus = self.runtime.logbus
+        assert isinstance(bus, CountingLogBus)
+        return bus
+
+    def row(self, celery_task_id: str) -> TaskExecution | None:
+        with self.runtime.session_factory() as session:
+            return store.get_execution_by_celery_id(session, celery_task_id)
+
+    def finished(self, celery_task_id: str) -> TaskExecution:
+        deadline = datetime.now(UTC) + timedelta(seconds=WAIT)
+        while datetime.now(UTC) < deadline:
+            row = self.row(celery_task_id)
+            if row is not None and row.status.finished:
+                return row
+            threading.Event().wait(0.01)
+        raise AssertionError(f"run {celery_task_id} did not finish in {WAIT} s")
+
+    def rows(self) -> list[TaskExecution]:
+        with self.runtime.session_factory() as session:
+            return list(session.scalars(sa.select(TaskExecution).order_by(TaskExecution.id)))
+
+    def schedule(self, **fields: Any) -> ScheduledTask:
+        values = {"name": "s", "task_type": "manual", "task_name": "u.ok", **fields}
+        with self.runtime.session() as session:
+            return store.create_schedule(
+                session, values, now=datetime.now(UTC), default_timezone="UTC"
+            )
+
+    def schedule_row(self, schedule_id: int) -> ScheduledTask:
+        with self.runtime.session_factory() as session:
+            found = session.get(ScheduledTask, schedule_id)
+            assert found is not None
+            return found
+
+
+def _define_tasks(app: Celery, h: Harness) -> None:
+    @app.task(base=DataForgeTask, bind=True, name="u.ok")
+    def ok(self: DataForgeTask, scheduled_task_id: int | None = None, lines: int = 2) -> dict:
+        h.bodies.append(("ok", self.request.id))
+        for number in range(lines):
+            task_log("line", number)
+        return {"ok": True}
+
+    @app.task(base=DataForgeTask, bind=True, name="u.flaky", max_retries=3)
+    def flaky(self: DataForgeTask, scheduled_task_id: int | None = None) -> str:
+        h.bodies.append(("flaky", self.request.retries))
+        task_log("attempt", self.request.retries)
+        if self.request.retries < 2:
+            raise self.retry(exc=ValueError(f"boom {self.request.retries}"), countdown=0)
+        return "third time lucky"
+
+    @app.task(base=DataForgeTask, name="u.fail")
+    def fail(scheduled_task_id: int | None = None) -> None:
+        task_log("about to fail")
+        raise RuntimeError("kaput")
+
+
+def _define_more_tasks(app: Celery, h: Harness) -> None:
+    @app.task(base=DataForgeTask, name="u.allow", overlap_policy="allow")
+    def allow(scheduled_task_id: int | None = None) -> str:
+        h.bodies.append(("allow", scheduled_task_id))
+        return "ran"
+
+    @app.task(base=DataForgeTask, name="u.ignore")
+    def ignore() -> None:
+        raise Ignore()
+
+    @app.task(base=DataForgeTask, bind=True, name="u.extend", lock_auto_renew=False)
+    def extend(self: DataForgeTask) -> None:
+        self.extend_lock(ttl=30)
+        h.gate("extend-started").set()
+        h.gate("extend-go").wait(WAIT)
+        self.extend_lock()
+
+    @app.task(
+        base=DataForgeTask,
+        bind=True,
+        name="u.aio",
+        autoretry_for=(KeyError,),
+        max_retries=1,
+        retry_kwargs={"countdown": 0},
+    )
+    async def aio(self: DataForgeTask) -> str:
+        task_log("attempt", self.request.retries)
+        await asyncio.to_thread(task_log, "from a thread")
+        await asyncio.create_task(_log_later("from a task"))
+        if self.request.retries == 0:
+            raise KeyError("first attempt")
+        return "async done"
+
+    @app.task(base=DataForgeTask, bind=True, name="u.backoff", default_retry_delay=0.05)
+    def backoff(self: DataForgeTask) -> None:
+        if self.request.retries == 0:
+            raise self.retry(exc=ValueError("once"))
+
+    @app.task(name="u.plain")
+    def plain() -> str:
+        return "plain"
+
+
+async def _log_later(text: str) -> None:
+    await asyncio.sleep(0)
+    task_log(text)
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    database = Path(tmp_path_factory.mktemp("runs")) / "runs.db"
+    app = Celery("unit-runs")
+    settings = Settings(
+        database_url=f"sqlite:///{database}",
+        redis_url="memory://",
+        celery_broker_url="memory://",
+        celery_result_backend="cache+memory://",
+        celery_task_default_max_retries=4,
+        celery_task_retry_delay=7,
+        log_flush_interval=0.01,
+        log_console_echo=False,
+    )
+    runtime = setup(app, settings, registry=TaskRegistry())
+    app.conf.broker_transport_options = {"polling_interval": 0.01}  # memory:// polls
+    create_all(runtime.engine)
+    h = Harness(app, runtime)
+    _define_tasks(app, h)
+    _define_more_tasks(app, h)
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+        yield h
+    runtime.close()
+
+
+@pytest.fixture
+def h(harness: Harness) -> Iterator[Harness]:
+    # fresh in-memory backends per test (schedule ids restart at 1 on SQLite)
+    harness.runtime._locks = MemoryLockManager()
+    harness.runtime._logbus = CountingLogBus()
+    harness.bodies.clear()
+    harness.gates.clear()
+    yield harness
+    with harness.runtime.session() as session:
+        session.execute(sa.delete(TaskExecution))
+        session.execute(sa.delete(ScheduledTask))
+
+
+def _claim(h: Harness, schedule: ScheduledTask, celery_task_id: str) -> TaskExecution:
+    with h.runtime.session() as session:
+        row = TaskExecution(
+            scheduled_task_id=schedule.id,
+            scheduled_for=datetime(2030, 1, 1, tzinfo=UTC),
+            task_name=schedule.task_name,
+            celery_task_id=celery_task_id,
+            trigger=ExecutionTrigger.SCHEDULE,
+            kwargs={"scheduled_task_id": schedule.id},
+        )
+        session.add(row)
+    return row
+
+
+# ---------------------------------------------------------------- runs
+
+
+def test_a_run_moves_its_pending_row_to_success_in_three_statements(h: Harness) -> None:
+    schedule = h.schedule()
+    claimed = _claim(h, schedule, "claimed-1")
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            statements.append(statement.split()[0].upper())
+
+    sa.event.listen(h.runtime.engine, "before_cursor_execute", count)
+    try:
+        h.app.tasks["u.ok"].apply_async(
+            kwargs={"scheduled_task_id": schedule.id, "lines": 3},
+            task_id="claimed-1",
+            headers={"df_trigger": "schedule"},
+        )
+        row = h.finished("claimed-1")
+    finally:
+        sa.event.remove(h.runtime.engine, "before_cursor_execute", count)
+
+    assert row.id == claimed.id
+    assert row.status is ExecutionStatus.SUCCESS
+    assert row.trigger is ExecutionTrigger.SCHEDULE
+    assert row.result == {"ok": True}
+    assert row.log_output == "line 0\nline 1\nline 2"
+    assert row.worker_pid is not None
+    # one INSERT at start, one transaction of two UPDATEs at finish
+    assert [s for s in statements if s not in {"BEGIN", "COMMIT", "ROLLBACK"}] == [
+        "INSERT",
+        "UPDATE",
+        "UPDATE",
+    ]
+    assert h.bus.appends == 1  # three lines, one round trip
+    assert h.bus.ended(row.id) == "success"
+    assert h.runtime.locks.get(schedule_scope(schedule.id)) is None
+    counted = h.schedule_row(schedule.id)
+    assert (counted.run_count, counted.success_count, counted.last_execution_id) == (1, 1, row.id)
+
+
+def test_a_send_without_a_pending_row_creates_one(h: Harness) -> None:
+    result = h.app.tasks["u.ok"].delay(lines=1)
+    row = h.finished(result.id)
+    assert row.trigger is ExecutionTrigger.EXTERNAL
+    assert row.kwargs == {"lines": 1}
+    assert row.scheduled_task_id is None
+    assert [r.id for r in h.rows()] == [row.id]
+
+
+def test_a_held_lock_skips_the_body_and_names_the_holder(h: Harness) -> None:
+    schedule = h.schedule()
+    scope = schedule_scope(schedule.id)
+    other = LockOwner(celery_task_id="other-run", execution_id=99, hostname="w@h", pid=7)
+    h.runtime.locks.acquire(scope, other, ttl=60)
+
+    result = h.app.tasks["u.ok"].delay(scheduled_task_id=schedule.id)
+    with pytest.raises(LockNotAcquired, match="held by task other-run"):
+        result.get(timeout=WAIT, interval=0.01)
+    row = h.finished(result.id)
+
+    assert h.bodies == []
+    assert row.status is ExecutionStatus.SKIPPED
+    assert row.result["skipped"] == "locked"
+    assert row.result["holder"]["celery_task_id"] == "other-run"
+    assert row.result["holder"]["execution_id"] == 99
+    assert "execution 99 on w@h, pid 7" in (row.error or "")
+    held = h.runtime.locks.get(scope)
+    assert held is not None
+    assert held.celery_task_id == "other-run", "a skipped run must not release another's lock"
+    assert h.schedule_row(schedule.id).run_count == 0
+
+
+def test_a_retry_reenters_its_own_lock_and_keeps_one_row(h: Harness) -> None:
+    schedule = h.schedule(task_name="u.flaky")
+    result = h.app.tasks["u.flaky"].delay(scheduled_task_id=schedule.id)
+    assert result.get(timeout=WAIT, interval=0.01) == "third time lucky"
+    row = h.finished(result.id)
+
+    assert [body for body in h.bodies if body[0] == "flaky"] == [
+        ("flaky", 0),
+        ("flaky", 1),
+        ("flaky", 2),
+    ]
+    assert row.status is ExecutionStatus.SUCCESS
+    assert row.retries == 2
+    lines = (row.log_output or "").split("\n")
+    assert lines[0] == "attempt 0"
+    assert lines[-1] == "attempt 2"
+    assert sum("retrying in" in line for line in lines) == 2
+    assert len(h.rows()) == 1
+    assert h.runtime.locks.get(schedule_scope(schedule.id)) is None
+
+
+def test_a_failure_records_the_error_and_traceback(h: Harness) -> None:
+    schedule = h.schedule(task_name="u.fail")
+    result = h.app.tasks["u.fail"].delay(scheduled_task_id=schedule.id)
+    row = h.finished(result.id)
+    assert row.status is ExecutionStatus.FAILED
+    assert row.error == "RuntimeError: kaput"
+    assert "raise RuntimeError" in (row.traceback or "")
+    assert row.log_output == "about to fail"
+    counted = h.schedule_row(schedule.id)
+    assert (counted.run_count, counted.failure_count) == (1, 1)
+    assert h.runtime.locks.get(schedule_scope(schedule.id)) is None
+
+
+def test_a_duplicate_delivery_writes_nothing_and_runs_nothing(h: Harness) -> None:
+    first = h.app.tasks["u.ok"].delay()
+    before = h.finished(first.id)
+    ended = threading.Event()
+
+    def on_postrun(task_id: str = "", state: str | None = None, **_: Any) -> None:
+        if task_id == first.id and state == states.IGNORED:
+            ended.set()
+
+    signals.task_postrun.connect(on_postrun, weak=False)
+    try:
+        h.app.tasks["u.ok"].apply_async(task_id=first.id)
+        assert ended.wait(WAIT)
+    finally:
+        signals.task_postrun.disconnect(on_postrun)
+    after = h.row(first.id)
+    assert after is not None
+    assert (after.status, after.finished_at) == (before.status, before.finished_at)
+    assert len(h.bodies) == 1
+
+
+def test_overlap_allow_runs_while_the_lock_is_held(h: Harness) -> None:
+    schedule = h.schedule(task_name="u.allow")
+    h.runtime.locks.acquire(schedule_scope(schedule.id), LockOwner("other"), ttl=60)
+    result = h.app.tasks["u.allow"].delay(scheduled_task_id=schedule.id)
+    assert result.get(timeout=WAIT, interval=0.01) == "ran"
+    assert h.finished(result.id).status is ExecutionStatus.SUCCESS
+
+
+def test_a_schedule_that_allows_overlap_runs_without_the_lock(h: Harness) -> None:
+    schedule = h.schedule(overlap_policy="allow")
+    h.runtime.locks.acquire(schedule_scope(schedule.id), LockOwner("other"), ttl=60)
+    result = h.app.tasks["u.ok"].delay(scheduled_task_id=schedule.id)
+    assert result.get(timeout=WAIT, interval=0.01) == {"ok": True}
+    assert h.finished(result.id).status is ExecutionStatus.SUCCESS
+
+
+def test_ignore_raised_by_the_body_is_recorded_as_skipped(h: Harness) -> None:
+    result = h.app.tasks["u.ignore"].delay()
+    row = h.finished(result.id)
+    assert row.status is ExecutionStatus.SKIPPED
+    assert "raised Ignore" in (row.error or "")
+    assert h.runtime.locks.get(task_name_scope("u.ignore")) is None
+
+
+def test_extend_lock_raises_lock_lost_after_a_force_release(h: Harness) -> None:
+    scope = task_name_scope("u.extend")
+    result = h.app.tasks["u.extend"].delay()
+    assert h.gate("extend-started").wait(WAIT)
+    held = h.runtime.locks.get(scope)
+    assert held is not None
+    assert held.ttl_seconds is not None
+    assert held.ttl_seconds > 20  # extend_lock(ttl=30) took effect
+    h.runtime.locks.force_release(scope)
+    h.gate("extend-go").set()
+
+    row = h.finished(result.id)
+    assert row.status is ExecutionStatus.FAILED
+    assert (row.error or "").startswith("LockLost:")
+
+
+def test_an_async_body_logs_from_threads_and_tasks_and_autoretries(h: Harness) -> None:
+    result = h.app.tasks["u.aio"].delay()
+    assert result.get(timeout=WAIT, interval=0.01) == "async done"
+    row = h.finished(result.id)
+    assert row.retries == 1
+    log = (row.log_output or "").split("\n")
+    assert log[:3] == ["attempt 0", "from a thread", "from a task"]
+    assert log[-3:] == ["attempt 1", "from a thread", "from a task"]
+
+
+def test_retry_without_a_countdown_backs_off_within_the_delay(h: Harness) -> None:
+    countdowns: list[float] = []
+
+    def on_retry(reason: Retry | None = None, **_: Any) -> None:
+        countdowns.append(float(reason.when))  # type: ignore[union-attr,arg-type]
+
+    signals.task_retry.connect(on_retry, weak=False)
+    try:
+        result = h.app.tasks["u.backoff"].delay()
+        result.get(timeout=WAIT, interval=0.01)
+    finally:
+        signals.task_retry.disconnect(on_retry)
+    assert len(countdowns) == 1
+    assert 0 <= countdowns[0] <= 0.05
+
+
+def test_a_plain_task_is_untouched(h: Harness) -> None:
+    assert h.app.tasks["u.plain"].delay().get(timeout=WAIT, interval=0.01) == "plain"
+    assert h.rows() == []
+
+
+def test_a_bookkeeping_failure_never_fails_the_task(
+    h: Harness, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tableless = create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    working = h.runtime.session_factory
+    h.runtime._session_factory = make_session_factory(tableless)
+    try:
+        with caplog.at_level(logging.ERROR, logger="dataforge_scheduler.celery.signals"):
+            result = h.app.tasks["u.ok"].delay(lines=1)
+            assert result.get(timeout=WAIT, interval=0.01) == {"ok": True}
+            ended = threading.Event()
+            h.gates["ended"] = ended
+            deadline = datetime.now(UTC) + timedelta(seconds=WAIT)
+            while datetime.now(UTC) < deadline and not any(
+                "could not record the outcome" in r.getMessage() for r in caplog.records
+            ):
+                ended.wait(0.01)
+    finally:
+        h.runtime._session_factory = working
+        tableless.dispose()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(f"could not record the start of task u.ok[{result.id}]" in m for m in messages)
+    assert any("could not record the outcome" in m for m in messages)
+
+
+def test_the_start_statement_orders_overlapping_attempts(h: Harness) -> None:
+    schedule = h.schedule(overlap_policy="allow")
+    now = datetime.now(UTC)
+
+    def begin(retries: int, scheduled_task_id: int | None = schedule.id) -> Any:
+        with h.runtime.session() as session:
+            return store.begin_execution(
+                session,
+                celery_task_id="overlap",
+                task_name="u.ok",
+                scheduled_task_id=scheduled_task_id,
+                trigger="external",
+                worker_hostname="w",
+                worker_pid=1,
+                kwargs={},
+                retries=retries,
+                now=now,
+            )
+
+    first = begin(0)
+    assert first.overlap_policy == "allow"
+    assert begin(0) is None  # a redelivery of the running attempt
+    second = begin(1)  # the retry started before attempt 0 recorded `retrying`
+    assert second.execution.id == first.execution.id
+    assert second.execution.retries == 1
+    with h.runtime.session() as session:
+        late = store.finish_execution(
+            session,
+            celery_task_id="overlap",
+            status=ExecutionStatus.RETRYING,
+            now=now,
+            error="late",
+            attempt=0,
+        )
+    assert late is None, "a late retrying must not overwrite the running attempt"
+    row = h.row("overlap")
+    assert row is not None
+    assert (row.status, row.retries) == (ExecutionStatus.RUNNING, 1)
+
+    with h.runtime.session() as session:
+        dangling = store.begin_execution(
+            session,
+            celery_task_id="dangling",
+            task_name="u.ok",
+            scheduled_task_id=424242,
+            trigger="external",
+            worker_hostname=None,
+            worker_pid=None,
+            kwargs={},
+            retries=0,
+            now=now,
+        )
+    assert dangling is not None
+    assert dangling.execution.scheduled_task_id is None
+    assert dangling.overlap_policy is None
+
+
+# ---------------------------------------------------------------- main process
+
+
+def _running(h: Harness, celery_task_id: str, schedule: ScheduledTask) -> TaskExecution:
+    with h.runtime.session() as session:
+        started = store.start_execution(
+            session,
+            celery_task_id=celery_task_id,
+            task_name="u.ok",
+            scheduled_task_id=schedule.id,
+            trigger="schedule",
+            worker_hostname="w",
+            worker_pid=1,
+            kwargs={},
+            retries=0,
+            now=datetime.now(UTC),
+        )
+    assert started is not None
+    return started
+
+
+def test_a_lost_child_is_recorded_lost_with_its_logs_and_its_lock_freed(h: Harness) -> None:
+    schedule = h.schedule()
+    row = _running(h, "killed", schedule)
+    scope = schedule_scope(schedule.id)
+    h.runtime.locks.acquire(scope, LockOwner("killed"), ttl=60)
+    h.runtime.logbus.append(row.id, ["before the crash"])
+    task = h.app.tasks["u.ok"]
+
+    for _ in range(2):  # sent twice on a hard time limit: the second is a no-op
+        signals.task_failure.send(
+            sender=task,
+            task_id="killed",
+            exception=WorkerLostError("Worker exited prematurely: signal 9 (SIGKILL)."),
+            args=(),
+            kwargs={"scheduled_task_id": schedule.id},
+            traceback=None,
+            einfo=None,
+        )
+    lost = h.row("killed")
+    assert lost is not None
+    assert lost.status is ExecutionStatus.LOST
+    assert (lost.error or "").startswith("WorkerLostError")
+    assert lost.log_output == "before the crash"
+    assert h.bus.ended(row.id) == "lost"
+    assert h.runtime.locks.get(scope) is None
+    assert h.schedule_row(schedule.id).failure_count == 1
+
+
+def test_a_revoked_run_is_recorded_revoked(h: Harness) -> None:
+    schedule = h.schedule()
+    _claim(h, schedule, "revoked-1")
+    request = Context({"id": "revoked-1", "kwargs": {"scheduled_task_id": schedule.id}})
+    signals.task_revoked.send(
+        sender=h.app.tasks["u.ok"], request=request, terminated=False, signum=None, expired=True
+    )
+    row = h.row("revoked-1")
+    assert row is not None
+    assert row.status is ExecutionStatus.REVOKED
+    assert row.error == "expired before it ran"
+    assert h.schedule_row(schedule.id).run_count == 0
+
+
+# ---------------------------------------------------------------- class behaviour
+
+
+def test_retry_defaults_come_from_settings_unless_the_task_sets_them(harness: Harness) -> None:
+    app = harness.app
+
+    @app.task(base=DataForgeTask, name="u.defaults")
+    def defaults() -> None: ...
+
+    @app.task(base=DataForgeTask, name="u.explicit", max_retries=1, default_retry_delay=2)
+    def explicit() -> None: ...
+
+    assert (defaults.max_retries, defaults.default_retry_delay) == (4, 7)
+    assert (explicit.max_retries, explicit.default_retry_delay) == (1, 2)
+
+
+@pytest.mark.parametrize("retries", [0, 1, 3, 6, 12, 40])
+def test_backoff_has_full_jitter_under_the_cap(harness: Harness, retries: int) -> None:
+    task = harness.app.tasks["u.ok"]  # default_retry_delay 7 from settings
+    ceiling = min(600.0, 7 * 2**retries)
+    samples = [task.backoff_countdown(retries) for _ in range(300)]
+    assert all(0 <= value <= ceiling for value in samples)
+    assert max(samples) > ceiling / 2  # full jitter spreads over the range
+
+
+def test_a_task_time_limit_gets_a_soft_limit_below_it(harness: Harness) -> None:
+    app = harness.app
+
+    @app.task(base=DataForgeTask, name="u.limit30", time_limit=30)
+    def limit30() -> None: ...
+
+    @app.task(base=DataForgeTask, name="u.limit1", time_limit=1)
+    def limit1() -> None: ...
+
+    @app.task(base=DataForgeTask, name="u.both", time_limit=30, soft_time_limit=10)
+    def both() -> None: ...
+
+    assert limit30.soft_time_limit == 27
+    assert limit1.soft_time_limit == pytest.approx(0.9)
+    assert both.soft_time_limit == 10
+
+
+def test_an_unknown_overlap_policy_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="overlap_policy must be 'skip' or 'allow'"):
+        type("Bad", (DataForgeTask,), {"overlap_policy": "queue"})
+
+
+def test_connect_signals_is_idempotent(harness: Harness) -> None:
+    before = len(signals.task_prerun.receivers)
+    connect_signals()
+    connect_signals()
+    assert len(signals.task_prerun.receivers) == before
+
+
+def _run(**overrides: Any) -> RunContext:
+    values: dict[str, Any] = {
+        "celery_task_id": "t1",
+        "task_name": "u.ok",
+        "execution_id": 1,
+        "scheduled_task_id": None,
+        "retries": 0,
+        "runtime": None,
+        "log": None,
+        "echo": False,
+    }
+    values.update(overrides)
+    return RunContext(**values)
+
+
+def test_outcomes_map_every_final_state() -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    run = _run()
+    assert outcome_of(run, states.SUCCESS, retval=5, now=now).status is ExecutionStatus.SUCCESS
+    assert outcome_of(run, None, retval=None, now=now).error == TERMINATED
+    assert outcome_of(run, states.REJECTED, retval="x", now=now).status is ExecutionStatus.FAILED
+    retry = Retry(exc=ValueError("v"), when=now + timedelta(seconds=30))
+    retrying = outcome_of(run, states.RETRY, retval=retry, now=now)
+    assert retrying.status is ExecutionStatus.RETRYING
+    assert retrying.countdown == 30
+    assert retrying.error == "ValueError: v"
+    run.state.error = "RuntimeError: stashed"
+    assert outcome_of(run, states.FAILURE, retval=RuntimeError("x"), now=now).error == (
+        "RuntimeError: stashed"
+    )
+
+
+class _TrackingLocks(MemoryLockManager):
+    def __init__(self) -> None:
+        super().__init__()
+        self.extended = threading.Event()
+
+    def extend(self, scope: str, token: str, *, ttl: float) -> None:
+        try:
+            super().extend(scope, token, ttl=ttl)
+        finally:
+            self.extended.set()
+
+
+@dataclass
+class _Runtime:
+    locks: Any
+
+
+def test_the_watchdog_renews_the_lock_and_notices_when_it_is_lost(harness: Harness) -> None:
+    locks = _TrackingLocks()
+    taken = locks.acquire("task:1", LockOwner("t1"), ttl=60)
+    assert not isinstance(taken, type(None))
+    run = _run(runtime=_Runtime(locks))
+    run.state.lock = LockHold(scope="task:1", token=taken.token, ttl=0.15)  # type: ignore[union-attr]
+    watchdog = LockWatchdog(run).start()
+    try:
+        assert locks.extended.wait(WAIT)
+        locks.force_release("task:1")
+        locks.extended.clear()
+        assert locks.extended.wait(WAIT)
+        deadline = datetime.now(UTC) + timedelta(seconds=WAIT)
+        while not run.state.lock.lost and datetime.now(UTC) < deadline:
+            threading.Event().wait(0.01)
+        assert run.state.lock.lost
+    finally:
+        watchdog.stop()
+    task = harness.app.tasks["u.ok"]
+    task.extend_lock()  # outside a run: nothing to extend
+    token = bind_run(run)
+    try:
+        with pytest.raises(LockLost, match="was lost"):
+            task.extend_lock()
+    finally:
+        reset_run(token)
