@@ -1,0 +1,435 @@
+"""``DatabaseScheduler``: the Celery beat scheduler whose schedule is the database.
+
+It keeps no copy of the table. Each pass asks the ``(status, next_run_at)`` index what
+is due, claims those slots in one transaction (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL; a ``pending`` execution row per slot, unique per schedule and slot),
+advances ``next_run_at`` with the trigger and the misfire policy, commits, and only
+then sends each claimed slot by its registered task name with the Celery task id
+stored on its row. A claimed slot that was never sent (a crash between commit and
+send) is sent by a later pass of any scheduler. Between passes it waits inside
+``tick()`` until the earliest ``next_run_at``, woken early by a schedule-change notice
+and never longer than ``celery_beat_sync_every``. Several schedulers may run at once
+against one PostgreSQL database; none leads. The SQL is in ``sql/claims.py``, the
+slot arithmetic and misfire policies in ``celery/slots.py``, the wait in
+``celery/wakeup.py``; ``docs/scheduler.md`` documents the hooks.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from celery.beat import ScheduleEntry, Scheduler
+from sqlalchemy import ColumnElement
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from dataforge_scheduler.celery.dispatch import CeleryDispatcher
+from dataforge_scheduler.celery.headers import EXECUTION_ID, SLOT, TRIGGER
+from dataforge_scheduler.celery.slots import (
+    Message,
+    PassResult,
+    RowPlan,
+    claimed_slot,
+    plan_first_run,
+    plan_row,
+)
+from dataforge_scheduler.celery.wakeup import NoticeWaiter
+from dataforge_scheduler.core.clock import Clock, ensure_utc
+from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger, TaskStatus
+from dataforge_scheduler.core.triggers import Trigger, trigger_for
+from dataforge_scheduler.errors import BackendUnavailable, DataForgeError
+from dataforge_scheduler.runtime import Dispatcher, Runtime, runtime_for
+from dataforge_scheduler.settings import Settings
+from dataforge_scheduler.sql import claims
+from dataforge_scheduler.sql.claims import Advance, ClaimedSlot
+from dataforge_scheduler.sql.models import ScheduledTask
+
+__all__ = ["ClaimedSlot", "DatabaseScheduler", "Message", "PassResult"]
+
+logger = logging.getLogger(__name__)
+
+
+class DatabaseScheduler(Scheduler):
+    """Celery beat scheduler reading ``scheduled_tasks``; see the module docstring.
+
+    Celery builds it (``celery beat -S dataforge_scheduler.DatabaseScheduler``, or the
+    app's ``beat_scheduler`` that ``setup()`` sets). Programmatic use (benchmarks,
+    fixtures): ``DatabaseScheduler(app, runtime=..., clock=..., dispatcher=...)`` then
+    ``run_pass(now)``. Hooks for subclasses: ``claim_filter``, ``trigger_for_row``,
+    ``message_for``, ``after_send`` and ``is_registered``.
+    """
+
+    #: Schedules claimed per transaction; a full batch makes the next pass start at once.
+    batch_size = 100
+    #: Most on-time slots one schedule gets in one pass (the rest go in the next pass).
+    max_slots_per_schedule = 1000
+    #: A claimed slot still unsent after this many seconds is sent by any scheduler.
+    resend_after_seconds = 10.0
+    #: Wait when rows are due but locked by another scheduler.
+    busy_wait_seconds = 0.2
+    #: A row whose trigger hook raised is tried again after this many seconds.
+    retry_failed_row_seconds = 60.0
+    #: After a failed pass (database down), wait this long before the next one.
+    retry_pass_seconds = 5.0
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        runtime: Runtime | None = None,
+        clock: Clock | None = None,
+        dispatcher: Dispatcher | None = None,
+        lazy: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        # our state first: Scheduler.__init__ calls setup_schedule() unless lazy
+        self._runtime = runtime
+        self._clock = clock
+        self._dispatcher = dispatcher
+        self._waiter = NoticeWaiter(lambda: self.runtime.notices.listen())
+        self._reported: set[tuple[int, str]] = set()
+        super().__init__(app, lazy=lazy, **kwargs)
+
+    # ------------------------------------------------------------ collaborators
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime given to the constructor, else the one ``setup()`` bound to the app."""
+        if self._runtime is None:
+            self._runtime = runtime_for(self.app)
+        return self._runtime
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock if self._clock is not None else self.runtime.clock
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        if self._dispatcher is None:
+            self._dispatcher = self.runtime.dispatcher or CeleryDispatcher(self.app)
+        return self._dispatcher
+
+    # ------------------------------------------------------------ Celery's surface
+
+    def setup_schedule(self) -> None:
+        """No I/O and no rows loaded: the database is read pass by pass."""
+        self.data: dict[str, ScheduleEntry] = {}
+        self.runtime  # noqa: B018 -- fail at start-up, not in the loop, without setup()
+        if self.app.conf.beat_schedule:
+            logger.warning(
+                "beat_schedule has %d entries, which DatabaseScheduler ignores: "
+                "create them as rows in scheduled_tasks instead",
+                len(self.app.conf.beat_schedule),
+            )
+
+    def get_schedule(self) -> dict[str, ScheduleEntry]:
+        return self.data  # always empty: nothing walks the table
+
+    schedule = property(get_schedule, Scheduler.set_schedule)
+
+    def schedules_equal(self, *args: Any, **kwargs: Any) -> bool:
+        return True
+
+    def sync(self) -> None:
+        """Nothing to flush: every claim is written when it is made."""
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        """One pass, then a wait inside this call; returns 0 so Celery's loop calls it
+        again at once (fact 9). A closed scheduler passes no more and asks for a pause."""
+        if self._waiter.closed:
+            return 1.0
+        try:
+            result = self.run_pass()
+        except (SQLAlchemyError, DataForgeError, OSError) as exc:
+            logger.error(
+                "beat pass failed (%s: %s); trying again in %.0f s",
+                type(exc).__name__,
+                exc,
+                self.retry_pass_seconds,
+            )
+            self._waiter.wait(self.retry_pass_seconds)
+            return 0.0
+        wait = self._wait_seconds(result)
+        logger.debug(
+            "beat pass: %d schedule(s) claimed, %d slot(s) sent, next run at %s; waiting %.2f s",
+            result.claimed_schedules,
+            len(result.sent),
+            result.next_run_at,
+            wait,
+        )
+        if wait > 0:
+            self._waiter.wait(wait)
+        return 0.0
+
+    def close(self) -> None:
+        """Stop waiting and release the notice listener; safe to call twice."""
+        if self._waiter.closed:
+            return
+        self._waiter.close()
+        super().close()
+        logger.debug("DatabaseScheduler closed")
+
+    @property
+    def info(self) -> str:
+        """The banner lines: which database, how many active schedules (one COUNT)."""
+        url = make_url(self.settings.database_url).render_as_string(hide_password=True)
+        try:
+            with self.runtime.session() as session:
+                active = str(claims.count_active(session))
+        except (SQLAlchemyError, DataForgeError, OSError) as exc:
+            active = f"unknown (database unreachable: {type(exc).__name__})"
+        return f"    . database -> {url}\n    . active schedules -> {active}"
+
+    # ------------------------------------------------------------ hooks
+
+    def claim_filter(self) -> ColumnElement[bool] | None:
+        """An extra condition on the ``scheduled_tasks`` rows this scheduler claims, as a
+        SQLAlchemy expression on ``ScheduledTask`` (e.g. ``ScheduledTask.queue ==
+        "reports"``), so schedulers can be partitioned; None claims every row."""
+        return None
+
+    def trigger_for_row(self, row: ScheduledTask) -> Trigger:
+        """The trigger of a row (custom schedule types); ``InvalidSchedule`` disables it."""
+        return trigger_for(row, self.settings.celery_timezone)
+
+    def message_for(self, slot: ClaimedSlot) -> Message:
+        """How a claimed slot is published: routing options and headers."""
+        options: dict[str, Any] = {}
+        if slot.queue:
+            options["queue"] = slot.queue
+        if slot.priority is not None:
+            options["priority"] = slot.priority
+        if slot.expire_seconds:
+            options["expires"] = slot.scheduled_for + timedelta(seconds=slot.expire_seconds)
+        headers = {
+            TRIGGER: ExecutionTrigger.SCHEDULE.value,
+            SLOT: slot.scheduled_for.isoformat(),
+            EXECUTION_ID: slot.execution_id,
+        }
+        return Message(slot.task_name, dict(slot.kwargs), options, headers)
+
+    def after_send(self, slot: ClaimedSlot, message: Message) -> None:
+        """Called after each slot reached the broker; exceptions are logged, not raised."""
+
+    def is_registered(self, task_name: str) -> bool:
+        """Whether ``task_name`` may be sent; unregistered slots are recorded as failed."""
+        return task_name in self.app.tasks
+
+    # ------------------------------------------------------------ the pass
+
+    def run_pass(self, now: datetime | None = None) -> PassResult:
+        """Claim every slot due at ``now`` (default: the clock), send them, re-send
+        claimed slots a dead scheduler left unsent, and report what was sent."""
+        now = ensure_utc(now) if now is not None else self.clock.now()
+        claimed, rows, earliest = self._claim(now)
+        sent, unsent = self._send_and_record(claimed)
+        resent, still_unsent = self._sweep(now)
+        return PassResult(
+            sent=(*sent, *resent),
+            unsent=(*unsent, *still_unsent),
+            claimed_schedules=rows,
+            next_run_at=earliest,
+            batch_full=rows >= self.batch_size,
+        )
+
+    def _claim(self, now: datetime) -> tuple[list[ClaimedSlot], int, datetime | None]:
+        extra = self.claim_filter()
+        with self.runtime.session() as session:
+            fresh = claims.select_uninitialised(session, limit=self.batch_size, extra=extra)
+            claims.advance_schedules(session, [self._first_run(row, now) for row in fresh])
+            rows = claims.select_due(session, now=now, limit=self.batch_size, extra=extra)
+            plans = [self._plan(row, now) for row in rows]
+            slots = [slot for plan in plans for slot in plan.slots]
+            inserted = claims.insert_slots(session, slots, now=now)
+            claims.advance_schedules(session, [plan.advance(inserted) for plan in plans])
+            earliest = claims.earliest_next_run(session, extra=extra)
+        claimed = [
+            claimed_slot(plan.row, slot, inserted[slot.celery_task_id])
+            for plan in plans
+            for slot in plan.slots
+            if slot.status is ExecutionStatus.PENDING and slot.celery_task_id in inserted
+        ]
+        if rows:
+            logger.debug("claimed %d slot(s) of %d due schedule(s)", len(claimed), len(rows))
+        return claimed, len(rows), earliest
+
+    def _first_run(self, row: ScheduledTask, now: datetime) -> Advance:
+        trigger = self._trigger(row, now)
+        if isinstance(trigger, Advance):
+            return trigger
+        advance = plan_first_run(row, trigger, now=now, grace=self._grace(row))
+        if advance.next_run_at is None:
+            return advance
+        logger.info(
+            "schedule %s (id %s) had no next_run_at: first run at %s",
+            row.name,
+            row.id,
+            advance.next_run_at,
+        )
+        return advance
+
+    def _plan(self, row: ScheduledTask, now: datetime) -> RowPlan:
+        trigger = self._trigger(row, now)
+        if isinstance(trigger, Advance):
+            return RowPlan(
+                row=row, slots=[], next_run_at=trigger.next_run_at, status=trigger.status
+            )
+        registered = self.is_registered(row.task_name)
+        if not registered:
+            self._report_unregistered(row)
+        return plan_row(
+            row,
+            trigger,
+            now=now,
+            grace=self._grace(row),
+            catch_up_max_runs=self.settings.catch_up_max_runs,
+            max_slots=self.max_slots_per_schedule,
+            new_task_id=lambda: str(uuid.uuid4()),
+            unregistered_error=None if registered else self._unregistered_error(row),
+        )
+
+    def _trigger(self, row: ScheduledTask, now: datetime) -> Trigger | Advance:
+        try:
+            return self.trigger_for_row(row)
+        except DataForgeError as exc:  # InvalidSchedule: the stored row can never fire
+            logger.error(
+                "schedule %s (id %s) is invalid and was disabled: %s; fix it and resume it",
+                row.name,
+                row.id,
+                exc,
+            )
+            return Advance(row.id, None, TaskStatus.DISABLED)
+        except Exception:  # a subclass's hook failed: try the row again later
+            retry = self.retry_failed_row_seconds
+            logger.exception(
+                "trigger_for_row failed for schedule %s (id %s); retrying in %.0f s",
+                row.name,
+                row.id,
+                retry,
+            )
+            return Advance(row.id, now + timedelta(seconds=retry), TaskStatus.ACTIVE)
+
+    def _grace(self, row: ScheduledTask) -> timedelta:
+        grace = row.misfire_grace_seconds
+        return timedelta(seconds=self.settings.misfire_grace_seconds if grace is None else grace)
+
+    def _unregistered_error(self, row: ScheduledTask) -> str:
+        return (
+            f"task {row.task_name!r} is not registered in Celery app {self.app.main!r}: "
+            "the slot was not sent"
+        )
+
+    def _report_unregistered(self, row: ScheduledTask) -> None:
+        key = (row.id, row.task_name)
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        logger.error(
+            "schedule %s (id %s) names task %r, which is not registered in Celery app %r: "
+            "its slots are recorded as failed runs and not sent. Import the task's module "
+            "in the beat process (include= or autodiscover) or fix task_name.",
+            row.name,
+            row.id,
+            row.task_name,
+            self.app.main,
+        )
+
+    # ------------------------------------------------------------ sending
+
+    def _send_and_record(
+        self, slots: Sequence[ClaimedSlot]
+    ) -> tuple[list[ClaimedSlot], list[ClaimedSlot]]:
+        if not slots:
+            return [], []
+        sent, unsent = self._publish(slots)
+        if sent:
+            try:
+                with self.runtime.session() as session:
+                    self._mark_sent(session, sent)
+            except (SQLAlchemyError, DataForgeError, OSError) as exc:
+                logger.warning(
+                    "could not record %d send(s): %s; they may be re-sent", len(sent), exc
+                )
+        return sent, unsent
+
+    def _sweep(self, now: datetime) -> tuple[list[ClaimedSlot], list[ClaimedSlot]]:
+        before = now - timedelta(seconds=self.resend_after_seconds)
+        with self.runtime.session() as session:
+            slots = claims.select_unsent(
+                session, created_before=before, limit=self.batch_size, extra=self.claim_filter()
+            )
+            if not slots:
+                return [], []
+            logger.warning(
+                "sending %d claimed slot(s) that were never sent (a scheduler stopped between "
+                "its claim and its send, or the broker refused them)",
+                len(slots),
+            )
+            sent, unsent = self._publish(slots)  # the rows stay locked while they are sent
+            self._mark_sent(session, sent)
+        return sent, unsent
+
+    def _mark_sent(self, session: Session, sent: Sequence[ClaimedSlot]) -> None:
+        claims.mark_sent(session, [slot.execution_id for slot in sent], now=self.clock.now())
+
+    def _publish(self, slots: Sequence[ClaimedSlot]) -> tuple[list[ClaimedSlot], list[ClaimedSlot]]:
+        sent: list[ClaimedSlot] = []
+        unsent: list[ClaimedSlot] = []
+        for index, slot in enumerate(slots):
+            try:
+                message = self.message_for(slot)
+                logger.info(
+                    "Sending due task %s (%s) slot %s as %s",
+                    slot.schedule_name,
+                    message.task_name,
+                    slot.scheduled_for.isoformat(),
+                    slot.celery_task_id,
+                )
+                self.dispatcher.send(
+                    message.task_name,
+                    kwargs=message.kwargs,
+                    task_id=slot.celery_task_id,
+                    options=message.options,
+                    headers=message.headers,
+                )
+            except BackendUnavailable as exc:
+                logger.error(
+                    "broker unavailable (%s): %d slot(s) stay claimed and unsent; they are "
+                    "sent again after %.0f s",
+                    exc,
+                    len(slots) - index,
+                    self.resend_after_seconds,
+                )
+                return sent, [*unsent, *slots[index:]]
+            except Exception:  # a hook or serialisation bug: keep the other slots going
+                logger.exception("could not send slot %s of %s", slot.scheduled_for, slot.task_name)
+                unsent.append(slot)
+                continue
+            sent.append(slot)
+            try:
+                self.after_send(slot, message)
+            except Exception:
+                logger.exception("after_send failed for %s", slot.celery_task_id)
+        return sent, unsent
+
+    # ------------------------------------------------------------ waiting
+
+    def _wait_seconds(self, result: PassResult) -> float:
+        if result.batch_full:
+            return 0.0
+        ceiling = float(min(self.settings.celery_beat_sync_every, self.max_interval or 300))
+        if result.next_run_at is None:
+            return ceiling
+        delta = (result.next_run_at - self.clock.now()).total_seconds()
+        if delta <= 0:  # due rows another scheduler holds, or more slots than one pass takes
+            return min(self.busy_wait_seconds, ceiling)
+        return min(delta, ceiling)

@@ -1,0 +1,311 @@
+"""Every SQL statement the beat scheduler runs: find due slots, claim them, record sends.
+
+A pass of ``DatabaseScheduler`` is a handful of set-based statements whose cost follows
+what is due, never how many schedules exist: each reads through the ``(status,
+next_run_at)`` index (or the ``status`` prefix of the executions' reaper index). On
+PostgreSQL the schedule rows a pass works on are locked with ``FOR UPDATE SKIP LOCKED``,
+so several schedulers share the table without waiting on each other; SQLite has no row
+locks and runs one scheduler. A slot is claimed by inserting its ``pending`` execution
+row: ``(scheduled_task_id, scheduled_for)`` is unique, so a slot is claimed at most
+once, whoever tries. Functions never commit: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, bindparam, func, select, update
+from sqlalchemy.orm import Session
+
+from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger, TaskStatus, TaskType
+from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution, metadata
+from dataforge_scheduler.sql.store.common import aware_now, dialect_insert, json_safe
+
+__all__ = [
+    "DUE_TYPES",
+    "Advance",
+    "ClaimedSlot",
+    "NewSlot",
+    "advance_schedules",
+    "count_active",
+    "earliest_next_run",
+    "insert_slots",
+    "mark_sent",
+    "select_due",
+    "select_uninitialised",
+    "select_unsent",
+]
+
+#: The task types a scheduler fires by itself (``manual`` runs only through the API).
+DUE_TYPES = (TaskType.CRON, TaskType.INTERVAL, TaskType.DATE)
+
+# rows per multi-row INSERT: well under SQLite's 32,766 bound parameters (10 per row)
+_INSERT_CHUNK = 500
+
+_schedules = metadata.tables[ScheduledTask.__tablename__]
+_executions = metadata.tables[TaskExecution.__tablename__]
+
+
+@dataclass(frozen=True)
+class NewSlot:
+    """An execution row to insert for a slot: ``pending`` to send it, or ``failed`` with
+    ``error`` when it cannot be sent (its task is not registered)."""
+
+    scheduled_task_id: int
+    scheduled_for: datetime
+    task_name: str
+    celery_task_id: str
+    kwargs: dict[str, Any]
+    status: ExecutionStatus = ExecutionStatus.PENDING
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Advance:
+    """What a pass writes back to one schedule row.
+
+    ``last_status``/``last_execution_id`` of ``None`` leave the stored values alone.
+    """
+
+    schedule_id: int
+    next_run_at: datetime | None
+    status: TaskStatus = TaskStatus.ACTIVE
+    last_status: ExecutionStatus | None = None
+    last_execution_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ClaimedSlot:
+    """A slot whose ``pending`` row exists: everything needed to send it.
+
+    ``kwargs`` are the task's keyword arguments as stored on the execution row
+    (``handler_kwargs`` plus ``scheduled_task_id``); ``resend`` is True when the slot
+    was found unsent by the sweep rather than claimed by this pass.
+    """
+
+    execution_id: int
+    celery_task_id: str
+    scheduled_task_id: int | None
+    schedule_name: str | None
+    task_name: str
+    scheduled_for: datetime
+    kwargs: dict[str, Any]
+    queue: str | None = None
+    priority: int | None = None
+    expire_seconds: int | None = None
+    resend: bool = False
+
+
+def _locked(session: Session, query: Select[Any], *, of: Any = None) -> Select[Any]:
+    if session.get_bind().dialect.name == "postgresql":
+        return query.with_for_update(skip_locked=True, of=of)
+    return query
+
+
+def _active(extra: ColumnElement[bool] | None) -> list[ColumnElement[bool]]:
+    clauses = [ScheduledTask.status == TaskStatus.ACTIVE, ScheduledTask.task_type.in_(DUE_TYPES)]
+    if extra is not None:
+        clauses.append(extra)
+    return clauses
+
+
+def select_uninitialised(
+    session: Session, *, limit: int, extra: ColumnElement[bool] | None = None
+) -> list[ScheduledTask]:
+    """Active rows with no ``next_run_at`` yet (inserted by raw SQL), locked on PostgreSQL."""
+    query = select(ScheduledTask).where(ScheduledTask.next_run_at.is_(None), *_active(extra))
+    query = _locked(session, query.limit(limit))
+    return list(session.scalars(query, execution_options={"populate_existing": True}))
+
+
+def select_due(
+    session: Session,
+    *,
+    now: datetime,
+    limit: int,
+    extra: ColumnElement[bool] | None = None,
+) -> list[ScheduledTask]:
+    """Up to ``limit`` active rows with ``next_run_at <= now``, earliest first.
+
+    On PostgreSQL they are locked ``FOR UPDATE SKIP LOCKED``: rows another scheduler
+    holds are left to it. ``extra`` narrows the rows (a subclass's partition).
+    """
+    query = (
+        select(ScheduledTask)
+        .where(ScheduledTask.next_run_at <= aware_now(now), *_active(extra))
+        .order_by(ScheduledTask.next_run_at)
+        .limit(limit)
+    )
+    query = _locked(session, query)
+    return list(session.scalars(query, execution_options={"populate_existing": True}))
+
+
+def _chunks(items: Sequence[NewSlot]) -> Iterator[Sequence[NewSlot]]:
+    for start in range(0, len(items), _INSERT_CHUNK):
+        yield items[start : start + _INSERT_CHUNK]
+
+
+def insert_slots(session: Session, slots: Sequence[NewSlot], *, now: datetime) -> dict[str, int]:
+    """Insert the slots' execution rows, skipping slots already claimed.
+
+    One ``INSERT ... ON CONFLICT (scheduled_task_id, scheduled_for) DO NOTHING RETURNING``
+    per 500 slots. Returns ``{celery_task_id: execution_id}`` of the rows inserted: a slot
+    missing from it belongs to whoever claimed it first and must not be sent.
+    """
+    now = aware_now(now)
+    inserted: dict[str, int] = {}
+    insert = dialect_insert(session)
+    for chunk in _chunks(slots):
+        values = [
+            {
+                "scheduled_task_id": slot.scheduled_task_id,
+                "scheduled_for": slot.scheduled_for,
+                "task_name": slot.task_name,
+                "celery_task_id": slot.celery_task_id,
+                "trigger": ExecutionTrigger.SCHEDULE,
+                "status": slot.status,
+                "kwargs": json_safe(slot.kwargs),
+                "created_at": now,
+                "finished_at": None if slot.status is ExecutionStatus.PENDING else now,
+                "error": slot.error,
+            }
+            for slot in chunk
+        ]
+        statement = (
+            insert(_executions)
+            .values(values)
+            .on_conflict_do_nothing(
+                index_elements=[_executions.c.scheduled_task_id, _executions.c.scheduled_for]
+            )
+            .returning(_executions.c.celery_task_id, _executions.c.id)
+        )
+        inserted.update({row.celery_task_id: row.id for row in session.execute(statement)})
+    return inserted
+
+
+def advance_schedules(session: Session, advances: Sequence[Advance]) -> None:
+    """Write each row's new ``next_run_at`` and status (one executemany UPDATE).
+
+    ``updated_at`` and ``version`` are left alone: a claim is not a configuration change.
+    """
+    if not advances:
+        return
+    columns = _schedules.c
+    statement = (
+        update(_schedules)
+        .where(columns.id == bindparam("b_id"))
+        .values(
+            next_run_at=bindparam("b_next", type_=columns.next_run_at.type),
+            status=bindparam("b_status", type_=columns.status.type),
+            last_status=func.coalesce(
+                bindparam("b_last_status", type_=columns.last_status.type), columns.last_status
+            ),
+            last_execution_id=func.coalesce(
+                bindparam("b_last_execution", type_=columns.last_execution_id.type),
+                columns.last_execution_id,
+            ),
+            updated_at=columns.updated_at,  # suppresses the column's onupdate
+        )
+    )
+    params = [
+        {
+            "b_id": advance.schedule_id,
+            "b_next": advance.next_run_at,
+            "b_status": advance.status,
+            "b_last_status": advance.last_status,
+            "b_last_execution": advance.last_execution_id,
+        }
+        for advance in advances
+    ]
+    session.execute(statement, params)
+
+
+def mark_sent(session: Session, execution_ids: Sequence[int], *, now: datetime) -> None:
+    """Record that these executions' messages reached the broker (first send wins)."""
+    if not execution_ids:
+        return
+    session.execute(
+        update(_executions)
+        .where(_executions.c.id.in_(list(execution_ids)), _executions.c.sent_at.is_(None))
+        .values(sent_at=aware_now(now))
+    )
+
+
+def select_unsent(
+    session: Session,
+    *,
+    created_before: datetime,
+    limit: int,
+    extra: ColumnElement[bool] | None = None,
+) -> list[ClaimedSlot]:
+    """Claimed slots never recorded as sent, claimed before ``created_before``.
+
+    Their scheduler died between its commit and its send (or the broker refused the
+    send). The execution rows are locked ``SKIP LOCKED`` on PostgreSQL so two sweeping
+    schedulers do not both resend; a duplicate send would still be harmless, because a
+    worker runs a slot only from ``pending``. No ORDER BY: the ``status`` index finds the
+    few pending rows, where an ordered scan could walk the whole history.
+    """
+    e, s = _executions.c, _schedules.c
+    query = (
+        select(
+            e.id,
+            e.celery_task_id,
+            e.scheduled_task_id,
+            s.name,
+            e.task_name,
+            e.scheduled_for,
+            e.kwargs,
+            s.queue,
+            s.priority,
+            s.expire_seconds,
+        )
+        .select_from(_executions.outerjoin(_schedules, s.id == e.scheduled_task_id))
+        .where(
+            e.status == ExecutionStatus.PENDING,
+            e.sent_at.is_(None),
+            e.trigger == ExecutionTrigger.SCHEDULE,
+            e.scheduled_for.is_not(None),
+            e.created_at < aware_now(created_before),
+        )
+        .limit(limit)
+    )
+    if extra is not None:
+        query = query.where(extra)
+    query = _locked(session, query, of=_executions)
+    return [
+        ClaimedSlot(
+            execution_id=row.id,
+            celery_task_id=row.celery_task_id,
+            scheduled_task_id=row.scheduled_task_id,
+            schedule_name=row.name,
+            task_name=row.task_name,
+            scheduled_for=row.scheduled_for,
+            kwargs=dict(row.kwargs or {}),
+            queue=row.queue,
+            priority=row.priority,
+            expire_seconds=row.expire_seconds,
+            resend=True,
+        )
+        for row in session.execute(query)
+    ]
+
+
+def earliest_next_run(
+    session: Session, *, extra: ColumnElement[bool] | None = None
+) -> datetime | None:
+    """The earliest ``next_run_at`` of the active rows (one index probe), or None."""
+    query = select(func.min(ScheduledTask.next_run_at)).where(*_active(extra))
+    earliest: datetime | None = session.scalar(query)
+    return earliest
+
+
+def count_active(session: Session) -> int:
+    """How many schedules are active (for the beat banner)."""
+    query = (
+        select(func.count()).select_from(_schedules).where(_schedules.c.status == TaskStatus.ACTIVE)
+    )
+    return int(session.scalar(query) or 0)

@@ -1,0 +1,433 @@
+"""One claim-and-send pass of DatabaseScheduler, driven by a ManualClock.
+
+Every test runs on PostgreSQL and SQLite (the ``engine`` fixture). Nothing sleeps: the
+clock moves, ``run_pass()`` runs, and the test reads what was sent and stored.
+``Harness`` is shared with the other ``test_scheduler_*`` modules.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from celery import Celery
+
+from dataforge_scheduler.celery.beat import DatabaseScheduler, PassResult
+from dataforge_scheduler.core.clock import ManualClock
+from dataforge_scheduler.core.enums import ExecutionStatus, TaskStatus
+from dataforge_scheduler.errors import BackendUnavailable
+from dataforge_scheduler.registry import TaskRegistry
+from dataforge_scheduler.runtime import Runtime
+from dataforge_scheduler.settings import Settings
+from dataforge_scheduler.sql import store
+from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution
+
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday, on the minute
+RECORD = "scheduler_unit.record"
+SEED_INSERT = """\
+INSERT INTO scheduled_tasks (name, description, task_type, task_name, interval_seconds, handler_kwargs, status)
+VALUES ('sync_accounts_hourly', '每小时同步账号', 'interval', 'dataforge.sync_accounts', 3600, '{}', 'active');
+"""  # noqa: E501 - the seed's statement, byte for byte
+
+
+def seconds(n: float) -> timedelta:
+    return timedelta(seconds=n)
+
+
+@dataclass
+class Sent:
+    task_name: str
+    kwargs: dict[str, Any]
+    task_id: str
+    options: dict[str, Any]
+    headers: dict[str, Any]
+
+
+@dataclass
+class RecordingDispatcher:
+    """A Dispatcher that records sends; ``down`` makes it refuse like a dead broker."""
+
+    sent: list[Sent] = field(default_factory=list)
+    down: bool = False
+
+    def send(
+        self,
+        task_name: str,
+        *,
+        kwargs: dict[str, Any],
+        task_id: str,
+        options: dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> None:
+        if self.down:
+            raise BackendUnavailable("the broker is down (test)")
+        self.sent.append(Sent(task_name, kwargs, task_id, dict(options or {}), dict(headers or {})))
+
+
+class Harness:
+    """A scheduler on ``engine`` with a ManualClock, a recording dispatcher and a Celery
+    app that registers ``RECORD`` (not shared: other test modules' apps never see it)."""
+
+    def __init__(
+        self,
+        engine: Any,
+        *,
+        scheduler_cls: type[DatabaseScheduler] = DatabaseScheduler,
+        start: datetime = T0,
+        **settings: Any,
+    ) -> None:
+        self.clock = ManualClock(start)
+        self.settings = Settings(
+            database_url=engine.url.render_as_string(hide_password=False),
+            redis_url="memory://",
+            celery_broker_url="memory://",
+            celery_result_backend="cache+memory://",
+            **settings,
+        )
+        self.runtime = Runtime(
+            self.settings, engine=engine, clock=self.clock, registry=TaskRegistry()
+        )
+        self.app = Celery("scheduler-unit", set_as_current=False)
+        self.app.task(name=RECORD, shared=False)(_record)
+        self.dispatcher = RecordingDispatcher()
+        self._names = itertools.count(1)
+        self.scheduler_cls = scheduler_cls
+        self.scheduler = self.new_scheduler()
+
+    def new_scheduler(self, **kwargs: Any) -> DatabaseScheduler:
+        return self.scheduler_cls(
+            self.app, runtime=self.runtime, dispatcher=self.dispatcher, **kwargs
+        )
+
+    def create(self, **fields: Any) -> int:
+        fields.setdefault("task_name", RECORD)
+        fields.setdefault("name", f"schedule-{next(self._names)}")
+        with self.runtime.session() as session:
+            row = store.create_schedule(
+                session, fields, now=self.clock.now(), default_timezone="UTC"
+            )
+            return row.id
+
+    def at(self, when: datetime) -> PassResult:
+        self.clock.set(when)
+        return self.scheduler.run_pass()
+
+    def schedule(self, schedule_id: int) -> ScheduledTask:
+        with self.runtime.session() as session:
+            return store.get_schedule(session, schedule_id)
+
+    def executions(self, schedule_id: int | None = None) -> list[TaskExecution]:
+        query = sa.select(TaskExecution).order_by(TaskExecution.scheduled_for, TaskExecution.id)
+        if schedule_id is not None:
+            query = query.where(TaskExecution.scheduled_task_id == schedule_id)
+        with self.runtime.session() as session:
+            return list(session.scalars(query))
+
+    def sql(self, statement: str, **params: Any) -> None:
+        with self.runtime.engine.begin() as connection:
+            connection.execute(sa.text(statement), params)
+
+
+def _record(**kwargs: Any) -> dict[str, Any]:
+    return kwargs
+
+
+@pytest.fixture
+def h(engine: Any) -> Harness:
+    return Harness(engine)
+
+
+def test_an_interval_slot_is_sent_once_with_kwargs_headers_and_options(h: Harness) -> None:
+    sid = h.create(
+        task_type="interval",
+        interval_seconds=10,
+        handler_kwargs={"account": "a1"},
+        queue="reports",
+        priority=5,
+        expire_seconds=30,
+    )
+    assert h.at(T0 + seconds(9)).sent == ()
+    result = h.at(T0 + seconds(10.5))
+
+    [execution] = h.executions(sid)
+    [sent] = h.dispatcher.sent
+    assert [slot.execution_id for slot in result.sent] == [execution.id]
+    assert sent.task_name == RECORD
+    assert sent.task_id == execution.celery_task_id
+    assert sent.kwargs == {"account": "a1", "scheduled_task_id": sid}
+    assert sent.options == {"queue": "reports", "priority": 5, "expires": T0 + seconds(40)}
+    assert sent.headers == {
+        "df_trigger": "schedule",
+        "df_slot": (T0 + seconds(10)).isoformat(),
+        "df_execution_id": execution.id,
+    }
+    assert execution.status is ExecutionStatus.PENDING
+    assert execution.scheduled_for == T0 + seconds(10)
+    assert execution.kwargs == sent.kwargs
+    assert execution.sent_at == T0 + seconds(10.5)
+    assert h.schedule(sid).next_run_at == T0 + seconds(20)
+    assert result.next_run_at == T0 + seconds(20)
+
+    assert h.at(T0 + seconds(11)).sent == ()  # the same slot never goes out twice
+    assert len(h.dispatcher.sent) == 1
+
+
+def test_a_one_second_interval_fires_every_slot_on_its_grid(h: Harness) -> None:
+    sid = h.create(task_type="interval", interval_seconds=1)
+    for step in range(1, 11):
+        h.at(T0 + seconds(step + 0.3))
+    slots = [e.scheduled_for for e in h.executions(sid)]
+    assert slots == [T0 + seconds(k) for k in range(1, 11)]
+    assert len({s.task_id for s in h.dispatcher.sent}) == 10
+
+
+def test_slots_missed_within_the_grace_period_all_run_in_one_pass(h: Harness) -> None:
+    sid = h.create(task_type="interval", interval_seconds=1)
+    result = h.at(T0 + seconds(5.5))
+    assert [slot.scheduled_for for slot in result.sent] == [T0 + seconds(k) for k in range(1, 6)]
+    assert h.schedule(sid).next_run_at == T0 + seconds(6)
+
+
+class _SendsAnyTask(DatabaseScheduler):
+    """A beat that sends names it does not import (``dataforge.sync_accounts`` here)."""
+
+    def is_registered(self, task_name: str) -> bool:
+        return True
+
+
+def test_the_seed_insert_gets_its_first_run_from_the_trigger_and_fires(engine: Any) -> None:
+    h = Harness(engine, scheduler_cls=_SendsAnyTask)
+    h.sql(SEED_INSERT)
+    with h.runtime.session() as session:
+        row = session.scalars(sa.select(ScheduledTask)).one()
+    created = row.created_at
+    assert row.next_run_at is None
+
+    assert h.at(created + seconds(5)).sent == ()
+    assert h.schedule(row.id).next_run_at == created + timedelta(hours=1)
+    result = h.at(created + timedelta(hours=1, seconds=1))
+    [sent] = h.dispatcher.sent
+    assert [slot.scheduled_for for slot in result.sent] == [created + timedelta(hours=1)]
+    assert sent.task_name == "dataforge.sync_accounts"
+    assert sent.kwargs == {"scheduled_task_id": row.id}
+    assert h.schedule(row.id).next_run_at == created + timedelta(hours=2)
+
+
+def test_a_cron_schedule_fires_on_the_minute(h: Harness) -> None:
+    sid = h.create(task_type="cron", cron_expression="* * * * *")
+    h.at(T0 + seconds(30))
+    h.at(T0 + seconds(60.2))
+    h.at(T0 + seconds(90))
+    h.at(T0 + seconds(120.1))
+    assert [e.scheduled_for for e in h.executions(sid)] == [T0 + seconds(60), T0 + seconds(120)]
+
+
+def test_a_date_schedule_fires_once_then_completes(h: Harness) -> None:
+    sid = h.create(task_type="date", run_at=T0 + seconds(30))
+    h.at(T0 + seconds(31))
+    h.at(T0 + seconds(90))
+    assert [e.scheduled_for for e in h.executions(sid)] == [T0 + seconds(30)]
+    row = h.schedule(sid)
+    assert row.status is TaskStatus.COMPLETED
+    assert row.next_run_at is None
+
+
+def test_start_at_and_end_at_bound_the_slots(h: Harness) -> None:
+    sid = h.create(
+        task_type="interval",
+        interval_seconds=60,
+        start_at=T0 + seconds(300),
+        end_at=T0 + seconds(480),
+    )
+    for minute in range(1, 12):
+        h.at(T0 + seconds(60 * minute + 1))
+    slots = [e.scheduled_for for e in h.executions(sid)]
+    # the grid is anchored at start_at: first fire one interval later, last at end_at
+    assert slots == [T0 + seconds(60 * k) for k in (6, 7, 8)]
+    assert h.schedule(sid).status is TaskStatus.COMPLETED
+
+
+def test_an_unregistered_task_is_recorded_failed_logged_once_and_never_sent(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    sid = h.create(task_type="interval", interval_seconds=10, task_name="t.missing")
+    with caplog.at_level(logging.ERROR, logger="dataforge_scheduler"):
+        h.at(T0 + seconds(10))
+        h.at(T0 + seconds(20))
+    assert h.dispatcher.sent == []
+    runs = h.executions(sid)
+    assert [(e.status, e.scheduled_for) for e in runs] == [
+        (ExecutionStatus.FAILED, T0 + seconds(10)),
+        (ExecutionStatus.FAILED, T0 + seconds(20)),
+    ]
+    assert "not registered" in (runs[0].error or "")
+    row = h.schedule(sid)
+    assert row.last_status is ExecutionStatus.FAILED
+    assert row.last_execution_id == runs[-1].id
+    assert row.next_run_at == T0 + seconds(30)
+    errors = [r for r in caplog.records if "t.missing" in r.getMessage()]
+    assert len(errors) == 1
+    assert "not registered" in errors[0].getMessage()
+
+
+def test_a_row_that_can_never_fire_is_disabled_with_an_error(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h.sql(
+        "INSERT INTO scheduled_tasks (name, task_type, task_name, cron_expression) "
+        "VALUES ('broken', 'cron', 't.record', '61 * * * *')"
+    )
+    with caplog.at_level(logging.ERROR, logger="dataforge_scheduler"):
+        h.at(T0)
+        h.at(T0 + seconds(120))
+    with h.runtime.session() as session:
+        row = store.get_schedule_by_name(session, "broken")
+    assert row.status is TaskStatus.DISABLED
+    assert h.executions() == []
+    assert sum("broken" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_pause_through_the_store_stops_dispatch_at_once(h: Harness) -> None:
+    sid = h.create(task_type="interval", interval_seconds=1)
+    h.at(T0 + seconds(2))
+    with h.runtime.session() as session:
+        store.pause_schedule(session, sid, now=h.clock.now())
+    h.at(T0 + seconds(10))
+    assert [e.scheduled_for for e in h.executions(sid)] == [T0 + seconds(1), T0 + seconds(2)]
+
+
+def test_a_raw_sql_pause_takes_effect_at_the_next_pass(h: Harness) -> None:
+    sid = h.create(task_type="interval", interval_seconds=1)
+    h.at(T0 + seconds(2))
+    h.sql("UPDATE scheduled_tasks SET status = 'paused' WHERE id = :id", id=sid)
+    h.at(T0 + seconds(10))
+    assert len(h.executions(sid)) == 2
+
+
+def test_resuming_a_paused_schedule_never_bursts(h: Harness) -> None:
+    sid = h.create(task_type="interval", interval_seconds=60, misfire_policy="catch_up")
+    h.at(T0 + seconds(60))
+    with h.runtime.session() as session:
+        store.pause_schedule(session, sid, now=h.clock.now())
+    h.clock.set(T0 + timedelta(hours=3, seconds=10))
+    with h.runtime.session() as session:
+        store.resume_schedule(session, sid, now=h.clock.now(), default_timezone="UTC")
+    assert h.at(T0 + timedelta(hours=3, seconds=20)).sent == ()
+    result = h.at(T0 + timedelta(hours=3, seconds=60))
+    assert [slot.scheduled_for for slot in result.sent] == [T0 + timedelta(hours=3, minutes=1)]
+
+
+class _CrashAfterCommit(DatabaseScheduler):
+    """Dies (like SIGKILL would, as far as this pass is concerned) right before sending."""
+
+    def message_for(self, slot: Any) -> Any:
+        raise KeyboardInterrupt("crash between claim and send")
+
+
+def test_a_crash_between_claim_and_send_loses_no_slot(h: Harness) -> None:
+    sid = h.create(task_type="interval", interval_seconds=60)
+    crashing = _CrashAfterCommit(h.app, runtime=h.runtime, dispatcher=h.dispatcher)
+    h.clock.set(T0 + seconds(60))
+    with pytest.raises(KeyboardInterrupt):
+        crashing.run_pass()
+    [claimed] = h.executions(sid)
+    assert claimed.sent_at is None
+    assert h.dispatcher.sent == []
+
+    assert h.at(T0 + seconds(65)).sent == ()  # too fresh: its scheduler may still send it
+    result = h.at(T0 + seconds(71))
+    [sent] = h.dispatcher.sent
+    assert sent.task_id == claimed.celery_task_id
+    assert sent.headers["df_execution_id"] == claimed.id
+    assert sent.headers["df_slot"] == (T0 + seconds(60)).isoformat()
+    assert [slot.resend for slot in result.sent] == [True]
+    assert h.executions(sid)[0].sent_at == T0 + seconds(71)
+    h.at(T0 + seconds(100))
+    assert len(h.dispatcher.sent) == 1
+
+
+def test_slots_the_broker_refused_are_sent_once_it_is_back(h: Harness) -> None:
+    sid = h.create(task_type="interval", interval_seconds=60)
+    h.dispatcher.down = True
+    result = h.at(T0 + seconds(60))
+    assert result.sent == ()
+    assert [slot.scheduled_for for slot in result.unsent] == [T0 + seconds(60)]
+    h.dispatcher.down = False
+    h.at(T0 + seconds(80))
+    [sent] = h.dispatcher.sent
+    assert sent.task_id == h.executions(sid)[0].celery_task_id
+
+
+def test_two_schedulers_on_one_database_send_each_slot_once(h: Harness) -> None:
+    ids = [h.create(task_type="interval", interval_seconds=1) for _ in range(3)]
+    other = h.new_scheduler()
+    for step in range(1, 9):
+        h.clock.set(T0 + seconds(step + 0.5))
+        (h.scheduler if step % 2 else other).run_pass()
+        (other if step % 2 else h.scheduler).run_pass()
+    task_ids = [s.task_id for s in h.dispatcher.sent]
+    assert len(task_ids) == len(set(task_ids)) == 3 * 8
+    for sid in ids:
+        assert [e.scheduled_for for e in h.executions(sid)] == [
+            T0 + seconds(k) for k in range(1, 9)
+        ]
+
+
+def _count_statements(engine: Any) -> tuple[list[str], Any]:
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statements.append(str(args[2]).split()[0].upper())
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    return statements, record
+
+
+@pytest.mark.parametrize("schedules", [1, 60])
+def test_an_idle_pass_runs_the_same_few_statements_however_many_schedules(
+    h: Harness, schedules: int
+) -> None:
+    for _ in range(schedules):
+        h.create(task_type="interval", interval_seconds=3600)
+    h.at(T0 + seconds(1))  # first pass
+    statements, listener = _count_statements(h.runtime.engine)
+    try:
+        h.at(T0 + seconds(2))
+    finally:
+        sa.event.remove(h.runtime.engine, "before_cursor_execute", listener)
+    assert [s for s in statements if s not in {"BEGIN", "COMMIT"}] == ["SELECT"] * 4
+
+
+def test_many_due_schedules_are_claimed_with_set_based_statements(h: Harness) -> None:
+    for _ in range(40):
+        h.create(task_type="interval", interval_seconds=60)
+    statements, listener = _count_statements(h.runtime.engine)
+    try:
+        result = h.at(T0 + seconds(60))
+    finally:
+        sa.event.remove(h.runtime.engine, "before_cursor_execute", listener)
+    assert len(result.sent) == 40
+    work = [s for s in statements if s not in {"BEGIN", "COMMIT"}]
+    # select fresh, select due, insert, update next_run_at, min(), update sent_at, sweep
+    assert work.count("INSERT") == 1
+    assert work.count("UPDATE") <= 2 + (1 if h.runtime.engine.dialect.name == "sqlite" else 0)
+    assert len(work) <= 8
+
+
+@pytest.mark.postgres
+def test_rows_another_scheduler_holds_are_skipped_not_waited_for(pg: Any) -> None:
+    h = Harness(pg)
+    sid = h.create(task_type="interval", interval_seconds=60)
+    with pg.connect() as holder, holder.begin():
+        holder.execute(
+            sa.text("SELECT id FROM scheduled_tasks WHERE id = :id FOR UPDATE"), {"id": sid}
+        )
+        result = h.at(T0 + seconds(60))
+        assert result.sent == ()
+        assert result.next_run_at == T0 + seconds(60)  # still due: the holder will claim it
+    assert [slot.scheduled_for for slot in h.at(T0 + seconds(61)).sent] == [T0 + seconds(60)]
