@@ -205,7 +205,8 @@ class TaskRegistry:
         validators: dict[str, ParamsValidator] = {}
         kept: list[TaskInfo] = []
         for info in infos:
-            self._check_name(info.task_name)
+            if not info.is_system:  # the library's own tasks keep their own names
+                self._check_name(info.task_name)
             existing = self._tasks.get(info.task_name)
             if existing is not None and existing != info:
                 raise RegistryError(
@@ -243,10 +244,17 @@ class TaskRegistry:
             )
 
     def configure(self, *, task_name_prefix: str) -> None:
-        """Enforce ``task_name_prefix`` on every registration so far and from now on."""
+        """Enforce ``task_name_prefix`` on every registration so far and from now on.
+
+        System tasks (the library's maintenance tasks) are exempt: their names are fixed.
+        """
         self._check_prefix(task_name_prefix)
         with self._lock:
-            offenders = [n for n in sorted(self._tasks) if not n.startswith(task_name_prefix)]
+            offenders = [
+                name
+                for name, info in sorted(self._tasks.items())
+                if not info.is_system and not name.startswith(task_name_prefix)
+            ]
             if offenders:
                 raise RegistryError(
                     f"task_name_prefix {task_name_prefix!r} does not fit the registered "
