@@ -225,3 +225,9 @@ def create_all(engine: Engine) -> None:
 def drop_all(engine: Engine) -> None:
     """Drop the library's tables (those that exist)."""
     metadata.drop_all(engine, checkfirst=True)
+
+
+# audit_log's model lives in sql.audit, which imports this module; importing it here puts
+# its table on ``metadata`` (what create_all and a host's Alembic read) whichever module a
+# caller loads first.
+from dataforge_scheduler.sql import audit as _audit  # noqa: E402, F401

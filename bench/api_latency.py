@@ -1,0 +1,168 @@
+"""API latency: p50/p99 of ``GET /tasks`` (a page of 50) and ``GET /tasks/{id}``.
+
+Creates a scratch PostgreSQL database, writes 10,000 schedules through the store, serves
+the API with uvicorn on a loopback port and times sequential requests from one httpx
+client (so the figures are per-request latency, not throughput). The database and the
+Redis keys are removed afterwards.
+
+    python bench/api_latency.py [--schedules 10000] [--requests 500]
+
+``DATAFORGE_BENCH_DATABASE_URL`` (an admin URL; default the local ``postgres`` database)
+and ``DATAFORGE_BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``) pick the services.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+import uvicorn
+
+from dataforge_scheduler.api import create_app
+from dataforge_scheduler.registry import TaskRegistry
+from dataforge_scheduler.runtime import Runtime
+from dataforge_scheduler.settings import Settings
+from dataforge_scheduler.sql import (
+    audit,  # noqa: F401  (audit_log joins the metadata)
+    store,
+)
+from dataforge_scheduler.sql.engine import create_engine
+from dataforge_scheduler.sql.models import create_all
+
+ADMIN_URL = os.environ.get(
+    "DATAFORGE_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("DATAFORGE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+KEY = "bench-key"
+TASKS = ("bench.sync", "bench.report", "bench.cleanup")
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"dataforge_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def seed(runtime: Runtime, count: int) -> list[int]:
+    now = datetime.now(UTC)
+    ids: list[int] = []
+    kinds = [
+        {"task_type": "interval", "interval_seconds": 3600},
+        {"task_type": "cron", "cron_expression": "*/15 * * * *", "timezone": "Asia/Shanghai"},
+        {"task_type": "manual"},
+    ]
+    with runtime.session() as session:
+        for index in range(count):
+            fields = {
+                "name": f"schedule-{index:05d}",
+                "description": f"bench schedule {index}",
+                "task_name": TASKS[index % len(TASKS)],
+                **kinds[index % len(kinds)],
+            }
+            row = store.create_schedule(session, fields, now=now, default_timezone="UTC")
+            ids.append(row.id)
+    return ids
+
+
+@contextmanager
+def served(app: Any) -> Iterator[str]:
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def measure(requests: int, call: Callable[[], httpx.Response]) -> tuple[float, float]:
+    for _ in range(20):  # warm the pools and the statement cache
+        call().raise_for_status()
+    timings: list[float] = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        call().raise_for_status()
+        timings.append((time.perf_counter() - started) * 1000)
+    cuts = statistics.quantiles(timings, n=100)
+    return statistics.median(timings), cuts[98]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--schedules", type=int, default=10_000)
+    parser.add_argument("--requests", type=int, default=500)
+    args = parser.parse_args(argv)
+
+    registry = TaskRegistry()
+    for task_name in TASKS:
+        registry.register(task_name, name=task_name, category=task_name.split(".")[1])
+    with scratch_database() as database_url:
+        prefix = f"dfbench-{uuid.uuid4().hex[:8]}"
+        settings = Settings(
+            database_url=database_url, redis_url=REDIS_URL, key_prefix=prefix, api_keys=[KEY]
+        )
+        runtime = Runtime(settings, registry=registry, engine=create_engine(database_url))
+        create_all(runtime.engine)
+        started = time.perf_counter()
+        ids = seed(runtime, args.schedules)
+        print(f"seeded {len(ids)} schedules in {time.perf_counter() - started:.1f} s")
+        pages = max(1, len(ids) // 50)
+        rng = random.Random(5)
+        with (
+            served(create_app(runtime)) as url,
+            httpx.Client(base_url=url, headers={"X-API-Key": KEY}) as client,
+        ):
+            page = measure(
+                args.requests,
+                lambda: client.get(
+                    "/tasks", params={"page": rng.randint(1, pages), "page_size": 50}
+                ),
+            )
+            one = measure(args.requests, lambda: client.get(f"/tasks/{rng.choice(ids)}"))
+        runtime.close()
+        runtime_redis_cleanup(prefix)
+    print(
+        f"GET /tasks (page of 50, {len(ids)} schedules): p50 {page[0]:.2f} ms  p99 {page[1]:.2f} ms"
+    )
+    print(
+        f"GET /tasks/{{id}}:                               p50 {one[0]:.2f} ms  p99 {one[1]:.2f} ms"
+    )
+    return 0
+
+
+def runtime_redis_cleanup(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

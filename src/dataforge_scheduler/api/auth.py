@@ -1,0 +1,147 @@
+"""Who is calling: API keys (three ways to send one), read-only keys, a host's own hook.
+
+A key is accepted as the ``X-API-Key`` header, as ``Authorization: Bearer <key>``, or as
+the seed's ``?api_key=`` query parameter. Keys are compared in constant time against
+every configured key (no early exit that would tell which key was close). A host with
+its own authentication passes ``authenticate(scope) -> principal | None`` (sync or
+async): a ``Principal`` or a name means "let in", ``None`` falls back to the keys. A
+key's principal is named by a short hash of it, never by the key itself, so audit rows
+and logs never hold a secret; ``redact_query_string`` masks ``api_key`` in the scope
+before any server access log can print it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from dataforge_scheduler.api.errors import HTTPError
+from dataforge_scheduler.api.http import Request, Scope
+from dataforge_scheduler.errors import ConfigurationError
+
+__all__ = [
+    "API_KEY_HEADER",
+    "API_KEY_QUERY",
+    "AuthHook",
+    "Authenticator",
+    "Principal",
+    "redact_query_string",
+]
+
+logger = logging.getLogger(__name__)
+
+API_KEY_HEADER = "x-api-key"
+API_KEY_QUERY = "api_key"
+_CHALLENGE = [("www-authenticate", 'Bearer realm="dataforge", ApiKey header="X-API-Key"')]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller; ``name`` goes into the audit trail."""
+
+    name: str
+    read_only: bool = False
+
+
+AuthHook = Callable[[Scope], "Principal | str | Awaitable[Principal | str | None] | None"]
+
+
+def key_principal(key: str, *, read_only: bool) -> Principal:
+    """The principal of an API key: ``key:<first 12 hex of its SHA-256>``."""
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
+    return Principal(name=f"key:{digest}", read_only=read_only)
+
+
+class Authenticator:
+    """Resolves the caller of a request, or raises 401."""
+
+    def __init__(
+        self,
+        *,
+        keys: Iterable[str],
+        read_only_keys: Iterable[str] = (),
+        hook: AuthHook | None = None,
+        allow_anonymous: bool = False,
+    ) -> None:
+        self._keys = [(k.encode("utf-8"), key_principal(k, read_only=False)) for k in keys]
+        self._keys += [
+            (k.encode("utf-8"), key_principal(k, read_only=True)) for k in read_only_keys
+        ]
+        if any(not key for key, _ in self._keys):
+            raise ConfigurationError("an API key is empty", field="api_keys")
+        self._hook = hook
+        self._allow_anonymous = allow_anonymous
+        if not self._keys and hook is None and not allow_anonymous:
+            raise ConfigurationError(
+                "the API has no way to authenticate callers: pass api_keys=[...] or set "
+                "DATAFORGE_API_KEYS, pass authenticate=..., or pass allow_anonymous=True "
+                "(trusted networks and demos only)",
+                field="api_keys",
+            )
+
+    async def authenticate(self, request: Request) -> Principal:
+        if self._hook is not None:
+            found = await _call_hook(self._hook, request.scope)
+            if found is not None:
+                return found
+        presented = _presented_key(request)
+        if presented is not None:
+            principal = self._match(presented)
+            if principal is not None:
+                return principal
+        if self._allow_anonymous and presented is None:
+            return Principal(name="anonymous")
+        reason = "invalid API key" if presented is not None else "missing API key"
+        raise HTTPError(401, f"Not authenticated: {reason}", headers=_CHALLENGE)
+
+    def _match(self, presented: str) -> Principal | None:
+        given = presented.encode("utf-8", "replace")
+        found: Principal | None = None
+        for key, principal in self._keys:
+            # compare against every key: the time taken never tells which one was close
+            if hmac.compare_digest(given, key) and found is None:
+                found = principal
+        return found
+
+
+async def _call_hook(hook: AuthHook, scope: Scope) -> Principal | None:
+    result: Any = hook(scope)
+    if inspect.isawaitable(result):
+        result = await result
+    if result is None:
+        return None
+    if isinstance(result, Principal):
+        return result
+    if isinstance(result, str) and result:
+        return Principal(name=result)
+    logger.error("authenticate hook returned %r; expected a Principal, a name or None", result)
+    raise HTTPError(401, "Not authenticated", headers=_CHALLENGE)
+
+
+def _presented_key(request: Request) -> str | None:
+    header = request.headers.get(API_KEY_HEADER)
+    if header:
+        return header.strip()
+    authorization = request.headers.get("authorization", "")
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    query = request.query.get(API_KEY_QUERY)
+    if query:
+        return query
+    return None
+
+
+def redact_query_string(query_string: bytes) -> bytes:
+    """``query_string`` with the value of every ``api_key`` parameter replaced by ``***``."""
+    if API_KEY_QUERY.encode() not in query_string:
+        return query_string
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    masked = [(k, "***" if k == API_KEY_QUERY else v) for k, v in pairs]
+    return urlencode(masked, safe="*/:,").encode("latin-1")

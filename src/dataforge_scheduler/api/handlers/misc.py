@@ -1,0 +1,104 @@
+"""The registry in the seed's shape, schedule previews, health and the audit trail."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from dataforge_scheduler.api.context import Context
+from dataforge_scheduler.api.errors import error_item, validation_failed
+from dataforge_scheduler.api.handlers.common import page_of
+from dataforge_scheduler.api.http import Response, json_response
+from dataforge_scheduler.api.schemas.misc import (
+    AuditOut,
+    AuditPage,
+    AuditQuery,
+    Health,
+    PreviewRequest,
+    PreviewResponse,
+    RegisteredTasks,
+)
+from dataforge_scheduler.core.enums import TaskType
+from dataforge_scheduler.core.triggers import fire_times, trigger_for, validate_timezone
+from dataforge_scheduler.sql.audit import list_audit
+
+__all__ = ["health", "list_audit_entries", "preview_schedule", "registered_tasks"]
+
+
+async def registered_tasks(ctx: Context) -> Response:
+    return json_response(RegisteredTasks.model_validate(ctx.runtime.registry.as_seed_dict()))
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """The trigger fields of an unsaved schedule (a ``ScheduleLike``)."""
+
+    task_type: str
+    cron_expression: str | None
+    interval_seconds: int | None
+    run_at: datetime | None
+    timezone: str | None
+    start_at: datetime | None
+    end_at: datetime | None
+    created_at: datetime | None
+
+
+def _preview(body: PreviewRequest, *, now: datetime, default_timezone: str) -> PreviewResponse:
+    zone = validate_timezone(body.timezone or default_timezone)
+    if body.task_type is TaskType.DATE and body.run_at is not None and body.run_at <= now:
+        raise validation_failed(
+            [
+                error_item(
+                    ["body", "run_at"],
+                    f"run_at {body.run_at.isoformat()} is not in the future "
+                    f"(now is {now.isoformat()}): a date schedule would never fire",
+                )
+            ]
+        )
+    probe = _Probe(**body.model_dump(exclude={"count"}), created_at=now)
+    trigger = trigger_for(probe, default_timezone)
+    try:
+        fires = fire_times(trigger, now, body.count)
+    except OverflowError:  # a grid that runs past the calendar: what fits is the answer
+        fires = []
+    local = [fire.astimezone(zone) for fire in fires]
+    return PreviewResponse(
+        timezone=zone.key, fire_times=local, next_run_at=local[0] if local else None
+    )
+
+
+async def preview_schedule(ctx: Context) -> Response:
+    body = await ctx.body(PreviewRequest)
+    settings = ctx.runtime.settings
+    result = await ctx.offload(
+        lambda: _preview(body, now=ctx.now(), default_timezone=settings.celery_timezone)
+    )
+    return json_response(result)
+
+
+async def health(ctx: Context) -> Response:
+    report = await ctx.offload(ctx.runtime.check)
+    database, redis = report.get("database", "unknown"), report.get("redis", "unknown")
+    healthy = database == "ok" and redis.startswith("ok")
+    body = Health(status="ok" if healthy else "degraded", database=database, redis=redis)
+    return json_response(body, status=200 if healthy else 503)
+
+
+async def list_audit_entries(ctx: Context) -> Response:
+    query = ctx.query(AuditQuery)
+
+    def read(session: Session) -> AuditPage:
+        page = list_audit(
+            session,
+            action=query.action,
+            target_type=query.target_type,
+            target_id=query.target_id,
+            page=query.page,
+            page_size=query.capped_size,
+        )
+        items = [AuditOut.model_validate(row, from_attributes=True) for row in page.items]
+        return AuditPage(**page_of(page, items))
+
+    return json_response(await ctx.in_session(read))

@@ -1,0 +1,62 @@
+"""Shared shapes: the error body, paging query parameters, bounded datetimes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+from dataforge_scheduler.sql.store.common import MAX_PAGE_SIZE
+
+__all__ = [
+    "MAX_PAGE_SIZE",
+    "ErrorItem",
+    "ErrorResponse",
+    "PageQuery",
+    "UTCDateTimeIn",
+]
+
+_MIN_YEAR, _MAX_YEAR = 1900, 9000
+
+
+def _bounded(value: datetime) -> datetime:
+    """Aware UTC within years 1900-9000, so trigger arithmetic can never overflow."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("datetime is out of range") from None
+    if not _MIN_YEAR <= utc.year <= _MAX_YEAR:
+        raise ValueError(f"datetime must fall between the years {_MIN_YEAR} and {_MAX_YEAR}")
+    return utc
+
+
+UTCDateTimeIn = Annotated[AwareDatetime, AfterValidator(_bounded)]
+"""A timezone-aware datetime (ISO 8601 with an offset), stored as UTC."""
+
+
+class ErrorItem(BaseModel):
+    """One validation problem: where (``loc``), what (``msg``) and its kind (``type``)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer: a sentence, or the list of validation problems (422)."""
+
+    detail: str | list[ErrorItem]
+
+
+class PageQuery(BaseModel):
+    """``page`` (from 1) and ``page_size`` (capped at 200; larger values are capped)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    page: int = Field(1, ge=1, le=1_000_000_000)
+    page_size: int = Field(50, ge=1, le=1_000_000_000)
+
+    @property
+    def capped_size(self) -> int:
+        return min(self.page_size, MAX_PAGE_SIZE)

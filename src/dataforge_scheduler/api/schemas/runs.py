@@ -1,0 +1,138 @@
+"""Runs over HTTP: "run now", executions (with their log) and locks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dataforge_scheduler.api.schemas.common import PageQuery
+from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
+
+__all__ = [
+    "ExecutionDetail",
+    "ExecutionOut",
+    "ExecutionPage",
+    "ListExecutionsQuery",
+    "LockList",
+    "LockOut",
+    "LockState",
+    "LogStreamQuery",
+    "ReleaseResult",
+    "RunAccepted",
+    "RunRequest",
+]
+
+
+class RunRequest(BaseModel):
+    """Optional body of ``POST /tasks/{id}/run``: kwargs that override the schedule's
+    ``handler_kwargs`` for this run, validated against the task's params."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kwargs: dict[str, Any] | None = None
+
+
+class RunAccepted(BaseModel):
+    """A run that was recorded (``pending``) and sent to the workers."""
+
+    task_id: str = Field(description="the Celery task id of the run")
+    execution_id: int
+    scheduled_task_id: int
+    task_name: str
+    status: ExecutionStatus
+    kwargs: dict[str, Any]
+
+
+class ExecutionOut(BaseModel):
+    """One run of a task."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    scheduled_task_id: int | None
+    scheduled_for: datetime | None
+    task_name: str
+    celery_task_id: str
+    trigger: ExecutionTrigger
+    status: ExecutionStatus
+    created_at: datetime
+    sent_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: int | None
+    worker_hostname: str | None
+    worker_pid: int | None
+    retries: int
+    kwargs: dict[str, Any]
+    result: Any = None
+    error: str | None
+    traceback: str | None
+
+
+class ExecutionDetail(ExecutionOut):
+    """One run with its log so far: the live lines while it runs, the stored log after."""
+
+    log: str | None
+    log_lines: int
+
+
+class ExecutionPage(BaseModel):
+    """One page of runs, newest first."""
+
+    items: list[ExecutionOut]
+    total: int
+    page: int
+    page_size: int
+
+
+class ListExecutionsQuery(PageQuery):
+    """Filters of ``GET /tasks/{id}/executions``."""
+
+    status: ExecutionStatus | None = None
+
+
+class LogStreamQuery(BaseModel):
+    """``last_event_id``: resume after this line (as the ``Last-Event-ID`` header does)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    last_event_id: int | None = Field(None, ge=-1, lt=2**62)
+
+
+class LockOut(BaseModel):
+    """A held lock; ``ttl_seconds`` is the time left (the ownership token is never shown)."""
+
+    scope: str
+    key: str
+    scheduled_task_id: int | None
+    celery_task_id: str
+    execution_id: int | None
+    hostname: str | None
+    pid: int | None
+    acquired_at: datetime
+    ttl_seconds: float | None
+
+
+class LockList(BaseModel):
+    """Every held lock."""
+
+    items: list[LockOut]
+    total: int
+
+
+class LockState(BaseModel):
+    """The lock of one schedule, or ``locked: false``."""
+
+    scheduled_task_id: int
+    locked: bool
+    lock: LockOut | None
+
+
+class ReleaseResult(BaseModel):
+    """What a force release released (``released: false`` when nothing was held)."""
+
+    scheduled_task_id: int
+    released: bool
+    lock: LockOut | None

@@ -1,0 +1,1 @@
+"""Celery apps that the API tests run in real worker processes."""

@@ -1,0 +1,309 @@
+"""The HTTP layer: routing (404, 405 with Allow, mount points), bodies (malformed JSON,
+415, 413 by Content-Length and while streaming), auth modes, the OpenAPI document,
+health and schedule previews."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+from tests.api.helpers import KEY, PREFIX, READ_KEY, add_schedule, future
+
+from dataforge_scheduler.api import ApiApp, Principal, create_app
+from dataforge_scheduler.api.auth import redact_query_string
+from dataforge_scheduler.errors import ConfigurationError
+from dataforge_scheduler.runtime import Runtime
+
+pytestmark = pytest.mark.anyio
+
+
+def _client(app: ApiApp, *, root: str = PREFIX, **headers: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, root_path=root)
+    return httpx.AsyncClient(
+        transport=transport, base_url=f"http://testserver{root}", headers=headers
+    )
+
+
+# ---------------------------------------------------------------- routing
+
+
+async def test_unknown_path_is_404_and_wrong_method_is_405_with_allow(
+    client: httpx.AsyncClient,
+) -> None:
+    missing = await client.get("/nope")
+    wrong = await client.delete("/tasks")
+    run_get = await client.get("/tasks/1/run")
+
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "Not Found"}
+    assert wrong.status_code == 405
+    assert wrong.headers["allow"] == "GET, POST"
+    assert run_get.status_code == 405
+    assert run_get.headers["allow"] == "POST"
+
+
+async def test_paths_are_relative_to_any_mount_point(app: ApiApp, runtime: Runtime) -> None:
+    add_schedule(runtime)
+    async with _client(app, root="/somewhere/else", **{"X-API-Key": KEY}) as elsewhere:
+        mounted = await elsewhere.get("/tasks")
+        doc = (await elsewhere.get("/openapi.json")).json()
+    async with _client(app, root="", **{"X-API-Key": KEY}) as bare:
+        at_root = await bare.get("/tasks")
+
+    assert mounted.status_code == at_root.status_code == 200
+    assert mounted.json()["total"] == 1
+    assert doc["servers"] == [{"url": "/somewhere/else"}]
+
+
+# ---------------------------------------------------------------- bodies
+
+
+async def test_malformed_json_is_422_with_a_message(client: httpx.AsyncClient) -> None:
+    headers = {"content-type": "application/json"}
+    broken = await client.post("/tasks", content=b'{"name": ', headers=headers)
+    nan = await client.post("/tasks", content=b'{"name": NaN}', headers=headers)
+    not_utf8 = await client.post("/tasks", content=b'{"name": "\xff"}', headers=headers)
+    array = await client.post("/tasks", json=[1, 2])
+    nul = await client.post("/tasks", json={"name": "a\x00b"})
+
+    for response in (broken, nan, not_utf8, array, nul):
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"][0] == "body"
+    assert broken.json()["detail"][0]["type"] == "json_invalid"
+
+
+async def test_non_json_body_is_415(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/tasks", content=b"name=x", headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert response.status_code == 415
+
+
+async def test_body_over_the_limit_is_413_by_length_and_while_streaming(
+    runtime: Runtime,
+) -> None:
+    app = create_app(runtime, max_body_bytes=100)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b" " * 50
+
+    async with _client(app, **{"X-API-Key": KEY}) as client:
+        declared = await client.post("/tasks", json={"description": "x" * 200})
+        streamed = await client.post(
+            "/tasks", content=chunks(), headers={"content-type": "application/json"}
+        )
+    assert declared.status_code == 413
+    assert streamed.status_code == 413
+    assert "100 bytes" in streamed.json()["detail"]
+
+
+# ---------------------------------------------------------------- auth
+
+
+@pytest.mark.parametrize(
+    ("headers", "params"),
+    [
+        ({"X-API-Key": KEY}, {}),
+        ({"Authorization": f"Bearer {KEY}"}, {}),
+        ({}, {"api_key": KEY}),
+    ],
+)
+async def test_a_key_is_accepted_three_ways(
+    app: ApiApp, headers: dict[str, str], params: dict[str, str]
+) -> None:
+    async with _client(app, **headers) as client:
+        response = await client.get("/tasks", params=params)
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "ключ"}],
+)
+async def test_missing_or_wrong_key_is_401(app: ApiApp, headers: dict[str, str]) -> None:
+    async with _client(app, **{k: v for k, v in headers.items() if v.isascii()}) as client:
+        response = await client.get("/tasks", headers=_latin1(headers))
+        query = await client.get("/tasks", params={"api_key": "wrong"}) if not headers else None
+    assert response.status_code == 401
+    assert "www-authenticate" in response.headers
+    assert query is None or query.status_code == 401
+
+
+def _latin1(headers: dict[str, str]) -> dict[str, Any]:
+    return {k: v.encode("utf-8") for k, v in headers.items() if not v.isascii()}
+
+
+async def test_read_only_key_may_read_but_not_write(app: ApiApp, runtime: Runtime) -> None:
+    row = add_schedule(runtime)
+    async with _client(app, **{"X-API-Key": READ_KEY}) as client:
+        read = await client.get(f"/tasks/{row.id}")
+        write = await client.post(f"/tasks/{row.id}/pause")
+    assert read.status_code == 200
+    assert write.status_code == 403
+    assert "read-only" in write.json()["detail"]
+
+
+async def test_health_and_openapi_need_no_key(app: ApiApp) -> None:
+    async with _client(app) as client:
+        health = await client.get("/health")
+        doc = await client.get("/openapi.json")
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "database": "ok", "redis": "ok"}
+    assert doc.status_code == 200
+
+
+async def test_a_host_hook_authenticates_sync_or_async(runtime: Runtime) -> None:
+    seen: list[str] = []
+
+    def sync_hook(scope: Any) -> Principal | None:
+        user = dict(scope["headers"]).get(b"x-user")
+        return Principal(name=f"user:{user.decode()}") if user else None
+
+    async def async_hook(scope: Any) -> str | None:
+        seen.append(scope["path"])
+        return "sso:alice" if dict(scope["headers"]).get(b"x-sso") else None
+
+    for hook, header in ((sync_hook, {"X-User": "bob"}), (async_hook, {"X-SSO": "1"})):
+        app = create_app(runtime, api_keys=[], read_only_keys=[], authenticate=hook)
+        async with _client(app) as client:
+            allowed = await client.post("/tasks/999/pause", headers=header)
+            denied = await client.get("/tasks")
+        assert allowed.status_code == 404  # authenticated, then the row is missing
+        assert denied.status_code == 401
+    assert seen == [f"{PREFIX}/tasks/999/pause", f"{PREFIX}/tasks"]
+
+
+async def test_no_way_to_authenticate_refuses_to_build(runtime: Runtime) -> None:
+    with pytest.raises(ConfigurationError, match="allow_anonymous"):
+        create_app(runtime, api_keys=[], read_only_keys=[])
+    anonymous = create_app(runtime, api_keys=[], read_only_keys=[], allow_anonymous=True)
+    async with _client(anonymous) as client:
+        assert (await client.get("/tasks")).status_code == 200
+
+
+async def test_query_string_keys_are_masked_before_any_log(
+    app: ApiApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    scopes: list[dict[str, Any]] = []
+
+    async def spy(scope: Any, receive: Any, send: Any) -> None:
+        await app(scope, receive, send)
+        scopes.append(scope)
+
+    caplog.set_level(logging.DEBUG)
+    transport = httpx.ASGITransport(app=spy, root_path=PREFIX)
+    async with httpx.AsyncClient(transport=transport, base_url=f"http://t{PREFIX}") as client:
+        response = await client.get("/tasks/999", params={"api_key": KEY, "x": "1"})
+    assert response.status_code == 404
+    assert scopes[0]["query_string"] == b"api_key=***&x=1"
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("dataforge_scheduler")]
+    assert not any(KEY in message for message in ours)
+    assert redact_query_string(b"a=1") == b"a=1"
+
+
+# ---------------------------------------------------------------- OpenAPI, preview
+
+
+async def test_openapi_lists_every_path_and_method(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/openapi.json")).json()
+
+    assert doc["openapi"] == "3.1.0"
+    operations = {(path, method) for path, item in doc["paths"].items() for method in item}
+    assert len(operations) == 20
+    assert ("/tasks/{id}", "patch") in operations
+    assert ("/executions/{id}/logs", "get") in operations
+    assert set(doc["components"]["securitySchemes"]) == {"ApiKeyHeader", "BearerKey", "ApiKeyQuery"}
+    assert doc["paths"]["/health"]["get"]["security"] == []
+    refs = json.dumps(doc).count("#/components/schemas/")
+    assert refs > 20
+    assert "TaskCreate" in doc["components"]["schemas"]
+
+
+async def test_preview_returns_fire_times_in_the_timezone(client: httpx.AsyncClient) -> None:
+    body = {"task_type": "cron", "cron_expression": "30 9 * * 1", "timezone": "Asia/Shanghai"}
+    response = await client.post("/schedules/preview", json={**body, "count": 3})
+
+    assert response.status_code == 200
+    result = response.json()
+    times = [datetime.fromisoformat(text) for text in result["fire_times"]]
+    assert len(times) == 3
+    assert result["timezone"] == "Asia/Shanghai"
+    assert all(
+        t.utcoffset() is not None and t.utcoffset().total_seconds() == 8 * 3600 for t in times
+    )
+    assert all((t.hour, t.minute, t.weekday()) == (9, 30, 0) for t in times)
+    assert result["next_run_at"] == result["fire_times"][0]
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"task_type": "cron", "cron_expression": "* * *"}, ["body", "cron_expression"]),
+        ({"task_type": "interval"}, ["body", "interval_seconds"]),
+        (
+            {"task_type": "cron", "cron_expression": "0 * * * *", "timezone": "X/Y"},
+            ["body", "timezone"],
+        ),
+        ({"task_type": "date", "run_at": "2001-01-01T00:00:00Z"}, ["body", "run_at"]),
+        ({"task_type": "date", "run_at": "2040-01-01T00:00:00"}, ["body", "run_at"]),
+        ({"task_type": "manual", "count": 0}, ["body", "count"]),
+    ],
+)
+async def test_preview_refuses_what_create_would(
+    client: httpx.AsyncClient, body: dict[str, Any], loc: list[str]
+) -> None:
+    response = await client.post("/schedules/preview", json=body)
+    assert response.status_code == 422, response.text
+    assert loc in [item["loc"] for item in response.json()["detail"]]
+
+
+async def test_preview_of_a_date_and_a_manual_schedule(client: httpx.AsyncClient) -> None:
+    run_at = future(days=2)
+    date = (
+        await client.post(
+            "/schedules/preview", json={"task_type": "date", "run_at": run_at.isoformat()}
+        )
+    ).json()
+    manual = (await client.post("/schedules/preview", json={"task_type": "manual"})).json()
+
+    assert [datetime.fromisoformat(t) for t in date["fire_times"]] == [
+        run_at.replace(microsecond=run_at.microsecond)
+    ]
+    assert manual == {"timezone": "UTC", "fire_times": [], "next_run_at": None}
+
+
+# ---------------------------------------------------------------- I/O off the event loop
+
+
+async def test_a_slow_query_does_not_block_other_requests(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The list waits (in its worker thread) until /health has answered: if database work
+    ran on the event loop, /health could never answer and the list would time out."""
+    import asyncio
+    import threading
+
+    from dataforge_scheduler.sql import store
+
+    released = threading.Event()
+    original = store.list_schedules
+
+    def slow_list(*args: Any, **kwargs: Any) -> Any:
+        if not released.wait(timeout=10):
+            raise AssertionError("the event loop was blocked: /health never answered")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(store, "list_schedules", slow_list)
+    listing = asyncio.ensure_future(client.get("/tasks"))
+    health = await client.get("/health")
+    released.set()
+
+    assert health.status_code == 200
+    assert (await listing).status_code == 200
+    assert health.headers["x-request-id"]

@@ -1,0 +1,214 @@
+"""Run now, pause, resume, run history and one run with its log."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from tests.api.helpers import RecordingDispatcher, add_schedule
+
+from dataforge_scheduler.core.enums import ExecutionStatus
+from dataforge_scheduler.runtime import Runtime
+from dataforge_scheduler.sql import store
+from dataforge_scheduler.sql.manual_runs import create_manual_execution
+
+pytestmark = pytest.mark.anyio
+
+
+def _execution(runtime: Runtime, schedule_id: int | None, task_id: str | None = None) -> int:
+    with runtime.session() as session:
+        row = create_manual_execution(
+            session,
+            scheduled_task_id=schedule_id,
+            task_name="dftest.sync_accounts",
+            celery_task_id=task_id or str(uuid.uuid4()),
+            kwargs={},
+            now=datetime.now(UTC),
+        )
+        return row.id
+
+
+def _finish(runtime: Runtime, execution_id: int, status: ExecutionStatus, log: str | None) -> None:
+    with runtime.session() as session:
+        row = store.get_execution(session, execution_id)
+        store.finish_execution(
+            session,
+            celery_task_id=row.celery_task_id,
+            status=status,
+            now=datetime.now(UTC),
+            log_output=log,
+        )
+
+
+# ---------------------------------------------------------------- run now
+
+
+async def test_run_now_records_a_pending_manual_row_then_sends(
+    client: httpx.AsyncClient, runtime: Runtime, dispatcher: RecordingDispatcher
+) -> None:
+    row = add_schedule(
+        runtime, task_name="dftest.report", handler_kwargs={"days": 3}, queue="reports"
+    )
+
+    response = await client.post(f"/tasks/{row.id}/run")
+
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert accepted["status"] == "pending"
+    assert accepted["kwargs"] == {"days": 3, "scheduled_task_id": row.id}
+    (sent,) = dispatcher.sent
+    assert sent["task_name"] == "dftest.report"
+    assert sent["task_id"] == accepted["task_id"]
+    assert sent["kwargs"] == {"days": 3, "scheduled_task_id": row.id}
+    assert sent["options"] == {"queue": "reports"}
+    assert sent["headers"] == {"df_trigger": "manual", "df_execution_id": accepted["execution_id"]}
+    uuid.UUID(accepted["task_id"])
+    with runtime.session() as session:
+        execution = store.get_execution(session, accepted["execution_id"])
+        assert execution.status is ExecutionStatus.PENDING
+        assert execution.trigger == "manual"
+        assert execution.celery_task_id == accepted["task_id"]
+    audit = (await client.get("/audit", params={"action": "run"})).json()
+    assert audit["items"][0]["after"]["execution_id"] == accepted["execution_id"]
+
+
+async def test_run_now_override_is_validated_like_handler_kwargs(
+    client: httpx.AsyncClient, runtime: Runtime, dispatcher: RecordingDispatcher
+) -> None:
+    row = add_schedule(runtime, task_name="dftest.report", handler_kwargs={"days": 3})
+
+    good = await client.post(f"/tasks/{row.id}/run", json={"kwargs": {"days": "9", "fmt": "pdf"}})
+    bad = await client.post(f"/tasks/{row.id}/run", json={"kwargs": {"days": "many"}})
+    extra = await client.post(f"/tasks/{row.id}/run", json={"kwargs": {"nope": 1}})
+    shape = await client.post(f"/tasks/{row.id}/run", json={"kwarg": {}})
+
+    assert good.status_code == 202
+    assert dispatcher.sent[0]["kwargs"] == {"days": 9, "fmt": "pdf", "scheduled_task_id": row.id}
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["body", "kwargs", "days"]
+    assert extra.status_code == 422
+    assert extra.json()["detail"][0]["loc"] == ["body", "kwargs", "nope"]
+    assert shape.status_code == 422
+    assert len(dispatcher.sent) == 1
+
+
+async def test_run_now_of_an_unknown_schedule_is_404(
+    client: httpx.AsyncClient, dispatcher: RecordingDispatcher
+) -> None:
+    response = await client.post("/tasks/777/run")
+
+    assert response.status_code == 404
+    assert dispatcher.sent == []
+
+
+async def test_run_now_when_the_broker_is_down_is_503_and_the_row_failed(
+    client: httpx.AsyncClient, runtime: Runtime, dispatcher: RecordingDispatcher
+) -> None:
+    row = add_schedule(runtime)
+    dispatcher.fail = True
+
+    response = await client.post(f"/tasks/{row.id}/run")
+
+    assert response.status_code == 503
+    assert "could not be sent" in response.json()["detail"]
+    with runtime.session() as session:
+        (execution,) = store.list_executions(session, scheduled_task_id=row.id).items
+        assert execution.status is ExecutionStatus.FAILED
+        assert "not sent" in (execution.error or "")
+
+
+async def test_run_now_without_a_dispatcher_is_503(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    row = add_schedule(runtime)
+    runtime.dispatcher = None
+
+    response = await client.post(f"/tasks/{row.id}/run")
+
+    assert response.status_code == 503
+    with runtime.session() as session:
+        assert store.list_executions(session, scheduled_task_id=row.id).total == 0
+
+
+async def test_run_now_of_an_unregistered_task_is_422(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    row = add_schedule(runtime, task_name="gone.task")
+    response = await client.post(f"/tasks/{row.id}/run")
+
+    assert response.status_code == 422
+    assert "not registered" in response.json()["detail"]
+
+
+# ---------------------------------------------------------------- pause / resume
+
+
+async def test_pause_and_resume_are_idempotent_and_audited_once(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    row = add_schedule(runtime)
+
+    first = await client.post(f"/tasks/{row.id}/pause")
+    second = await client.post(f"/tasks/{row.id}/pause")
+    resumed = await client.post(f"/tasks/{row.id}/resume")
+    again = await client.post(f"/tasks/{row.id}/resume")
+
+    assert first.status_code == second.status_code == 200
+    assert first.json()["status"] == "paused"
+    assert first.json()["next_run_at"] is None
+    assert second.json()["version"] == first.json()["version"]
+    assert resumed.json()["status"] == "active"
+    assert resumed.json()["next_run_at"] is not None
+    assert again.json()["version"] == resumed.json()["version"]
+    actions = [e["action"] for e in (await client.get("/audit")).json()["items"]]
+    assert actions == ["resume", "pause"]
+
+
+async def test_pause_unknown_is_404(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/tasks/4040/pause")).status_code == 404
+    assert (await client.post("/tasks/4040/resume")).status_code == 404
+
+
+# ---------------------------------------------------------------- executions
+
+
+async def test_history_lists_newest_first_with_filters(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    row = add_schedule(runtime)
+    ids = [_execution(runtime, row.id) for _ in range(3)]
+    _finish(runtime, ids[0], ExecutionStatus.SUCCESS, "done")
+
+    history = (await client.get(f"/tasks/{row.id}/executions")).json()
+    finished = await client.get(f"/tasks/{row.id}/executions", params={"status": "success"})
+    paged = (await client.get(f"/tasks/{row.id}/executions", params={"page_size": 1})).json()
+    bad = await client.get(f"/tasks/{row.id}/executions", params={"status": "asleep"})
+    missing = await client.get("/tasks/5555/executions")
+
+    assert [item["id"] for item in history["items"]] == list(reversed(ids))
+    assert [item["id"] for item in finished.json()["items"]] == [ids[0]]
+    assert paged["total"] == 3
+    assert len(paged["items"]) == 1
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["query", "status"]
+    assert missing.status_code == 404
+
+
+async def test_one_run_shows_its_live_log_then_its_stored_log(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    row = add_schedule(runtime)
+    execution_id = _execution(runtime, row.id)
+    runtime.logbus.append(execution_id, ["first", "second"])
+
+    live = (await client.get(f"/executions/{execution_id}")).json()
+    _finish(runtime, execution_id, ExecutionStatus.SUCCESS, "first\nsecond\nthird")
+    stored = (await client.get(f"/executions/{execution_id}")).json()
+
+    assert live["status"] == "pending"
+    assert (live["log"], live["log_lines"]) == ("first\nsecond", 2)
+    assert stored["status"] == "success"
+    assert (stored["log"], stored["log_lines"]) == ("first\nsecond\nthird", 3)
+    assert (await client.get("/executions/99999")).status_code == 404
