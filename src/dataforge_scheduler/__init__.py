@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from dataforge_scheduler.celery.beat import DatabaseScheduler
+from dataforge_scheduler.celery.task import DataForgeTask
+from dataforge_scheduler.celery.tasklog import task_log
 from dataforge_scheduler.core.enums import (
     ExecutionStatus,
     ExecutionTrigger,
@@ -22,6 +25,7 @@ from dataforge_scheduler.errors import (
     InvalidParams,
     InvalidSchedule,
     LockLost,
+    LockNotAcquired,
     NotFound,
     UnknownTask,
 )
@@ -47,11 +51,14 @@ __all__ = [
     "REGISTERED_TASKS",
     "ConfigurationError",
     "DataForgeError",
+    "DataForgeTask",
+    "DatabaseScheduler",
     "ExecutionStatus",
     "ExecutionTrigger",
     "InvalidParams",
     "InvalidSchedule",
     "LockLost",
+    "LockNotAcquired",
     "MisfirePolicy",
     "NotFound",
     "OverlapPolicy",
@@ -71,4 +78,5 @@ __all__ = [
     "registry",
     "runtime_for",
     "setup",
+    "task_log",
 ]

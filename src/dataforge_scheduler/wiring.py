@@ -1,7 +1,8 @@
 """``setup()``: the one place start-up work happens.
 
 It applies the settings to the Celery app, configures the registry's naming rule, builds
-the ``Runtime`` and binds it to the app. It connects nothing and opens no connection:
+the ``Runtime``, binds it to the app and connects the execution-history signal handlers
+(once per process; they act only on DataForgeTask runs). It opens no connection:
 engines and Redis clients are made lazily, per process, on first use.
 """
 
@@ -10,6 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from dataforge_scheduler.celery.dispatch import CeleryDispatcher
+from dataforge_scheduler.celery.maintenance import register_maintenance_tasks
+from dataforge_scheduler.celery.signals import connect_signals
 from dataforge_scheduler.core.clock import Clock
 from dataforge_scheduler.errors import ConfigurationError
 from dataforge_scheduler.registry import TaskRegistry
@@ -39,16 +43,16 @@ def setup(
         )
     settings = settings if settings is not None else Settings.from_env()
     runtime = Runtime(settings, registry=registry, clock=clock)
+    runtime.dispatcher = CeleryDispatcher(celery_app)
     runtime.registry.configure(task_name_prefix=settings.task_name_prefix)
     celery_app.conf.update(_celery_config(settings))
     bind_runtime(celery_app, runtime)
+    connect_signals()
+    register_maintenance_tasks(celery_app, runtime)
     logger.debug("dataforge-scheduler set up on Celery app %r: %r", celery_app.main, runtime)
     return runtime
 
 
 def _celery_config(settings: Settings) -> dict[str, Any]:
-    config = settings.celery_config()
-    # The beat scheduler ships with the scheduler work (issue 4); until then a beat
-    # started from this app would fail to import it, so leave Celery's default alone.
-    config.pop("beat_scheduler", None)
-    return config
+    # includes beat_scheduler = "dataforge_scheduler.DatabaseScheduler"
+    return settings.celery_config()
