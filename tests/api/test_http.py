@@ -17,7 +17,9 @@ from tests.api.helpers import KEY, PREFIX, READ_KEY, add_schedule, future
 from dataforge_scheduler.api import ApiApp, Principal, create_app
 from dataforge_scheduler.api.auth import redact_query_string
 from dataforge_scheduler.errors import ConfigurationError
+from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.runtime import Runtime
+from dataforge_scheduler.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -205,6 +207,53 @@ async def test_query_string_keys_are_masked_before_any_log(
     ours = [r.getMessage() for r in caplog.records if r.name.startswith("dataforge_scheduler")]
     assert not any(KEY in message for message in ours)
     assert redact_query_string(b"a=1") == b"a=1"
+
+
+async def test_a_percent_encoded_query_key_is_masked_too(
+    app: ApiApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    scopes: list[dict[str, Any]] = []
+
+    async def spy(scope: Any, receive: Any, send: Any) -> None:
+        await app(scope, receive, send)
+        scopes.append(scope)
+
+    transport = httpx.ASGITransport(app=spy, root_path=PREFIX)
+    async with httpx.AsyncClient(transport=transport, base_url=f"http://t{PREFIX}") as client:
+        response = await client.get(f"/tasks/999?api%5Fkey={KEY}&x=1")
+    assert response.status_code == 404  # the encoded name still authenticates
+    assert KEY.encode() not in scopes[0]["query_string"]
+    for raw in (b"api%5Fkey=s3cret", b"%61pi_key=s3cret&b=2", b"API_KEY=x&api%5fkey=s3cret"):
+        assert b"s3cret" not in redact_query_string(raw), raw
+    assert redact_query_string(b"apikey=1&b=%20") == b"apikey=1&b=%20"  # left alone
+
+
+async def test_health_names_no_host_and_logs_the_details(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(
+        database_url="postgresql+psycopg://secretuser@127.0.0.1:1/internaldb",
+        redis_url="redis://127.0.0.1:1/0",
+        celery_broker_url="redis://127.0.0.1:1/0",
+        api_keys=[KEY],
+    )
+    runtime = Runtime(settings, registry=TaskRegistry())
+    try:
+        async with _client(create_app(runtime)) as client:
+            with caplog.at_level(logging.WARNING, logger="dataforge_scheduler"):
+                response = await client.get("/health")
+    finally:
+        runtime.close()
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "degraded",
+        "database": "unreachable",
+        "redis": "unreachable",
+    }
+    assert "secretuser" not in response.text
+    assert "127.0.0.1" not in response.text
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "127.0.0.1:1" in logged
 
 
 # ---------------------------------------------------------------- OpenAPI, preview

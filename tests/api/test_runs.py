@@ -70,6 +70,7 @@ async def test_run_now_records_a_pending_manual_row_then_sends(
         assert execution.status is ExecutionStatus.PENDING
         assert execution.trigger == "manual"
         assert execution.celery_task_id == accepted["task_id"]
+        assert execution.sent_at is not None  # the reaper judges a pending row from here
     audit = (await client.get("/audit", params={"action": "run"})).json()
     assert audit["items"][0]["after"]["execution_id"] == accepted["execution_id"]
 
@@ -117,6 +118,14 @@ async def test_run_now_when_the_broker_is_down_is_503_and_the_row_failed(
         (execution,) = store.list_executions(session, scheduled_task_id=row.id).items
         assert execution.status is ExecutionStatus.FAILED
         assert "not sent" in (execution.error or "")
+        assert execution.sent_at is None
+        schedule = store.get_schedule(session, row.id)
+        # a run that never started is not a run (as beat's unregistered slots)
+        assert (schedule.run_count, schedule.failure_count) == (0, 0)
+        assert (schedule.last_status, schedule.last_execution_id) == (
+            ExecutionStatus.FAILED,
+            execution.id,
+        )
 
 
 async def test_run_now_without_a_dispatcher_is_503(

@@ -21,6 +21,7 @@ from tests.integration.procs import CeleryProcess, service_env, wait_until
 from dataforge_scheduler.celery.maintenance import (
     CLEANUP_TASK_NAME,
     REAP_TASK_NAME,
+    TaskTraits,
     cleanup_executions,
     ensure_maintenance_schedules,
     reap_lost_executions,
@@ -95,6 +96,11 @@ def _start(rt: Runtime, celery_id: str, *, at: datetime, schedule_id: int | None
         return row.id
 
 
+def _known(task_name: str) -> TaskTraits:
+    """Traits of a task the reaper's worker imports: DataForgeTask's defaults (a lock)."""
+    return TaskTraits()
+
+
 def _status(rt: Runtime, execution_id: int) -> ExecutionStatus:
     with rt.session() as session:
         return store.get_execution(session, execution_id).status
@@ -113,7 +119,7 @@ def test_reaper_judges_runs_by_their_redis_locks(runtime: Runtime) -> None:
     runtime.locks.acquire(task_name_scope("dataforge.work"), LockOwner("alive"), ttl=60)
     fresh = _start(runtime, "fresh", at=now - timedelta(seconds=GRACE - 5))
 
-    report = reap_lost_executions(runtime, now=now)
+    report = reap_lost_executions(runtime, now=now, traits=_known)
 
     assert (report.examined, report.alive, report.lost) == (2, 1, [dead])
     assert _status(runtime, alive) is ExecutionStatus.RUNNING
@@ -128,7 +134,7 @@ def test_reaper_judges_runs_by_their_redis_locks(runtime: Runtime) -> None:
     assert runtime.logbus.ended(dead) == "lost"
     log_key = Keys(runtime.settings.key_prefix).log(dead)
     assert 0 < runtime.redis.ttl(log_key) <= runtime.settings.log_ttl_seconds
-    assert reap_lost_executions(runtime, now=now).lost == []  # idempotent
+    assert reap_lost_executions(runtime, now=now, traits=_known).lost == []  # idempotent
 
 
 def test_an_expired_or_stolen_lock_means_lost(runtime: Runtime) -> None:
@@ -141,7 +147,7 @@ def test_an_expired_or_stolen_lock_means_lost(runtime: Runtime) -> None:
     runtime.locks.acquire(scope, LockOwner("expired"), ttl=0.05)
     wait_until(lambda: runtime.locks.get(scope) is None, timeout=5, message="lock expiry")
 
-    assert sorted(reap_lost_executions(runtime).lost) == sorted([stolen, expired])
+    assert sorted(reap_lost_executions(runtime, traits=_known).lost) == sorted([stolen, expired])
 
 
 def test_a_run_without_lock_is_judged_by_its_time_limit(runtime: Runtime) -> None:
@@ -241,7 +247,8 @@ def start_worker(env: dict[str, str], tmp_path: Path) -> CeleryProcess:
 def test_a_worker_runs_the_reaper_sent_by_name(
     runtime: Runtime, worker_env: dict[str, str], sender: Celery, tmp_path: Path
 ) -> None:
-    dead = _start(runtime, "planted-dead", at=utcnow() - timedelta(hours=1))
+    # dataforge.work is not the worker's task: judged by the default 4 h time limit
+    dead = _start(runtime, "planted-dead", at=utcnow() - timedelta(hours=5))
     runtime.logbus.append(dead, ["last words"])
     worker = start_worker(worker_env, tmp_path)
     try:

@@ -7,7 +7,12 @@ import pickle
 import pytest
 import redis.exceptions
 
-from dataforge_scheduler.core.ports import schedule_scope, task_name_scope, ttl_milliseconds
+from dataforge_scheduler.core.ports import (
+    schedule_id_of_scope,
+    schedule_scope,
+    task_name_scope,
+    ttl_milliseconds,
+)
 from dataforge_scheduler.errors import BackendUnavailable, ConfigurationError
 from dataforge_scheduler.redis.keys import Keys, backend_errors
 
@@ -23,6 +28,14 @@ def test_key_layout_matches_the_operator_table() -> None:
     assert keys.log_channel(99) == "dataforge:log:99:live"
     assert keys.log_end(99) == "dataforge:log:99:end"
     assert keys.schedule_changes_channel() == "dataforge:schedules:changed"
+
+
+def test_a_schedule_scope_reads_back_its_schedule_id() -> None:
+    assert schedule_id_of_scope(schedule_scope(12)) == 12
+    assert schedule_id_of_scope(task_name_scope("task:12")) is None
+    assert schedule_id_of_scope("task:") is None
+    assert schedule_id_of_scope("task:1x") is None
+    assert schedule_id_of_scope("task:\u0663") is None  # a non-ASCII digit
 
 
 def test_every_name_is_documented_in_the_module_docstring() -> None:

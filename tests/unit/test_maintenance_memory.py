@@ -29,12 +29,14 @@ from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.settings import Settings
 from dataforge_scheduler.sql import maintenance as sql
 from dataforge_scheduler.sql import store
+from dataforge_scheduler.sql.manual_runs import create_manual_execution, mark_manual_sent
 from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution, create_all
 from dataforge_scheduler.wiring import setup
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 GRACE = 60
 TIMEOUT = 600
+VISIBILITY = 3 * TIMEOUT
 
 
 def _settings(db: Path, **overrides: Any) -> Settings:
@@ -45,7 +47,7 @@ def _settings(db: Path, **overrides: Any) -> Settings:
         "celery_result_backend": "cache+memory://",
         "lost_run_grace_seconds": GRACE,
         "celery_task_default_timeout": TIMEOUT,
-        "celery_broker_visibility_timeout": 3 * TIMEOUT,
+        "celery_broker_visibility_timeout": VISIBILITY,
         "execution_retention_days": 30,
     }
     values.update(overrides)
@@ -102,6 +104,11 @@ def _start(
         return row.id
 
 
+def _known(task_name: str) -> TaskTraits:
+    """A traits lookup that knows every task: DataForgeTask's defaults (takes a lock)."""
+    return TaskTraits()
+
+
 def _lock(rt: Runtime, scope: str, celery_id: str, *, ttl: float = 3600) -> None:
     rt.locks.acquire(scope, LockOwner(celery_task_id=celery_id), ttl=ttl)
 
@@ -131,7 +138,7 @@ def test_a_run_without_its_lock_is_lost_with_its_log_and_counters(
     runtime.logbus.append(run_id, ["step 1", "step 2 ✓"])
     clock.advance(GRACE + 1)
 
-    report = reap_lost_executions(runtime)
+    report = reap_lost_executions(runtime, traits=_known)
 
     assert report.lost == [run_id]
     row = _row(runtime, run_id)
@@ -155,7 +162,7 @@ def test_a_run_holding_its_lock_is_alive(runtime: Runtime, clock: ManualClock) -
     _lock(runtime, schedule_scope(schedule_id), "alive-1")
     clock.advance(3 * TIMEOUT)  # age alone never condemns a run that holds its lock
 
-    report = reap_lost_executions(runtime)
+    report = reap_lost_executions(runtime, traits=_known)
 
     assert (report.examined, report.alive, report.lost) == (1, 1, [])
     assert _row(runtime, run_id).status is ExecutionStatus.RUNNING
@@ -167,7 +174,7 @@ def test_a_run_whose_lock_another_run_holds_is_lost(runtime: Runtime, clock: Man
     _lock(runtime, schedule_scope(schedule_id), "new-run")
     clock.advance(GRACE + 1)
 
-    assert reap_lost_executions(runtime).lost == [run_id]
+    assert reap_lost_executions(runtime, traits=_known).lost == [run_id]
     row = _row(runtime, run_id)
     assert row.status is ExecutionStatus.LOST
     assert "new-run" in (row.error or "")
@@ -178,7 +185,7 @@ def test_a_run_whose_lock_expired_is_lost(runtime: Runtime, clock: ManualClock) 
     _lock(runtime, task_name_scope("dataforge.work"), "expired", ttl=30)
     clock.advance(GRACE + 1)
 
-    assert reap_lost_executions(runtime).lost == [run_id]
+    assert reap_lost_executions(runtime, traits=_known).lost == [run_id]
     assert "expired or released" in (_row(runtime, run_id).error or "")
 
 
@@ -186,7 +193,7 @@ def test_a_run_within_the_grace_is_never_reaped(runtime: Runtime, clock: ManualC
     run_id = _start(runtime, "just-started")  # has not taken its lock yet
     clock.advance(GRACE - 1)
 
-    report = reap_lost_executions(runtime)
+    report = reap_lost_executions(runtime, traits=_known)
 
     assert report.examined == 0
     assert _row(runtime, run_id).status is ExecutionStatus.RUNNING
@@ -203,7 +210,7 @@ def test_a_lock_held_under_another_scope_keeps_the_run_alive(
     assert _row(runtime, run_id).scheduled_task_id is None
     clock.advance(GRACE + 1)
 
-    assert reap_lost_executions(runtime).lost == []
+    assert reap_lost_executions(runtime, traits=_known).lost == []
     assert _row(runtime, run_id).status is ExecutionStatus.RUNNING
 
 
@@ -241,15 +248,106 @@ def test_a_task_time_limit_overrides_the_default(runtime: Runtime, clock: Manual
     assert reap_lost_executions(runtime, traits=traits).lost == [run_id]
 
 
+def test_a_task_this_worker_does_not_know_is_judged_by_its_time_limit(
+    runtime: Runtime, clock: ManualClock
+) -> None:
+    # its traits are unknown: it may take no lock at all (overlap_policy "allow" on its
+    # class), so a missing lock proves nothing; its time limit still does
+    run_id = _start(runtime, "elsewhere", schedule_id=_schedule(runtime), task="other.job")
+
+    def unknown(name: str) -> TaskTraits | None:
+        return None
+
+    clock.advance(TIMEOUT + GRACE - 1)
+    assert reap_lost_executions(runtime, traits=unknown).lost == []
+    assert reap_lost_executions(runtime).lost == []  # no lookup at all: unknown as well
+    assert _row(runtime, run_id).status is ExecutionStatus.RUNNING
+
+    clock.advance(2)
+    assert reap_lost_executions(runtime, traits=unknown).lost == [run_id]
+    error = _row(runtime, run_id).error or ""
+    assert "not known to this worker" in error
+    assert f"{TIMEOUT} s time limit" in error
+
+
+def _pending(
+    rt: Runtime, celery_id: str, *, schedule_id: int | None = None, sent_after: float | None = None
+) -> int:
+    with rt.session() as session:
+        row = create_manual_execution(
+            session,
+            scheduled_task_id=schedule_id,
+            task_name="dataforge.work",
+            celery_task_id=celery_id,
+            kwargs={},
+            now=rt.clock.now(),
+        )
+        if sent_after is not None:
+            mark_manual_sent(session, row.id, now=rt.clock.now() + timedelta(seconds=sent_after))
+        return row.id
+
+
+def test_a_pending_run_whose_message_never_came_is_lost(
+    runtime: Runtime, clock: ManualClock
+) -> None:
+    schedule_id = _schedule(runtime)
+    unsent = _pending(runtime, "never-sent", schedule_id=schedule_id)
+    sent = _pending(runtime, "sent-later", sent_after=100)
+
+    clock.advance(VISIBILITY + GRACE - 1)
+    assert reap_lost_executions(runtime, traits=_known).lost == []
+    clock.advance(2)
+    report = reap_lost_executions(runtime, traits=_known)
+
+    assert (report.examined, report.lost) == (1, [unsent])
+    row = _row(runtime, unsent)
+    assert row.status is ExecutionStatus.LOST
+    assert (row.error or "").startswith("never started: the message was lost or never sent")
+    schedule = _sched(runtime, schedule_id)
+    assert (schedule.run_count, schedule.failure_count) == (0, 0)  # it never ran
+    assert (schedule.last_status, schedule.last_execution_id) == (ExecutionStatus.LOST, unsent)
+    assert _row(runtime, sent).status is ExecutionStatus.PENDING  # judged from its send
+    clock.advance(100)
+    assert reap_lost_executions(runtime, traits=_known).lost == [sent]
+
+
+def test_a_retrying_run_whose_retry_never_came_is_lost(
+    runtime: Runtime, clock: ManualClock
+) -> None:
+    run_id = _start(runtime, "retry-lost")
+    runtime.logbus.append(run_id, ["attempt 0"])
+    with runtime.session() as session:
+        store.finish_execution(
+            session,
+            celery_task_id="retry-lost",
+            status=ExecutionStatus.RETRYING,
+            now=clock.now(),
+            error="ValueError: boom",
+            attempt=0,
+        )
+
+    # the attempt may have run up to its time limit before it asked for the retry
+    clock.advance(TIMEOUT + VISIBILITY + GRACE - 1)
+    assert reap_lost_executions(runtime, traits=_known).lost == []
+    clock.advance(2)
+    assert reap_lost_executions(runtime, traits=_known).lost == [run_id]
+
+    row = _row(runtime, run_id)
+    assert row.status is ExecutionStatus.LOST
+    assert (row.error or "").startswith("retry never started: the retry message was lost")
+    assert row.log_output == "attempt 0"
+    assert runtime.logbus.ended(run_id) == "lost"
+
+
 def test_a_second_pass_changes_nothing(runtime: Runtime, clock: ManualClock) -> None:
     schedule_id = _schedule(runtime)
     run_id = _start(runtime, "dead-2", schedule_id=schedule_id)
     clock.advance(GRACE + 1)
-    assert reap_lost_executions(runtime).lost == [run_id]
+    assert reap_lost_executions(runtime, traits=_known).lost == [run_id]
     first = _row(runtime, run_id)
 
     clock.advance(10)
-    report = reap_lost_executions(runtime)
+    report = reap_lost_executions(runtime, traits=_known)
 
     assert (report.examined, report.lost) == (0, [])
     again = _row(runtime, run_id)
@@ -270,7 +368,7 @@ def test_batches_page_past_live_runs(runtime: Runtime, clock: ManualClock) -> No
         clock.advance(1)
     clock.advance(GRACE + 1)
 
-    report = reap_lost_executions(runtime, batch_size=2)
+    report = reap_lost_executions(runtime, batch_size=2, traits=_known)
 
     assert (report.examined, report.alive) == (7, 3)
     assert sorted(report.lost) == dead
@@ -286,7 +384,7 @@ def test_a_long_log_is_capped_with_a_marker(tmp_path: Path, clock: ManualClock) 
     rt.logbus.append(run_id, [f"line {i:02d}" for i in range(10)])
     clock.advance(GRACE + 1)
 
-    reap_lost_executions(rt)
+    reap_lost_executions(rt, traits=_known)
 
     log = _row(rt, run_id).log_output or ""
     assert log.startswith("line 00\nline 01\n")
@@ -301,7 +399,7 @@ def test_without_log_lines_the_stored_log_is_kept(runtime: Runtime, clock: Manua
         session.get(TaskExecution, run_id).log_output = "from an earlier attempt"  # type: ignore[union-attr]
     clock.advance(GRACE + 1)
 
-    reap_lost_executions(runtime)
+    reap_lost_executions(runtime, traits=_known)
 
     assert _row(runtime, run_id).log_output == "from an earlier attempt"
 
@@ -417,7 +515,7 @@ def test_the_celery_tasks_run_the_functions(tmp_path: Path) -> None:
     create_all(rt.engine)
     run_id = _start(rt, "dead-z")
     _finished(rt, "ancient", ExecutionStatus.SUCCESS, at=START - timedelta(days=90))
-    clock.advance(GRACE + 1)
+    clock.advance(TIMEOUT + GRACE + 1)  # dataforge.work is not this app's: its time limit
 
     reaped = app.tasks[REAP_TASK_NAME].apply(kwargs={"scheduled_task_id": None}).get()
     deleted = app.tasks[CLEANUP_TASK_NAME].apply().get()
@@ -441,6 +539,20 @@ def test_the_celery_reaper_reads_a_task_overlap_policy(tmp_path: Path) -> None:
     assert app.tasks[REAP_TASK_NAME].apply().get()["lost"] == []
     clock.advance(TIMEOUT)
     assert app.tasks[REAP_TASK_NAME].apply().get()["lost"] == [run_id]
+    rt.engine.dispose()
+
+
+def test_the_celery_reaper_spares_a_lockless_run_of_a_task_it_does_not_import(
+    tmp_path: Path,
+) -> None:
+    app = Celery("maint-foreign")
+    clock = ManualClock(START)
+    rt = setup(app, _settings(tmp_path / "f.db"), registry=TaskRegistry(), clock=clock)
+    create_all(rt.engine)
+    run_id = _start(rt, "foreign-1", task="other.app.task")  # holds no lock here
+    clock.advance(GRACE + 1)
+    assert app.tasks[REAP_TASK_NAME].apply().get()["lost"] == []
+    assert _row(rt, run_id).status is ExecutionStatus.RUNNING
     rt.engine.dispose()
 
 
@@ -470,3 +582,27 @@ def test_ensure_maintenance_schedules_is_idempotent(runtime: Runtime) -> None:
         rows = store.list_schedules(session).items
         found = {row.task_name: (row.interval_seconds, row.is_system) for row in rows}
     assert found == {REAP_TASK_NAME: (60, True), CLEANUP_TASK_NAME: (3600, True)}
+
+
+def test_a_scheduled_maintenance_run_leaves_a_finished_history_row(tmp_path: Path) -> None:
+    # the scheduler inserts a pending row per slot; a plain Celery task would leave it
+    # pending for ever, a DataForgeTask moves it to running and on to success
+    from dataforge_scheduler.core.enums import ExecutionStatus
+    from dataforge_scheduler.sql.store import get_execution_by_celery_id
+
+    app = Celery("maint-history")
+    rt = setup(app, _settings(tmp_path / "h.db"), registry=TaskRegistry())
+    create_all(rt.engine)
+    ensure_maintenance_schedules(rt)
+    with rt.session() as session:
+        reaper = store.get_schedule_by_name(session, REAP_TASK_NAME)
+        reaper_id = reaper.id
+    result = app.tasks[REAP_TASK_NAME].apply(kwargs={"scheduled_task_id": reaper_id})
+    assert result.get()["lost"] == []
+    with rt.session() as session:
+        row = get_execution_by_celery_id(session, result.id)
+        assert row is not None
+        assert row.status is ExecutionStatus.SUCCESS
+        assert row.scheduled_task_id == reaper_id
+        assert store.get_schedule(session, reaper_id).success_count == 1
+    rt.engine.dispose()

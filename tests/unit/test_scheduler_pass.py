@@ -292,6 +292,88 @@ def test_a_row_that_can_never_fire_is_disabled_with_an_error(
     assert sum("broken" in r.getMessage() for r in caplog.records) == 1
 
 
+def _raw_due_row(h: Harness, name: str, *, handler_kwargs: str, task_name: str = RECORD) -> None:
+    h.sql(
+        "INSERT INTO scheduled_tasks (name, task_type, task_name, interval_seconds, "
+        "handler_kwargs, status, created_at, next_run_at) VALUES (:name, 'interval', "
+        ":task, 10, :kwargs, 'active', :created, :due)",
+        name=name,
+        task=task_name,
+        kwargs=handler_kwargs,
+        created=T0,
+        due=T0 + seconds(10),
+    )
+
+
+def test_a_row_with_malformed_kwargs_is_disabled_and_the_batch_still_goes_out(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = h.create(task_type="interval", interval_seconds=10)
+    _raw_due_row(h, "bad-kwargs", handler_kwargs="[1]")  # raw SQL: not a JSON object
+    h.clock.set(T0 + seconds(10.5))
+    h.scheduler.max_interval = 0.01  # the wait inside tick() stays short
+
+    with caplog.at_level(logging.ERROR, logger="dataforge_scheduler"):
+        assert h.scheduler.tick() == 0.0
+
+    assert [sent.kwargs for sent in h.dispatcher.sent] == [{"scheduled_task_id": good}]
+    with h.runtime.session() as session:
+        bad = store.get_schedule_by_name(session, "bad-kwargs")
+    assert (bad.status, bad.next_run_at) == (TaskStatus.DISABLED, None)
+    assert h.executions(bad.id) == []
+    [error] = [r.getMessage() for r in caplog.records if "bad-kwargs" in r.getMessage()]
+    assert "handler_kwargs" in error
+    assert "disabled" in error
+
+
+class _BrokenHook(DatabaseScheduler):
+    """A subclass whose hook fails for one task name."""
+
+    def is_registered(self, task_name: str) -> bool:
+        if task_name == "t.hook_fails":
+            raise RuntimeError("the hook failed (test)")
+        return super().is_registered(task_name)
+
+
+def test_a_row_whose_planning_fails_is_retried_later_and_the_batch_still_goes_out(
+    engine: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = Harness(engine, scheduler_cls=_BrokenHook)
+    good = h.create(task_type="interval", interval_seconds=10)
+    _raw_due_row(h, "hook-fails", handler_kwargs="{}", task_name="t.hook_fails")
+
+    with caplog.at_level(logging.ERROR, logger="dataforge_scheduler"):
+        result = h.at(T0 + seconds(10.5))
+
+    assert [slot.scheduled_task_id for slot in result.sent] == [good]
+    with h.runtime.session() as session:
+        failing = store.get_schedule_by_name(session, "hook-fails")
+    assert failing.status is TaskStatus.ACTIVE
+    retry = seconds(_BrokenHook.retry_failed_row_seconds)
+    assert failing.next_run_at == T0 + seconds(10.5) + retry
+    assert any(
+        "hook-fails" in r.getMessage() and "RuntimeError" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_the_look_ups_that_do_not_follow_what_is_due_run_every_resend_after_seconds(
+    h: Harness,
+) -> None:
+    # unsent slots, and rows without next_run_at (their index range holds every manual row)
+    h.create(task_type="interval", interval_seconds=3600)
+    h.at(T0 + seconds(1))  # the first pass sweeps
+    statements, listener = _count_statements(h.runtime.engine)
+    try:
+        h.at(T0 + seconds(2))
+        soon = len([s for s in statements if s == "SELECT"])
+        statements.clear()
+        h.at(T0 + seconds(1 + h.scheduler.resend_after_seconds))
+        later = len([s for s in statements if s == "SELECT"])
+    finally:
+        sa.event.remove(h.runtime.engine, "before_cursor_execute", listener)
+    assert (soon, later) == (2, 4)
+
+
 def test_a_pause_through_the_store_stops_dispatch_at_once(h: Harness) -> None:
     sid = h.create(task_type="interval", interval_seconds=1)
     h.at(T0 + seconds(2))
@@ -340,13 +422,14 @@ def test_a_crash_between_claim_and_send_loses_no_slot(h: Harness) -> None:
     assert h.dispatcher.sent == []
 
     assert h.at(T0 + seconds(65)).sent == ()  # too fresh: its scheduler may still send it
-    result = h.at(T0 + seconds(71))
+    assert h.at(T0 + seconds(71)).sent == ()  # the next sweep is due 10 s after that one
+    result = h.at(T0 + seconds(75))
     [sent] = h.dispatcher.sent
     assert sent.task_id == claimed.celery_task_id
     assert sent.headers["df_execution_id"] == claimed.id
     assert sent.headers["df_slot"] == (T0 + seconds(60)).isoformat()
     assert [slot.resend for slot in result.sent] == [True]
-    assert h.executions(sid)[0].sent_at == T0 + seconds(71)
+    assert h.executions(sid)[0].sent_at == T0 + seconds(75)
     h.at(T0 + seconds(100))
     assert len(h.dispatcher.sent) == 1
 
@@ -400,7 +483,8 @@ def test_an_idle_pass_runs_the_same_few_statements_however_many_schedules(
         h.at(T0 + seconds(2))
     finally:
         sa.event.remove(h.runtime.engine, "before_cursor_execute", listener)
-    assert [s for s in statements if s not in {"BEGIN", "COMMIT"}] == ["SELECT"] * 4
+    # due rows and the earliest next_run_at (fresh rows and unsent slots: not due yet)
+    assert [s for s in statements if s not in {"BEGIN", "COMMIT"}] == ["SELECT"] * 2
 
 
 def test_many_due_schedules_are_claimed_with_set_based_statements(h: Harness) -> None:

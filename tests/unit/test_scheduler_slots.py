@@ -211,3 +211,19 @@ def test_a_date_row_whose_run_at_is_long_past_completes_without_a_run() -> None:
     )
     assert advance.next_run_at is None
     assert advance.status is TaskStatus.COMPLETED
+
+
+def test_a_date_row_inserted_to_run_now_fires_once() -> None:
+    # raw SQL: INSERT ... (task_type, run_at) VALUES ('date', now()): run_at == created_at
+    row = _row(task_type=TaskType.DATE, run_at=T0, interval_seconds=None)
+    advance = plan_first_run(row, DateTrigger(T0), now=T0 + timedelta(seconds=1), grace=GRACE)
+    assert advance.next_run_at == T0
+    assert advance.status is TaskStatus.ACTIVE
+
+
+def test_a_date_row_created_after_its_run_at_within_the_grace_fires() -> None:
+    row = _row(task_type=TaskType.DATE, run_at=T0 - timedelta(seconds=5), interval_seconds=None)
+    advance = plan_first_run(
+        row, DateTrigger(T0 - timedelta(seconds=5)), now=T0 + timedelta(seconds=1), grace=GRACE
+    )
+    assert advance.next_run_at == T0 - timedelta(seconds=5)

@@ -24,16 +24,27 @@ from billiard.exceptions import WorkerLostError
 from celery import Celery, signals, states
 from celery.app.task import Context
 from celery.contrib.testing.worker import start_worker
-from celery.exceptions import Ignore, Retry
+from celery.exceptions import Ignore, InvalidTaskError, Retry
 
 from dataforge_scheduler.celery.outcomes import TERMINATED, outcome_of
 from dataforge_scheduler.celery.signals import connect_signals
 from dataforge_scheduler.celery.task import DataForgeTask, LockWatchdog
 from dataforge_scheduler.celery.tasklog import task_log
-from dataforge_scheduler.core.context import LockHold, RunContext, bind_run, reset_run
+from dataforge_scheduler.core.context import (
+    LockHold,
+    RunContext,
+    bind_run,
+    current_run,
+    reset_run,
+)
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
 from dataforge_scheduler.core.ports import LockOwner, schedule_scope, task_name_scope
-from dataforge_scheduler.errors import ConfigurationError, LockLost, LockNotAcquired
+from dataforge_scheduler.errors import (
+    BackendUnavailable,
+    ConfigurationError,
+    LockLost,
+    LockNotAcquired,
+)
 from dataforge_scheduler.memory.locks import MemoryLockManager
 from dataforge_scheduler.memory.logbus import MemoryLogBus
 from dataforge_scheduler.registry import TaskRegistry
@@ -169,6 +180,10 @@ def _define_more_tasks(app: Celery, h: Harness) -> None:
     @app.task(name="u.plain")
     def plain() -> str:
         return "plain"
+
+    @app.task(base=DataForgeTask, name="u.requeue", acks_late=True, reject_on_worker_lost=True)
+    def requeue(scheduled_task_id: int | None = None) -> str:
+        return "ran again"
 
 
 async def _log_later(text: str) -> None:
@@ -513,12 +528,14 @@ def test_the_start_statement_orders_overlapping_attempts(h: Harness) -> None:
 # ---------------------------------------------------------------- main process
 
 
-def _running(h: Harness, celery_task_id: str, schedule: ScheduledTask) -> TaskExecution:
+def _running(
+    h: Harness, celery_task_id: str, schedule: ScheduledTask, *, task_name: str = "u.ok"
+) -> TaskExecution:
     with h.runtime.session() as session:
         started = store.start_execution(
             session,
             celery_task_id=celery_task_id,
-            task_name="u.ok",
+            task_name=task_name,
             scheduled_task_id=schedule.id,
             trigger="schedule",
             worker_hostname="w",
@@ -557,6 +574,127 @@ def test_a_lost_child_is_recorded_lost_with_its_logs_and_its_lock_freed(h: Harne
     assert h.bus.ended(row.id) == "lost"
     assert h.runtime.locks.get(scope) is None
     assert h.schedule_row(schedule.id).failure_count == 1
+
+
+def _wait_for(condition: Any, what: str) -> None:
+    deadline = datetime.now(UTC) + timedelta(seconds=WAIT)
+    while not condition():
+        if datetime.now(UTC) > deadline:
+            raise AssertionError(f"{what} did not happen in {WAIT} s")
+        threading.Event().wait(0.01)
+
+
+def test_a_task_the_worker_does_not_know_fails_its_row_without_counting(h: Harness) -> None:
+    schedule = h.schedule(task_name="u.not_imported")
+    _claim(h, schedule, "unknown-1")
+
+    h.app.send_task(
+        "u.not_imported", task_id="unknown-1", kwargs={"scheduled_task_id": schedule.id}
+    )
+    row = h.finished("unknown-1")
+
+    assert row.status is ExecutionStatus.FAILED
+    assert "task 'u.not_imported' is not registered on worker" in (row.error or "")
+    counted = h.schedule_row(schedule.id)
+    assert (counted.run_count, counted.failure_count) == (0, 0)  # it never ran
+    assert (counted.last_status, counted.last_execution_id) == (ExecutionStatus.FAILED, row.id)
+
+
+def test_a_message_the_worker_rejects_fails_its_row(h: Harness) -> None:
+    schedule = h.schedule()
+    _claim(h, schedule, "rejected-1")
+
+    class Consumer:  # what the signal's sender offers: the app and the worker's name
+        app = h.app
+        hostname = "w@test"
+
+    @dataclass
+    class Message:
+        headers: dict[str, Any]
+
+    signals.task_rejected.send(
+        sender=Consumer(),
+        message=Message({"id": "rejected-1", "task": "u.ok"}),
+        exc=InvalidTaskError("bad eta"),
+    )
+    row = h.row("rejected-1")
+    assert row is not None
+    assert row.status is ExecutionStatus.FAILED
+    assert (
+        row.error == "worker w@test rejected the message of task 'u.ok': InvalidTaskError: bad eta"
+    )
+
+
+class _ReplyLostLocks(MemoryLockManager):
+    """The acquire runs in Redis, then its reply times out."""
+
+    def acquire(self, scope: str, owner: LockOwner, *, ttl: float) -> Any:
+        super().acquire(scope, owner, ttl=ttl)
+        raise BackendUnavailable("timed out reading the reply (test)")
+
+
+def test_a_lock_taken_when_its_reply_was_lost_is_released(h: Harness) -> None:
+    h.runtime._locks = _ReplyLostLocks()
+    schedule = h.schedule()
+    scope = schedule_scope(schedule.id)
+
+    result = h.app.tasks["u.ok"].delay(scheduled_task_id=schedule.id)
+    row = h.finished(result.id)
+
+    assert row.status is ExecutionStatus.FAILED
+    assert (row.error or "").startswith("BackendUnavailable")
+    assert h.bodies == []
+    _wait_for(lambda: h.runtime.locks.get(scope) is None, "the release of the leaked lock")
+
+
+def test_a_requeued_copy_after_a_lost_worker_runs_again(h: Harness) -> None:
+    schedule = h.schedule(task_name="u.requeue")
+    row = _running(h, "requeued", schedule, task_name="u.requeue")  # the killed attempt
+    scope = schedule_scope(schedule.id)
+    h.runtime.locks.acquire(scope, LockOwner("requeued"), ttl=60)
+    task = h.app.tasks["u.requeue"]
+
+    # acks_late + reject_on_worker_lost: Celery requeues the message, so the row stays
+    # open for the copy (Celery 5.7 does not even report this loss; older ones did)
+    signals.task_failure.send(
+        sender=task,
+        task_id="requeued",
+        exception=WorkerLostError("Worker exited prematurely: signal 9 (SIGKILL)."),
+        args=(),
+        kwargs={"scheduled_task_id": schedule.id},
+        traceback=None,
+        einfo=None,
+    )
+    waiting = h.row("requeued")
+    assert waiting is not None
+    assert waiting.status is ExecutionStatus.RUNNING
+    assert h.runtime.locks.get(scope) is None
+
+    # the copy arrives: same id, same attempt, flagged redelivered by the broker
+    assert _deliver(task, "requeued", schedule_id=schedule.id, redelivered=True) is False
+    restarted = h.row("requeued")
+    assert restarted is not None
+    assert (restarted.id, restarted.worker_hostname) == (row.id, "w2@host")
+    # a plain duplicate of a task that does not requeue on loss is still refused
+    _running(h, "plain-dup", schedule)
+    assert _deliver(h.app.tasks["u.ok"], "plain-dup", schedule_id=schedule.id, redelivered=True)
+
+
+def _deliver(task: Any, task_id: str, *, schedule_id: int, redelivered: bool) -> bool:
+    """Start a delivery of ``task_id`` as a worker would; True when it is a duplicate."""
+    task.push_request(
+        id=task_id, retries=0, hostname="w2@host", delivery_info={"redelivered": redelivered}
+    )
+    try:
+        kwargs = {"scheduled_task_id": schedule_id}
+        signals.task_prerun.send(sender=task, task_id=task_id, task=task, args=(), kwargs=kwargs)
+        run = current_run()
+        assert run is not None
+        assert run.state.token is not None
+        reset_run(run.state.token)
+        return run.state.duplicate
+    finally:
+        task.pop_request()
 
 
 def test_a_revoked_run_is_recorded_revoked(h: Harness) -> None:

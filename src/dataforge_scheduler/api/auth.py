@@ -139,9 +139,15 @@ def _presented_key(request: Request) -> str | None:
 
 
 def redact_query_string(query_string: bytes) -> bytes:
-    """``query_string`` with the value of every ``api_key`` parameter replaced by ``***``."""
-    if API_KEY_QUERY.encode() not in query_string:
+    """``query_string`` with the value of every ``api_key`` parameter replaced by ``***``.
+
+    Names are compared decoded, as ``Request.query`` reads them (``api%5Fkey`` is
+    ``api_key`` there too); a query string without one is returned unchanged.
+    """
+    if not query_string:
         return query_string
     pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    if all(k != API_KEY_QUERY for k, _ in pairs):
+        return query_string
     masked = [(k, "***" if k == API_KEY_QUERY else v) for k, v in pairs]
     return urlencode(masked, safe="*/:,").encode("latin-1")

@@ -6,12 +6,17 @@ PostgreSQL; a ``pending`` execution row per slot, unique per schedule and slot),
 advances ``next_run_at`` with the trigger and the misfire policy, commits, and only
 then sends each claimed slot by its registered task name with the Celery task id
 stored on its row. A claimed slot that was never sent (a crash between commit and
-send) is sent by a later pass of any scheduler. Between passes it waits inside
-``tick()`` until the earliest ``next_run_at``, woken early by a schedule-change notice
-and never longer than ``celery_beat_sync_every``. Several schedulers may run at once
-against one PostgreSQL database; none leads. The SQL is in ``sql/claims.py``, the
-slot arithmetic and misfire policies in ``celery/slots.py``, the wait in
-``celery/wakeup.py``; ``docs/scheduler.md`` documents the hooks.
+send) is sent by a later pass of any scheduler. Two look-ups do not follow what is due
+(unsent slots; rows inserted by raw SQL without ``next_run_at``, whose index range also
+holds every ``manual`` row), so a scheduler runs them at most every
+``resend_after_seconds``, not every pass. A row that cannot be planned (an invalid
+stored value, a failing hook) is disabled or retried later, alone: the rest of its
+batch still goes out. Between passes it waits inside ``tick()`` until the earliest
+``next_run_at``, woken early by a schedule-change notice and never longer than
+``celery_beat_sync_every``. Several schedulers may run at once against one PostgreSQL
+database; none leads. The SQL is in ``sql/claims.py``, the slot arithmetic and misfire
+policies in ``celery/slots.py``, the wait in ``celery/wakeup.py``; ``docs/scheduler.md``
+documents the hooks.
 """
 
 from __future__ import annotations
@@ -68,7 +73,9 @@ class DatabaseScheduler(Scheduler):
     batch_size = 100
     #: Most on-time slots one schedule gets in one pass (the rest go in the next pass).
     max_slots_per_schedule = 1000
-    #: A claimed slot still unsent after this many seconds is sent by any scheduler.
+    #: A claimed slot still unsent after this many seconds is sent by any scheduler; each
+    #: scheduler looks for such slots, and for rows without ``next_run_at``, at most
+    #: this often.
     resend_after_seconds = 10.0
     #: Wait when rows are due but locked by another scheduler.
     busy_wait_seconds = 0.2
@@ -93,6 +100,7 @@ class DatabaseScheduler(Scheduler):
         self._dispatcher = dispatcher
         self._waiter = NoticeWaiter(lambda: self.runtime.notices.listen())
         self._reported: set[tuple[int, str]] = set()
+        self._next_sweep: datetime | None = None
         super().__init__(app, lazy=lazy, **kwargs)
 
     # ------------------------------------------------------------ collaborators
@@ -156,6 +164,10 @@ class DatabaseScheduler(Scheduler):
                 exc,
                 self.retry_pass_seconds,
             )
+            self._waiter.wait(self.retry_pass_seconds)
+            return 0.0
+        except Exception:  # a bug must not kill beat: it would fail again at every restart
+            logger.exception("beat pass failed; trying again in %.0f s", self.retry_pass_seconds)
             self._waiter.wait(self.retry_pass_seconds)
             return 0.0
         wait = self._wait_seconds(result)
@@ -230,9 +242,14 @@ class DatabaseScheduler(Scheduler):
         """Claim every slot due at ``now`` (default: the clock), send them, re-send
         claimed slots a dead scheduler left unsent, and report what was sent."""
         now = ensure_utc(now) if now is not None else self.clock.now()
-        claimed, rows, earliest = self._claim(now)
+        sweep = self._next_sweep is None or now >= self._next_sweep
+        claimed, rows, earliest = self._claim(now, fresh=sweep)
         sent, unsent = self._send_and_record(claimed)
-        resent, still_unsent = self._sweep(now)
+        resent: list[ClaimedSlot] = []
+        still_unsent: list[ClaimedSlot] = []
+        if sweep:
+            resent, still_unsent = self._sweep(now)
+            self._next_sweep = now + timedelta(seconds=self.resend_after_seconds)
         return PassResult(
             sent=(*sent, *resent),
             unsent=(*unsent, *still_unsent),
@@ -241,13 +258,16 @@ class DatabaseScheduler(Scheduler):
             batch_full=rows >= self.batch_size,
         )
 
-    def _claim(self, now: datetime) -> tuple[list[ClaimedSlot], int, datetime | None]:
+    def _claim(
+        self, now: datetime, *, fresh: bool
+    ) -> tuple[list[ClaimedSlot], int, datetime | None]:
         extra = self.claim_filter()
         with self.runtime.session() as session:
-            fresh = claims.select_uninitialised(session, limit=self.batch_size, extra=extra)
-            claims.advance_schedules(session, [self._first_run(row, now) for row in fresh])
+            if fresh:
+                rows = claims.select_uninitialised(session, limit=self.batch_size, extra=extra)
+                claims.advance_schedules(session, [self._first_run(row, now) for row in rows])
             rows = claims.select_due(session, now=now, limit=self.batch_size, extra=extra)
-            plans = [self._plan(row, now) for row in rows]
+            plans = [self._plan_guarded(row, now) for row in rows]
             slots = [slot for plan in plans for slot in plan.slots]
             inserted = claims.insert_slots(session, slots, now=now)
             claims.advance_schedules(session, [plan.advance(inserted) for plan in plans])
@@ -266,7 +286,10 @@ class DatabaseScheduler(Scheduler):
         trigger = self._trigger(row, now)
         if isinstance(trigger, Advance):
             return trigger
-        advance = plan_first_run(row, trigger, now=now, grace=self._grace(row))
+        try:
+            advance = plan_first_run(row, trigger, now=now, grace=self._grace(row))
+        except Exception as exc:
+            return self._row_failed(row, now=now, exc=exc, what="planning its first run")
         if advance.next_run_at is None:
             return advance
         logger.info(
@@ -276,6 +299,16 @@ class DatabaseScheduler(Scheduler):
             advance.next_run_at,
         )
         return advance
+
+    def _plan_guarded(self, row: ScheduledTask, now: datetime) -> RowPlan:
+        """``_plan``, but one row's failure never stops the other rows of its batch."""
+        try:
+            return self._plan(row, now)
+        except Exception as exc:
+            advance = self._row_failed(row, now=now, exc=exc, what="planning its slots")
+            return RowPlan(
+                row=row, slots=[], next_run_at=advance.next_run_at, status=advance.status
+            )
 
     def _plan(self, row: ScheduledTask, now: datetime) -> RowPlan:
         trigger = self._trigger(row, now)
@@ -300,7 +333,16 @@ class DatabaseScheduler(Scheduler):
     def _trigger(self, row: ScheduledTask, now: datetime) -> Trigger | Advance:
         try:
             return self.trigger_for_row(row)
-        except DataForgeError as exc:  # InvalidSchedule: the stored row can never fire
+        except Exception as exc:
+            return self._row_failed(row, now=now, exc=exc, what="trigger_for_row")
+
+    def _row_failed(
+        self, row: ScheduledTask, *, now: datetime, exc: Exception, what: str
+    ) -> Advance:
+        """What becomes of a row whose planning raised: disabled when the stored row can
+        never fire (``InvalidSchedule`` and the library's other errors), else tried
+        again after ``retry_failed_row_seconds`` (a subclass's hook failed)."""
+        if isinstance(exc, DataForgeError):
             logger.error(
                 "schedule %s (id %s) is invalid and was disabled: %s; fix it and resume it",
                 row.name,
@@ -308,15 +350,18 @@ class DatabaseScheduler(Scheduler):
                 exc,
             )
             return Advance(row.id, None, TaskStatus.DISABLED)
-        except Exception:  # a subclass's hook failed: try the row again later
-            retry = self.retry_failed_row_seconds
-            logger.exception(
-                "trigger_for_row failed for schedule %s (id %s); retrying in %.0f s",
-                row.name,
-                row.id,
-                retry,
-            )
-            return Advance(row.id, now + timedelta(seconds=retry), TaskStatus.ACTIVE)
+        retry = self.retry_failed_row_seconds
+        logger.error(
+            "%s failed for schedule %s (id %s): %s: %s; retrying in %.0f s",
+            what,
+            row.name,
+            row.id,
+            type(exc).__name__,
+            exc,
+            retry,
+            exc_info=exc,
+        )
+        return Advance(row.id, now + timedelta(seconds=retry), TaskStatus.ACTIVE)
 
     def _grace(self, row: ScheduledTask) -> timedelta:
         grace = row.misfire_grace_seconds

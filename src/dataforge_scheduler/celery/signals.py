@@ -17,9 +17,19 @@ process that runs the body (celery-5.7-facts §3.1, §4.4):
 In the worker's main process (prefork): ``task_failure`` for a hard time limit (sent
 twice, with an empty ``self.request``), ``WorkerLostError`` (the child was killed:
 ``lost``) and ``task_revoked`` finish the row by Celery task id, idempotently, with the
-log lines already in the bus, and release the lock by task id. Handlers use their
-``task_id``/``request`` arguments, never ``self.request``. A bookkeeping error is
-logged at ERROR with the task id and never fails the user's task.
+log lines already in the bus (``celery.outside``), and release the lock by task id.
+Handlers use their ``task_id``/``request`` arguments, never ``self.request``. In its
+consumer: ``task_unknown`` (a task this worker does not have) and ``task_rejected`` (a
+message it cannot read) finish the row ``failed``, saying so; it never ran.
+
+A task with ``acks_late`` and ``reject_on_worker_lost`` gets its message requeued when
+its child dies (Celery 5.7 then sends no ``task_failure`` at all): its row stays
+``running`` and the requeued copy, flagged ``redelivered`` by the broker, may start that
+same attempt again. (So may a copy the broker redelivered after
+``celery_broker_visibility_timeout``, which is why that timeout must exceed the longest
+run: the settings refuse a timeout below twice the default time limit.)
+
+A bookkeeping error is logged at ERROR with the task id and never fails the user's task.
 """
 
 from __future__ import annotations
@@ -33,8 +43,15 @@ from billiard.exceptions import WorkerLostError
 from celery import signals
 
 from dataforge_scheduler.celery.headers import TRIGGER, header
-from dataforge_scheduler.celery.logbuffer import LogBuffer, capped_log_text, default_flusher
+from dataforge_scheduler.celery.logbuffer import LogBuffer, default_flusher
 from dataforge_scheduler.celery.outcomes import Outcome, describe, outcome_of
+from dataforge_scheduler.celery.outside import (
+    bus_log,
+    by_task_id,
+    finish_outside,
+    on_task_rejected,
+    on_task_unknown,
+)
 from dataforge_scheduler.celery.task import DataForgeTask, lock_scope
 from dataforge_scheduler.core.context import RunContext, bind_run, current_run, reset_run
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
@@ -55,6 +72,8 @@ def connect_signals() -> None:
         (signals.task_retry, _on_retry),
         (signals.task_postrun, _on_postrun),
         (signals.task_revoked, _on_revoked),
+        (signals.task_unknown, on_task_unknown),
+        (signals.task_rejected, on_task_rejected),
     ):
         signal.connect(handler, weak=False, dispatch_uid=f"dataforge.{handler.__name__}")
 
@@ -93,6 +112,7 @@ def _start_run(task: DataForgeTask, task_id: str, kwargs: dict[str, Any]) -> Run
                 kwargs=kwargs,
                 retries=retries,
                 now=runtime.clock.now(),
+                redelivered=_requeued_on_loss(task) and _redelivered(request),
             )
         if started is None:
             duplicate = True
@@ -142,6 +162,16 @@ def scheduled_id(kwargs: Any) -> int | None:
     return None
 
 
+def _requeued_on_loss(task: DataForgeTask) -> bool:
+    """Whether Celery requeues this task's message when its worker is lost."""
+    return bool(task.acks_late and getattr(task, "reject_on_worker_lost", False))
+
+
+def _redelivered(request: Any) -> bool:
+    info = getattr(request, "delivery_info", None) or {}
+    return bool(info.get("redelivered"))
+
+
 def _trigger(request: Any) -> str:
     value = header(request, TRIGGER)
     try:
@@ -170,6 +200,10 @@ def _on_failure(
         return
     # No run here: the worker's main process reporting a killed child or a time limit.
     lost = isinstance(exception, WorkerLostError)
+    if lost and _requeued_on_loss(sender) and not getattr(sender, "retry_on_worker_lost", False):
+        # the message goes back to the queue: its copy runs this attempt again
+        _release_for_task(sender, task_id, kwargs=kwargs, row=None)
+        return
     _finish_elsewhere(
         sender,
         task_id,
@@ -224,11 +258,11 @@ def _finish_run(run: RunContext, state: str | None, retval: Any) -> None:
     now = runtime.clock.now()
     outcome = outcome_of(run, state, retval=retval, now=now)
     final = outcome.status is not ExecutionStatus.RETRYING
-    if not final and run.log is not None:
+    if not final and run.log is not None and not run.state.extras.pop("retry_logged", False):
         run.log.write([f"… retrying in {outcome.countdown:.1f} s: {outcome.error}"])
     log_text = run.log.close() if isinstance(run.log, LogBuffer) else None
     if final and run.retries and run.execution_id is not None:
-        log_text = _whole_log(runtime, run.execution_id) or log_text
+        log_text = bus_log(runtime, run.execution_id) or log_text
     _guarded(run, "record the outcome", _record, runtime, run, outcome, log_text, now)
     if final and run.execution_id is not None:
         ttl = runtime.settings.log_ttl_seconds
@@ -261,19 +295,13 @@ def _record(
         )
 
 
-def _whole_log(runtime: Runtime, execution_id: int) -> str | None:
-    """Every attempt's lines, from the bus (each attempt's buffer saw only its own)."""
-    try:
-        lines = [line.text for line in runtime.logbus.read(execution_id)]
-    except Exception:
-        logger.exception("dataforge: could not read the log of execution %s", execution_id)
-        return None
-    return capped_log_text(lines, max_bytes=runtime.settings.log_max_bytes)
-
-
 def _end_lock(run: RunContext, outcome: Outcome) -> None:
     hold = run.state.lock
     if hold is None:
+        wanted = run.state.extras.get("lock_scope")
+        if wanted is not None and run.state.skipped_by is None:
+            # the acquire failed, maybe after it ran (a lost reply): free what it may hold
+            _release_unheld(run, wanted)
         return
     locks = run.runtime.locks
     if outcome.status is not ExecutionStatus.RETRYING:
@@ -285,6 +313,23 @@ def _end_lock(run: RunContext, outcome: Outcome) -> None:
     except LockLost:
         # the next attempt may already have run and released it (facts §2)
         logger.debug("lock %s was gone when attempt %s ended", hold.scope, run.celery_task_id)
+
+
+def _release_unheld(run: RunContext, scope: str) -> None:
+    try:
+        if run.runtime.locks.release_for_task(scope, run.celery_task_id):
+            logger.warning(
+                "released lock %s that run %s took without learning it (lost reply)",
+                scope,
+                run.celery_task_id,
+            )
+    except Exception:
+        logger.warning(
+            "could not release lock %s of run %s; it expires with its TTL",
+            scope,
+            run.celery_task_id,
+            exc_info=True,
+        )
 
 
 def _guarded(run: RunContext, what: str, step: Any, *args: Any, **kwargs: Any) -> None:
@@ -338,30 +383,29 @@ def _finish_elsewhere(
     """Finish a run from outside its process: idempotent, by Celery task id."""
     try:
         runtime = runtime_for(task.app)
-        scheduled_task_id = scheduled_id(kwargs)
-        with runtime.session() as session:
-            row = store.get_execution_by_celery_id(session, task_id)
-            if row is None or row.status.finished:
-                finished = None
-            else:
-                scheduled_task_id = scheduled_task_id or row.scheduled_task_id
-                finished = store.finish_execution(
-                    session,
-                    celery_task_id=task_id,
-                    status=status,
-                    now=runtime.clock.now(),
-                    error=error,
-                    traceback=traceback,
-                    log_output=_whole_log(runtime, row.id),
-                    result_max_bytes=runtime.settings.result_max_bytes,
-                )
+        finished = finish_outside(
+            runtime, by_task_id(task_id), status=status, error=error, traceback=traceback
+        )
         if finished is not None:
-            runtime.logbus.finish(finished.id, status.value, ttl=runtime.settings.log_ttl_seconds)
             logger.warning(
                 "dataforge: run %s of %s ended %s: %s", task_id, task.name, status, error
             )
-        runtime.locks.release_for_task(lock_scope(task.name, scheduled_task_id), task_id)
     except Exception:
         logger.exception(
             "dataforge: could not record %s for task %s[%s]", status.value, task.name, task_id
         )
+        finished = None
+    _release_for_task(task, task_id, kwargs=kwargs, row=finished)
+
+
+def _release_for_task(task: DataForgeTask, task_id: str, *, kwargs: Any, row: Any) -> None:
+    """Release the run's lock by task id (main-process handlers know no token)."""
+    scheduled_task_id = scheduled_id(kwargs)
+    if scheduled_task_id is None and row is not None:
+        scheduled_task_id = row.scheduled_task_id
+    try:
+        runtime_for(task.app).locks.release_for_task(
+            lock_scope(task.name, scheduled_task_id), task_id
+        )
+    except Exception:
+        logger.exception("dataforge: could not release the lock of task %s[%s]", task.name, task_id)

@@ -24,8 +24,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from dataforge_scheduler.core.clock import ensure_utc
-from dataforge_scheduler.core.enums import ExecutionStatus, MisfirePolicy, TaskStatus
+from dataforge_scheduler.core.enums import ExecutionStatus, MisfirePolicy, TaskStatus, TaskType
 from dataforge_scheduler.core.triggers import Trigger
+from dataforge_scheduler.errors import InvalidSchedule
 from dataforge_scheduler.sql.claims import Advance, ClaimedSlot, NewSlot
 from dataforge_scheduler.sql.models import ScheduledTask
 
@@ -44,6 +45,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _FIRST_PROBE = timedelta(seconds=1)
+_INSTANT = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,15 @@ def plan_row(
     unregistered_error: str | None = None,
 ) -> RowPlan:
     """Plan one due row. With ``unregistered_error`` its slots are recorded as failed
-    runs carrying that error instead of ``pending`` ones to send."""
+    runs carrying that error instead of ``pending`` ones to send. ``InvalidSchedule``
+    when the row can never be sent (``handler_kwargs`` not a JSON object: raw SQL)."""
+    stored = row.handler_kwargs if row.handler_kwargs is not None else {}
+    if not isinstance(stored, dict):
+        raise InvalidSchedule(
+            f"handler_kwargs must be a JSON object, got {type(stored).__name__} {stored!r:.80}",
+            field="handler_kwargs",
+            value=stored,
+        )
     due = ensure_utc(row.next_run_at) if row.next_run_at is not None else now
     if _outside_window(row, due):
         # next_run_at was written outside start_at/end_at (raw SQL): never fire it
@@ -214,7 +224,7 @@ def plan_row(
             len(plan.slots),
             plan.next_run_at,
         )
-    kwargs = {**(row.handler_kwargs or {}), "scheduled_task_id": row.id}
+    kwargs = {**stored, "scheduled_task_id": row.id}
     slot_status = ExecutionStatus.PENDING if unregistered_error is None else ExecutionStatus.FAILED
     slots = [
         NewSlot(
@@ -241,16 +251,21 @@ def plan_first_run(
 
     The row is scheduled from when the scheduler first sees it: its first slot after
     ``max(created_at, now - grace)``. Nothing from before that runs, so a row switched
-    back on by raw SQL does not burst; a slot within the grace period still fires.
+    back on by raw SQL does not burst; a slot within the grace period still fires. A
+    ``date`` row is searched from ``now - grace`` alone: its one slot may be its own
+    creation instant (``run_at = now()`` in the INSERT), which must fire.
     """
     created = ensure_utc(row.created_at) if row.created_at is not None else now
-    following = trigger.next_after(max(created, now - grace))
+    # a date row's run_at exactly ``grace`` ago is still on time, as in plan_slots
+    date = row.task_type == TaskType.DATE
+    start = now - grace - _INSTANT if date else max(created, now - grace)
+    following = trigger.next_after(start)
     if following is None:
         logger.warning(
             "schedule %s (id %s) has no slot after %s: marked completed without running",
             row.name,
             row.id,
-            max(created, now - grace),
+            start,
         )
         return Advance(row.id, None, TaskStatus.COMPLETED)
     return Advance(row.id, following, TaskStatus.ACTIVE)

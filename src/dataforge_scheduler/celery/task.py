@@ -28,12 +28,16 @@ import inspect
 import logging
 import os
 import random
+import sys
 import threading
+from datetime import datetime
 from typing import Any, ClassVar
 
 from celery import Task, states
 from celery.exceptions import Ignore
 
+from dataforge_scheduler.celery.outcomes import describe
+from dataforge_scheduler.core.clock import ensure_utc, utcnow
 from dataforge_scheduler.core.context import LockHold, RunContext, current_run
 from dataforge_scheduler.core.enums import OverlapPolicy
 from dataforge_scheduler.core.ports import (
@@ -179,7 +183,9 @@ class DataForgeTask(Task[Any, Any]):
             pid=os.getpid(),
         )
         # A Redis outage raises BackendUnavailable here: the run fails visibly rather
-        # than running unguarded.
+        # than running unguarded. The acquire may have run even so (its reply was lost):
+        # the scope noted here lets the run's end release what this task id may hold.
+        run.state.extras["lock_scope"] = scope
         taken = run.runtime.locks.acquire(scope, owner, ttl=ttl)
         if isinstance(taken, Acquired):
             run.state.lock = LockHold(scope=scope, token=taken.token, ttl=ttl)
@@ -250,6 +256,7 @@ class DataForgeTask(Task[Any, Any]):
         type(self)._apply_retry_defaults(self.app.conf)
         if eta is None and countdown is None and self._backoff_enabled():
             countdown = self.backoff_countdown(int(self.request.retries or 0))
+        self._log_retry(exc, countdown=countdown, eta=eta, max_retries=max_retries)
         return super().retry(
             args=args,
             kwargs=kwargs,
@@ -260,6 +267,35 @@ class DataForgeTask(Task[Any, Any]):
             max_retries=max_retries,
             **options,
         )
+
+    def _log_retry(
+        self,
+        exc: BaseException | None,
+        *,
+        countdown: float | None,
+        eta: Any,
+        max_retries: int | None,
+    ) -> None:
+        # Celery publishes the next attempt before this one ends (celery-5.7-facts §0.2):
+        # with a short countdown its lines can reach the log before a marker written at
+        # postrun, so the marker goes out now, before super().retry() publishes.
+        run = current_run()
+        request = self.request
+        if run is None or run.log is None or run.celery_task_id != request.id:
+            return
+        limit = self.max_retries if max_retries is None else max_retries
+        if request.called_directly or (limit is not None and int(request.retries or 0) >= limit):
+            return  # Celery raises instead of retrying: no marker
+        wait = countdown
+        if wait is None and isinstance(eta, datetime):
+            wait = max(0.0, (ensure_utc(eta) - utcnow()).total_seconds())
+        reason = exc if exc is not None else sys.exc_info()[1]
+        try:
+            run.log.write([f"… retrying in {float(wait or 0):.1f} s: {describe(reason)}"])
+            run.log.flush()
+            run.state.extras["retry_logged"] = True
+        except Exception:  # the log must never change whether the task retries
+            logger.exception("dataforge: could not log the retry of task %s", request.id)
 
     def _backoff_enabled(self) -> bool:
         if "retry_backoff" in self._df_explicit:

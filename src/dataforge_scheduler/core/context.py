@@ -34,6 +34,10 @@ class RunLog(Protocol):
         """Queue ``lines`` for the run's log; must not raise on backend failure."""
         ...
 
+    def flush(self) -> None:
+        """Push what is queued now; must not raise on backend failure."""
+        ...
+
 
 @dataclass
 class LockHold:

@@ -36,6 +36,7 @@ __all__ = [
     "decode_live_message",
     "encode_live_end",
     "encode_live_line",
+    "schedule_id_of_scope",
     "schedule_scope",
     "task_name_scope",
     "ttl_milliseconds",
@@ -141,6 +142,12 @@ class LockManager(Protocol):
 def schedule_scope(scheduled_task_id: int) -> str:
     """The lock scope of one schedule row: ``task:<id>``."""
     return f"task:{int(scheduled_task_id)}"
+
+
+def schedule_id_of_scope(scope: str) -> int | None:
+    """The schedule id a ``task:<id>`` scope names; None for any other scope."""
+    prefix, _, rest = scope.partition(":")
+    return int(rest) if prefix == "task" and rest.isascii() and rest.isdigit() else None
 
 
 def task_name_scope(task_name: str) -> str:

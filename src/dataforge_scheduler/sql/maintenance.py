@@ -5,8 +5,11 @@ The reaper reads ``running`` rows through the ``(status, started_at)`` index wit
 pagination, so a pass over many live runs never re-reads a page; before it marks a run
 ``lost`` it locks the row (``FOR UPDATE`` on PostgreSQL; SQLite serialises writers) and
 checks that it is still the same attempt, so a run that finished or retried meanwhile is
-left alone. Retention deletes finished rows only, one ``DELETE ... WHERE id IN (SELECT
-... LIMIT n)`` per call. Functions never commit: the caller owns the transaction.
+left alone. ``pending`` and ``retrying`` rows (a message that never came) are read the
+same way, by the ``status`` prefix of that index and keyset on id, and re-checked under
+the row lock against the instant they began to wait. Retention deletes finished rows
+only, one ``DELETE ... WHERE id IN (SELECT ... LIMIT n)`` per call. Functions never
+commit: the caller owns the transaction.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from dataforge_scheduler.core.enums import ExecutionStatus, OverlapPolicy
@@ -24,9 +27,12 @@ from dataforge_scheduler.sql.store.common import aware_now
 __all__ = [
     "FINISHED_STATUSES",
     "RunningRun",
+    "WaitingRun",
     "delete_finished_before",
     "lock_running_run",
+    "lock_waiting_run",
     "select_running_before",
+    "select_waiting_before",
 ]
 
 #: The states a run never leaves; only these are deleted by retention.
@@ -125,6 +131,96 @@ def lock_running_run(session: Session, run: RunningRun) -> TaskExecution | None:
             TaskExecution.status == ExecutionStatus.RUNNING,
             TaskExecution.started_at == run.started_at,
             TaskExecution.retries == run.retries,
+        )
+        .with_for_update()
+    )
+    found: TaskExecution | None = session.scalars(
+        query, execution_options={"populate_existing": True}
+    ).first()
+    return found
+
+
+@dataclass(frozen=True)
+class WaitingRun:
+    """A ``pending`` or ``retrying`` row as the reaper judges it (a plain value).
+
+    ``since`` is when it began to wait for its message: a ``pending`` row's ``sent_at``
+    (its ``created_at`` when never sent); a ``retrying`` row's ``started_at``, the start
+    of the attempt that asked for the retry (its ``created_at`` if it never started).
+    """
+
+    id: int
+    celery_task_id: str
+    task_name: str
+    scheduled_task_id: int | None
+    status: ExecutionStatus
+    retries: int
+    since: datetime
+
+
+def _since(status: ExecutionStatus) -> ColumnElement[datetime]:
+    later = TaskExecution.sent_at if status is ExecutionStatus.PENDING else TaskExecution.started_at
+    return func.coalesce(later, TaskExecution.created_at)
+
+
+def select_waiting_before(
+    session: Session,
+    *,
+    status: ExecutionStatus,
+    cutoff: datetime,
+    after_id: int = 0,
+    limit: int,
+) -> list[WaitingRun]:
+    """Up to ``limit`` rows in ``status`` (``pending`` or ``retrying``) waiting since
+    before ``cutoff``, by id after ``after_id`` (rows judged alive stay; see above)."""
+    if status not in (ExecutionStatus.PENDING, ExecutionStatus.RETRYING):
+        raise ValueError(f"status {status.value!r} does not wait for a message")
+    cutoff = aware_now(cutoff)
+    since = _since(status)
+    query = (
+        select(
+            TaskExecution.id,
+            TaskExecution.celery_task_id,
+            TaskExecution.task_name,
+            TaskExecution.scheduled_task_id,
+            TaskExecution.retries,
+            since.label("since"),
+        )
+        .where(
+            TaskExecution.status == status,
+            # every "since" is at or after created_at: this bound adds no condition and
+            # lets the created_at index narrow the candidates
+            TaskExecution.created_at < cutoff,
+            since < cutoff,
+            TaskExecution.id > after_id,
+        )
+        .order_by(TaskExecution.id)
+        .limit(limit)
+    )
+    return [
+        WaitingRun(
+            id=row.id,
+            celery_task_id=row.celery_task_id,
+            task_name=row.task_name,
+            scheduled_task_id=row.scheduled_task_id,
+            status=status,
+            retries=row.retries,
+            since=aware_now(row.since),
+        )
+        for row in session.execute(query)
+    ]
+
+
+def lock_waiting_run(session: Session, run: WaitingRun) -> TaskExecution | None:
+    """Lock ``run``'s row and return it if it still waits as ``run`` was read (same
+    status, attempt and ``since``): ``None`` when a worker started it or it was re-sent."""
+    query = (
+        select(TaskExecution)
+        .where(
+            TaskExecution.id == run.id,
+            TaskExecution.status == run.status,
+            TaskExecution.retries == run.retries,
+            _since(run.status) == run.since,
         )
         .with_for_update()
     )

@@ -8,14 +8,12 @@ from typing import Any
 
 from dataforge_scheduler.api.schemas.runs import ExecutionOut, LockOut
 from dataforge_scheduler.api.schemas.tasks import TaskOut
-from dataforge_scheduler.core.ports import LockInfo
+from dataforge_scheduler.core.ports import LockInfo, schedule_id_of_scope
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution
 from dataforge_scheduler.sql.store import Page
 
 __all__ = ["execution_out", "lock_out", "page_of", "stored_kwargs", "task_out"]
-
-_SCHEDULE_SCOPE = "task:"
 
 
 def task_out(row: ScheduledTask) -> TaskOut:
@@ -28,13 +26,10 @@ def execution_out(row: TaskExecution) -> ExecutionOut:
 
 def lock_out(info: LockInfo) -> LockOut:
     """A held lock without its token; ``scheduled_task_id`` read from a ``task:<id>`` scope."""
-    schedule_id: int | None = None
-    if info.scope.startswith(_SCHEDULE_SCOPE) and info.scope[len(_SCHEDULE_SCOPE) :].isdigit():
-        schedule_id = int(info.scope[len(_SCHEDULE_SCOPE) :])
     return LockOut(
         scope=info.scope,
         key=info.key,
-        scheduled_task_id=schedule_id,
+        scheduled_task_id=schedule_id_of_scope(info.scope),
         celery_task_id=info.celery_task_id,
         execution_id=info.execution_id,
         hostname=info.hostname,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,6 +26,8 @@ from dataforge_scheduler.core.triggers import fire_times, trigger_for, validate_
 from dataforge_scheduler.sql.audit import list_audit
 
 __all__ = ["health", "list_audit_entries", "preview_schedule", "registered_tasks"]
+
+logger = logging.getLogger(__name__)
 
 
 async def registered_tasks(ctx: Context) -> Response:
@@ -78,9 +81,19 @@ async def preview_schedule(ctx: Context) -> Response:
     return json_response(result)
 
 
+def _public(backend: str, state: str | None) -> str:
+    """A backend's state as the public endpoint tells it: ``ok`` or ``unreachable``; the
+    driver's error (hosts, ports, users) goes to the log only."""
+    if state is not None and state.startswith("ok"):
+        return state
+    logger.warning("health: %s is unreachable: %s", backend, state)
+    return "unreachable"
+
+
 async def health(ctx: Context) -> Response:
     report = await ctx.offload(ctx.runtime.check)
-    database, redis = report.get("database", "unknown"), report.get("redis", "unknown")
+    database = _public("the database", report.get("database"))
+    redis = _public("Redis", report.get("redis"))
     healthy = database == "ok" and redis.startswith("ok")
     body = Health(status="ok" if healthy else "degraded", database=database, redis=redis)
     return json_response(body, status=200 if healthy else 503)

@@ -2,8 +2,10 @@
 
 "Run now" records a ``pending`` execution (trigger ``manual``, a fresh Celery task id)
 and its audit row in one transaction, commits, then sends through the runtime's
-``Dispatcher`` port; the API never imports Celery. If the broker refuses the message,
-the row is finished as ``failed`` with the reason, so no run stays ``pending`` forever.
+``Dispatcher`` port (the API never imports Celery) and records ``sent_at``. If the broker
+refuses the message, the row is finished as ``failed`` with the reason (not counted as a
+run: it never started). If this process dies between the commit and the send, the row
+stays ``pending`` unsent until the reaper ends it as ``lost``.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from dataforge_scheduler.api.schemas.runs import (
     RunRequest,
 )
 from dataforge_scheduler.core import headers as headers_
-from dataforge_scheduler.core.enums import ExecutionStatus
+from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
 from dataforge_scheduler.errors import InvalidParams, UnknownTask
 from dataforge_scheduler.sql import store
 from dataforge_scheduler.sql.audit import AuditAction, record_audit, schedule_snapshot
-from dataforge_scheduler.sql.manual_runs import create_manual_execution
+from dataforge_scheduler.sql.manual_runs import create_manual_execution, mark_manual_sent
 
 __all__ = [
     "get_execution",
@@ -110,7 +112,10 @@ async def run_task(ctx: Context) -> Response:
         return accepted, {key: value for key, value in options.items() if value is not None}
 
     accepted, options = await ctx.in_session(record)
-    headers = {headers_.TRIGGER: "manual", headers_.EXECUTION_ID: accepted.execution_id}
+    headers = {
+        headers_.TRIGGER: ExecutionTrigger.MANUAL.value,
+        headers_.EXECUTION_ID: accepted.execution_id,
+    }
     try:
         await ctx.offload(
             lambda: dispatcher.send(
@@ -125,7 +130,15 @@ async def run_task(ctx: Context) -> Response:
         logger.warning("sending run %s of schedule %s failed: %s", celery_task_id, schedule_id, exc)
         await _mark_unsent(ctx, celery_task_id, exc)
         raise HTTPError(503, f"the run was recorded but could not be sent: {exc}") from exc
+    await _mark_sent(ctx, accepted.execution_id)
     return json_response(accepted, status=202)
+
+
+async def _mark_sent(ctx: Context, execution_id: int) -> None:
+    try:
+        await ctx.in_session(lambda session: mark_manual_sent(session, execution_id, now=ctx.now()))
+    except Exception:  # the run is on its way; only the reaper's clock starts earlier
+        logger.exception("could not record the send of execution %s", execution_id)
 
 
 async def _mark_unsent(ctx: Context, celery_task_id: str, exc: Exception) -> None:

@@ -6,12 +6,16 @@ its schedule's counters in the same transaction (no read-modify-write). A run wh
 is already past ``pending`` is never started twice: a duplicate delivery gets ``None``.
 Retries keep one row per Celery task id; ``retries`` on the row is the attempt number,
 which orders the overlapping attempts Celery produces (the next attempt can start before
-the previous one has recorded ``retrying``, celery-5.7-facts §2).
-Functions never commit: the caller owns the transaction.
+the previous one has recorded ``retrying``, celery-5.7-facts §2). A ``retrying`` row is
+started only by the attempt it waits for. A run's real outcome replaces a ``lost``
+verdict on the same attempt (the reaper can be wrong: a lock lost with a Redis restart),
+undoing the failure it counted. A run that never started (``started_at`` NULL) is not
+counted as a run. Functions never commit: the caller owns the transaction.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,9 +51,10 @@ __all__ = [
     "start_execution",
 ]
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_RESULT_MAX_BYTES = 65536
 
-_STARTABLE = (ExecutionStatus.PENDING, ExecutionStatus.RETRYING)
 _OPEN = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.RETRYING)
 # a body ran: these count as runs; skipped and revoked ones never started the work
 _COUNTED = frozenset({ExecutionStatus.SUCCESS, ExecutionStatus.FAILED, ExecutionStatus.LOST})
@@ -87,14 +92,19 @@ def begin_execution(
     kwargs: Mapping[str, Any],
     retries: int,
     now: datetime,
+    redelivered: bool = False,
 ) -> RunStart | None:
     """Move the run to ``running`` and return it with its schedule's overlap policy.
 
-    The row is its ``pending``/``retrying`` row if one exists (claimed by a scheduler or
-    the API, or a retry), or the ``running`` row of an earlier attempt that has not yet
-    recorded ``retrying`` (``retries`` lower than this attempt's), else a new row.
-    ``None`` when the row is already running this attempt or finished: a duplicate
-    delivery, whose body must not run.
+    The row is its ``pending`` row if one exists (claimed by a scheduler or the API), its
+    ``retrying`` row when this is the attempt the row waits for (``retries`` equal: the
+    retry of attempt N is attempt N+1, and ``retrying`` stored N+1), or the ``running``
+    row of an earlier attempt that has not yet recorded ``retrying`` (``retries`` lower
+    than this attempt's), else a new row. ``None`` when the row is already running this
+    attempt, waits for another attempt, or finished: a duplicate delivery, whose body
+    must not run. ``redelivered`` (a broker redelivery of a task that requeues its
+    message when its worker is lost) may also restart the ``running`` row of this same
+    attempt: that worker died, and Celery sent no signal for it.
 
     One statement: ``INSERT ... ON CONFLICT (celery_task_id) DO UPDATE ... WHERE ...
     RETURNING``. The existing row keeps its schedule, slot, trigger and kwargs; only the
@@ -121,14 +131,19 @@ def begin_execution(
         kwargs=json_safe(dict(kwargs)),
     )
     worker_side = ("status", "started_at", "worker_hostname", "worker_pid", "retries")
-    earlier_attempt = sa.and_(
-        TaskExecution.status == ExecutionStatus.RUNNING,
-        TaskExecution.retries < insert.excluded.retries,
-    )
+    attempt = insert.excluded.retries
+    running = TaskExecution.status == ExecutionStatus.RUNNING
+    startable = [
+        TaskExecution.status == ExecutionStatus.PENDING,
+        sa.and_(TaskExecution.status == ExecutionStatus.RETRYING, TaskExecution.retries == attempt),
+        sa.and_(running, TaskExecution.retries < attempt),
+    ]
+    if redelivered:
+        startable.append(sa.and_(running, TaskExecution.retries == attempt))
     statement = insert.on_conflict_do_update(
         index_elements=[TaskExecution.celery_task_id],
         set_={name: getattr(insert.excluded, name) for name in worker_side},
-        where=sa.or_(TaskExecution.status.in_(_STARTABLE), earlier_attempt),
+        where=sa.or_(*startable),
     ).returning(TaskExecution, _SCHEDULE_OVERLAP)
     row = session.execute(statement, execution_options=_RETURNING).first()
     if row is None:
@@ -189,8 +204,11 @@ def finish_execution(
     the retry but leaves the schedule alone; given ``attempt`` (the attempt's
     ``request.retries``), it acts only while the row is still at that attempt, so a late
     ``retrying`` never overwrites the next attempt, which may already be running.
+    ``log_output`` None keeps the stored log (an earlier attempt's, or none).
     ``None`` when the row is already finished (or retrying, for a second ``retrying``)
-    or unknown: finishing is idempotent.
+    or unknown: finishing is idempotent. One exception: the outcome of the run itself
+    (``attempt`` given) replaces a ``lost`` verdict on that same attempt, reversing the
+    failure it counted, with a WARNING.
     """
     now = aware_now(now)
     status = ExecutionStatus(status)
@@ -206,25 +224,74 @@ def finish_execution(
     if not status.finished:
         raise ValueError(f"status {status.value!r} does not finish a run")
     dialect = session.get_bind().dialect.name
+    values: dict[str, Any] = {
+        "status": status,
+        "finished_at": now,
+        "duration_ms": _elapsed_ms(dialect, TaskExecution.started_at, now=now),
+        "result": capped_json(result, max_bytes=result_max_bytes),
+        "error": clean_text(error),
+        "traceback": clean_text(traceback),
+    }
+    if log_output is not None:
+        values["log_output"] = clean_text(log_output)
     statement = (
         update(TaskExecution)
         .where(TaskExecution.celery_task_id == celery_task_id, TaskExecution.status.in_(_OPEN))
-        .values(
-            status=status,
-            finished_at=now,
-            duration_ms=_elapsed_ms(dialect, TaskExecution.started_at, now=now),
-            result=capped_json(result, max_bytes=result_max_bytes),
-            error=clean_text(error),
-            traceback=clean_text(traceback),
-            log_output=clean_text(log_output),
-        )
+        .values(values)
         .returning(TaskExecution)
     )
     finished: TaskExecution | None = session.scalars(
         statement, execution_options=_RETURNING
     ).first()
-    if finished is not None and finished.scheduled_task_id is not None:
-        _record_outcome(session, finished, status=status, now=now)
+    if finished is None:
+        if attempt is None or status is ExecutionStatus.LOST:
+            return None
+        return _replace_lost(session, celery_task_id, values=values, status=status, attempt=attempt)
+    if finished.scheduled_task_id is not None:
+        _record_outcome(session, finished, status=status)
+    return finished
+
+
+def _replace_lost(
+    session: Session,
+    celery_task_id: str,
+    *,
+    values: dict[str, Any],
+    status: ExecutionStatus,
+    attempt: int,
+) -> TaskExecution | None:
+    """The run's own outcome over a ``lost`` verdict on its attempt (the rare path)."""
+    same_attempt = (
+        TaskExecution.celery_task_id == celery_task_id,
+        TaskExecution.status == ExecutionStatus.LOST,
+        TaskExecution.retries == attempt,
+    )
+    lost = session.scalars(
+        select(TaskExecution).where(*same_attempt).with_for_update(),
+        execution_options=_RETURNING,
+    ).first()
+    if lost is None:
+        return None
+    # what the verdict counted: a run and a failure, when the run had started
+    counted_ms = (lost.duration_ms or 0) if lost.started_at is not None else None
+    verdict = lost.error
+    statement = update(TaskExecution).where(*same_attempt).values(values).returning(TaskExecution)
+    finished: TaskExecution | None = session.scalars(
+        statement, execution_options=_RETURNING
+    ).first()
+    if finished is None:
+        return None
+    logger.warning(
+        "execution %d (%s, task %s) was marked lost (%s) but its run ended %s: "
+        "the lost verdict is replaced by the real outcome",
+        finished.id,
+        finished.task_name,
+        celery_task_id,
+        verdict,
+        status.value,
+    )
+    if finished.scheduled_task_id is not None:
+        _record_outcome(session, finished, status=status, replaced_lost_ms=counted_ms)
     return finished
 
 
@@ -240,22 +307,35 @@ def _elapsed_ms(
 
 
 def _record_outcome(
-    session: Session, execution: TaskExecution, *, status: ExecutionStatus, now: datetime
+    session: Session,
+    execution: TaskExecution,
+    *,
+    status: ExecutionStatus,
+    replaced_lost_ms: int | None = None,
 ) -> None:
-    counted = status in _COUNTED
+    """Update the schedule's counters. A run that never started is no run: it sets only
+    ``last_status``/``last_execution_id``. ``replaced_lost_ms`` undoes a ``lost``
+    verdict that counted a run, a failure and that many milliseconds."""
+    started = execution.started_at is not None
+    counted = started and status in _COUNTED
+    runs = int(counted)
+    successes = int(counted and status is ExecutionStatus.SUCCESS)
+    failures = int(counted and status in _FAILURES)
     runtime = (execution.duration_ms or 0) if counted else 0
+    if replaced_lost_ms is not None:
+        runs, failures, runtime = runs - 1, failures - 1, runtime - replaced_lost_ms
+    values: dict[str, Any] = {
+        "last_status": status,
+        "last_execution_id": execution.id,
+        "run_count": ScheduledTask.run_count + runs,
+        "success_count": ScheduledTask.success_count + successes,
+        "failure_count": ScheduledTask.failure_count + failures,
+        "total_runtime_ms": ScheduledTask.total_runtime_ms + runtime,
+    }
+    if started:
+        values["last_run_at"] = execution.started_at
     session.execute(
-        update(ScheduledTask)
-        .where(ScheduledTask.id == execution.scheduled_task_id)
-        .values(
-            last_run_at=execution.started_at or now,
-            last_status=status,
-            last_execution_id=execution.id,
-            run_count=ScheduledTask.run_count + int(counted),
-            success_count=ScheduledTask.success_count + int(status is ExecutionStatus.SUCCESS),
-            failure_count=ScheduledTask.failure_count + int(status in _FAILURES),
-            total_runtime_ms=ScheduledTask.total_runtime_ms + runtime,
-        )
+        update(ScheduledTask).where(ScheduledTask.id == execution.scheduled_task_id).values(values)
     )
 
 
