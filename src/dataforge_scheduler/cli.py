@@ -1,4 +1,4 @@
-"""The ``dataforge-scheduler`` command: ``init-db`` and ``check``.
+"""The ``dataforge-scheduler`` command: ``init-db``, ``check``, ``migrate``, ``demo``, ``api``.
 
 Each subcommand reads settings from the environment (``DATAFORGE_*``) unless told
 otherwise, prints one line per fact, and exits non-zero when something is wrong. This is
@@ -8,14 +8,15 @@ the only module (with the demo) that prints.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dataforge_scheduler import demo, serve
 from dataforge_scheduler.core.enums import TaskStatus
 from dataforge_scheduler.errors import DataForgeError, InvalidParams
+from dataforge_scheduler.migrations import cli as migrations_cli
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.runtime import Runtime, runtime_for
 from dataforge_scheduler.settings import Settings, mask_url
@@ -57,8 +58,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def load_app(spec: str) -> Any:
     """Import ``module:attribute`` (or ``module``, taking ``app``/``celery_app``/``celery``)."""
+    from celery.utils.imports import import_from_cwd
+
     module_name, _, attribute = spec.partition(":")
-    module = importlib.import_module(module_name)
+    # like `celery -A`: the current directory is importable, as it is for the host's shell
+    module = import_from_cwd(module_name)
     candidates = [attribute] if attribute else ["celery_app", "app", "celery"]
     for name in candidates:
         app = getattr(module, name, None)
@@ -85,17 +89,22 @@ def _app_task_names(app: Any) -> set[str]:
 
 
 def cmd_init_db(args: argparse.Namespace) -> int:
+    from dataforge_scheduler.celery.maintenance import ensure_maintenance_schedules
     from dataforge_scheduler.sql.engine import create_engine, ping
     from dataforge_scheduler.sql.models import create_all
 
     settings = _settings(args)
     engine = create_engine(settings.database_url)
+    runtime = Runtime(settings, engine=engine)
     try:
         ping(engine)
         create_all(engine)
+        created = ensure_maintenance_schedules(runtime)
     finally:
-        engine.dispose()
+        runtime.close()
     print(f"tables ready in {mask_url(settings.database_url)}")
+    for name in created:
+        print(f"created system schedule {name}")
     return EXIT_OK
 
 
@@ -258,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--database-url", help="SQLAlchemy URL (default: DATAFORGE_DATABASE_URL)")
     check.add_argument("--redis-url", help="Redis URL (default: DATAFORGE_REDIS_URL)")
     check.set_defaults(handler=cmd_check)
+    migrations_cli.add_parser(sub)
+    demo.add_parser(sub)
+    serve.add_parser(sub)
     return parser
 
 

@@ -50,12 +50,21 @@ def test_help_for_every_subcommand(cli_env: dict[str, str]) -> None:
 
 
 @pytest.mark.postgres
-def test_init_db_creates_tables_idempotently(cli_env: dict[str, str], pg_engine: Any) -> None:
+def test_init_db_creates_tables_idempotently(cli_env: dict[str, str], pg: Any) -> None:
+    pg_engine = pg
     for _ in range(2):
         done = run_cli("init-db", env=cli_env)
         assert done.returncode == 0, done.stderr
         assert "tables ready" in done.stdout
     assert {"scheduled_tasks", "task_executions"} <= set(sa.inspect(pg_engine).get_table_names())
+    with pg_engine.connect() as conn:
+        names = conn.execute(
+            sa.text("SELECT name FROM scheduled_tasks WHERE is_system ORDER BY name")
+        ).scalars()
+        assert list(names) == [
+            "dataforge.maintenance.cleanup_executions",
+            "dataforge.maintenance.reap_lost_executions",
+        ]
 
 
 def _insert(engine: Any, **row: Any) -> None:

@@ -1,0 +1,188 @@
+"""What the demo shows on the console: dispatches, runs, their live logs and results.
+
+``Console`` writes one timestamped line per event (``12:00:05  log      demo.heartbeat
+#4  hello``) to a text stream, from any thread. ``NarratingDispatcher`` shows each
+dispatch, from the scheduler or the API's "run now" alike. ``RunNarrator`` follows each run's log
+live through the ``LogBus`` port, the same feed the API's SSE endpoint serves: a run is
+followed from ``task_prerun`` (subscribed before the body writes its first line), its
+lines are shown as they are flushed, and when the bus says the run ended the narrator
+reads the run's row and shows its outcome, duration and result. One daemon thread polls
+every followed run; ``stop()`` closes every subscription.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from dataforge_scheduler.core.headers import EXECUTION_ID, SLOT, TRIGGER
+from dataforge_scheduler.core.ports import LogEnd, LogSubscription
+from dataforge_scheduler.runtime import Dispatcher, Runtime
+from dataforge_scheduler.sql import store
+
+__all__ = ["Console", "NarratingDispatcher", "RunNarrator"]
+
+logger = logging.getLogger(__name__)
+
+_TASK_WIDTH = 20
+_RESULT_CHARS = 200
+
+
+class Console:
+    """Timestamped, aligned lines on ``stream``; safe to call from several threads."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._mutex = threading.Lock()
+
+    def line(self, kind: str, subject: str, text: str) -> None:
+        """``HH:MM:SS  kind  subject  text`` in local time."""
+        stamp = datetime.now(UTC).astimezone().strftime("%H:%M:%S")
+        self.write(f"{stamp}  {kind:<8} {subject:<{_TASK_WIDTH}} {text}".rstrip())
+
+    def write(self, text: str = "") -> None:
+        with self._mutex:
+            self._stream.write(text + "\n")
+            self._stream.flush()
+
+
+class NarratingDispatcher:
+    """A ``Dispatcher`` that shows each send on the console, then passes it on.
+
+    The scheduler's slots and the API's "run now" both go through the runtime's
+    dispatcher, so wrapping it shows every dispatch, whichever face made it.
+    """
+
+    def __init__(self, inner: Dispatcher, console: Console) -> None:
+        self.inner = inner
+        self._console = console
+
+    def send(
+        self,
+        task_name: str,
+        *,
+        kwargs: dict[str, Any],
+        task_id: str,
+        options: dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> None:
+        self.inner.send(task_name, kwargs=kwargs, task_id=task_id, options=options, headers=headers)
+        given = headers or {}
+        run = f"run #{given[EXECUTION_ID]}" if EXECUTION_ID in given else f"task id {task_id}"
+        why = str(given.get(TRIGGER) or "sent")
+        slot = given.get(SLOT)
+        if isinstance(slot, str):
+            when = datetime.fromisoformat(slot).astimezone().strftime("%H:%M:%S")
+            why = f"{why}, the {when} slot"
+        self._console.line("dispatch", task_name, f"{run} ({why})")
+
+
+@dataclass
+class _Followed:
+    execution_id: int
+    task_name: str
+    subscription: LogSubscription
+    since: float
+
+
+class RunNarrator:
+    """Shows each followed run's log lines as they come, then its outcome."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        console: Console,
+        *,
+        poll_seconds: float = 0.05,
+        give_up_after: float = 3600.0,
+    ) -> None:
+        self._runtime = runtime
+        self._console = console
+        self._poll = poll_seconds
+        self._give_up_after = give_up_after
+        self._followed: dict[int, _Followed] = {}
+        self._mutex = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="dataforge-demo-logs", daemon=True)
+        #: Finished runs by final status, as the narrator saw them end.
+        self.outcomes: Counter[str] = Counter()
+
+    def start(self) -> RunNarrator:
+        self._thread.start()
+        return self
+
+    def follow(self, execution_id: int, task_name: str) -> None:
+        """Start following a run; call it before the run writes its first line. A retry
+        of a followed run keeps the subscription its first attempt made."""
+        with self._mutex:
+            if execution_id not in self._followed:
+                subscription = self._runtime.logbus.subscribe(execution_id)
+                self._followed[execution_id] = _Followed(
+                    execution_id, task_name, subscription, time.monotonic()
+                )
+        self._console.line("start", task_name, f"run #{execution_id}")
+
+    def stop(self, *, timeout: float = 2.0) -> None:
+        """Show what already arrived, then close every subscription; safe to call twice."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        with self._mutex:
+            followed, self._followed = list(self._followed.values()), {}
+        for item in followed:
+            item.subscription.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.poll()
+            self._stop.wait(self._poll)
+        self.poll()  # what arrived before stop() is still shown
+
+    def poll(self) -> None:
+        """Show whatever arrived for every followed run (the thread calls it)."""
+        with self._mutex:
+            followed = list(self._followed.values())
+        for item in followed:
+            try:
+                self._drain(item)
+            except Exception:  # a broken feed must not end the narration of the others
+                logger.exception("could not read the log of run #%s", item.execution_id)
+                self._forget(item)
+
+    def _drain(self, item: _Followed) -> None:
+        while True:
+            event = item.subscription.get(0)
+            if event is None:
+                if time.monotonic() - item.since > self._give_up_after:
+                    self._forget(item)
+                return
+            if isinstance(event, LogEnd):
+                self._forget(item)
+                self._show_outcome(item, event.status)
+                return
+            self._console.line("log", f"{item.task_name} #{item.execution_id}", event.text)
+
+    def _forget(self, item: _Followed) -> None:
+        with self._mutex:
+            self._followed.pop(item.execution_id, None)
+        item.subscription.close()
+
+    def _show_outcome(self, item: _Followed, status: str) -> None:
+        self.outcomes[status] += 1
+        subject = f"{item.task_name} #{item.execution_id}"
+        with self._runtime.session() as session:
+            row = store.get_execution(session, item.execution_id)
+            took = "" if row.duration_ms is None else f"after {row.duration_ms / 1000:.2f} s: "
+            detail = f"result {_detail(row.result)}" if row.error is None else row.error
+        self._console.line(status, subject, took + detail)
+
+
+def _detail(result: Any) -> str:
+    text = json.dumps(result, ensure_ascii=False, default=str)
+    return text if len(text) <= _RESULT_CHARS else text[: _RESULT_CHARS - 1] + "…"
