@@ -1,0 +1,177 @@
+"""``TaskRunner``: run one task through the full path and hand back its execution row.
+
+The path is the API's "run now": a ``pending`` execution row (trigger ``manual``) is
+committed with the Celery task id about to be used, the message goes through the
+runtime's dispatcher (``app.send_task`` on the ``memory://`` broker), the in-process
+worker moves that row to ``running`` (``task_prerun``), ``DataForgeTask`` takes the
+schedule's lock (or skips the run when another holds it), the body runs with
+``task_log`` bound, and ``task_postrun`` records the outcome, the whole log and the
+schedule's counters, and releases the lock. The runner waits until the row is
+finished (through any retries) and returns it, detached from its session.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from dataforge_scheduler.celery.task import lock_scope
+from dataforge_scheduler.core.enums import ExecutionTrigger
+from dataforge_scheduler.core.headers import EXECUTION_ID, TRIGGER
+from dataforge_scheduler.core.ports import Acquired, LockInfo, LockOwner
+from dataforge_scheduler.errors import (
+    ConfigurationError,
+    InvalidParams,
+    LockNotAcquired,
+    UnknownTask,
+)
+from dataforge_scheduler.runtime import Runtime
+from dataforge_scheduler.sql import store
+from dataforge_scheduler.sql.manual_runs import create_manual_execution
+from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution
+
+__all__ = ["RunTimeout", "Target", "TaskRunner"]
+
+#: A schedule (row or id) or a registered Celery task name.
+Target = ScheduledTask | int | str
+
+DEFAULT_TIMEOUT = 30.0
+_POLL_SECONDS = 0.01
+
+
+class RunTimeout(AssertionError):
+    """The run did not finish in time (an AssertionError, so pytest reports it as one)."""
+
+
+class TaskRunner:
+    """Runs tasks on the in-process worker: ``runner(target, **kwargs) -> TaskExecution``."""
+
+    def __init__(self, app: Any, runtime: Runtime, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.timeout = timeout
+
+    def __call__(
+        self, target: Target, /, *, timeout: float | None = None, **kwargs_override: Any
+    ) -> TaskExecution:
+        """Run ``target`` and return its finished execution row (with ``log_output``).
+
+        ``target`` is a schedule (a ``ScheduledTask`` or its id: its ``task_name`` and
+        ``handler_kwargs``, plus ``scheduled_task_id``, so it takes the schedule's lock
+        and updates its counters) or a task name (no schedule: the lock is the task
+        name's). ``kwargs_override`` is merged over the stored kwargs. Raises
+        ``UnknownTask`` when the task is not registered on the Celery app, and
+        ``RunTimeout`` when the run has not finished after ``timeout`` seconds.
+        """
+        celery_task_id = self.send(target, **kwargs_override)
+        return self.wait(celery_task_id, timeout=timeout)
+
+    def send(self, target: Target, /, **kwargs_override: Any) -> str:
+        """Record the ``pending`` row and send the run; return its Celery task id."""
+        schedule_id, task_name, kwargs = self._resolve(target)
+        kwargs.update(kwargs_override)
+        if schedule_id is not None:
+            kwargs["scheduled_task_id"] = schedule_id
+        if task_name not in self.app.tasks:
+            raise UnknownTask(
+                f"task {task_name!r} is not registered on Celery app {self.app.main!r}: "
+                "import its module before the worker starts",
+                field="task_name",
+                task_name=task_name,
+            )
+        dispatcher = self.runtime.dispatcher
+        if dispatcher is None:
+            raise ConfigurationError("the runtime has no dispatcher: was setup() called?")
+        celery_task_id = str(uuid.uuid4())
+        with self.runtime.session() as session:
+            execution = create_manual_execution(
+                session,
+                scheduled_task_id=schedule_id,
+                task_name=task_name,
+                celery_task_id=celery_task_id,
+                kwargs=kwargs,
+                now=self.runtime.clock.now(),
+            )
+            execution_id = execution.id
+        headers = {TRIGGER: ExecutionTrigger.MANUAL.value, EXECUTION_ID: execution_id}
+        dispatcher.send(task_name, kwargs=kwargs, task_id=celery_task_id, headers=headers)
+        return celery_task_id
+
+    def wait(self, celery_task_id: str, *, timeout: float | None = None) -> TaskExecution:
+        """Wait until run ``celery_task_id`` is finished and return its row."""
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        row: TaskExecution | None = None
+        while time.monotonic() < deadline:
+            row = self.execution(celery_task_id)
+            if row is not None and row.status.finished:
+                return row
+            time.sleep(_POLL_SECONDS)
+        state = "no row" if row is None else f"status {row.status.value}"
+        raise RunTimeout(
+            f"run {celery_task_id} did not finish within {limit} s ({state}); is the task "
+            "blocked, retrying with a long countdown, or routed to a queue the worker does "
+            "not consume (dataforge_worker_parameters)?"
+        )
+
+    def execution(self, celery_task_id: str) -> TaskExecution | None:
+        """The run's row as it is now (detached), or None."""
+        with self.runtime.session_factory() as session:
+            row = store.get_execution_by_celery_id(session, celery_task_id)
+            if row is not None:
+                session.expunge(row)
+            return row
+
+    @contextmanager
+    def holding_lock(self, target: Target, /, *, ttl: float = 600.0) -> Iterator[LockInfo]:
+        """Hold the lock a run of ``target`` would take, as another run would; a run
+        started inside the block is skipped. Yields the holder; released on exit."""
+        schedule_id, task_name, _ = self._resolve(target)
+        scope = lock_scope(task_name, schedule_id)
+        owner = LockOwner(
+            celery_task_id=f"dataforge-test-holder-{uuid.uuid4().hex[:12]}",
+            hostname="pytest",
+            pid=os.getpid(),
+        )
+        locks = self.runtime.locks
+        taken = locks.acquire(scope, owner, ttl=ttl)
+        if not isinstance(taken, Acquired):
+            raise LockNotAcquired(
+                f"lock {scope!r} is already held by task {taken.celery_task_id}",
+                scope=scope,
+            )
+        try:
+            holder = locks.get(scope)
+            if holder is None:  # pragma: no cover - we just took it
+                raise LockNotAcquired(f"lock {scope!r} vanished as it was taken", scope=scope)
+            yield holder
+        finally:
+            locks.release(scope, taken.token)
+
+    def lock(self, target: Target, /) -> LockInfo | None:
+        """Who holds the lock a run of ``target`` takes, or None (released)."""
+        schedule_id, task_name, _ = self._resolve(target)
+        return self.runtime.locks.get(lock_scope(task_name, schedule_id))
+
+    def _resolve(self, target: Target) -> tuple[int | None, str, dict[str, Any]]:
+        if isinstance(target, str):
+            return None, target, {}
+        schedule_id = target.id if isinstance(target, ScheduledTask) else target
+        if isinstance(schedule_id, bool) or not isinstance(schedule_id, int):
+            message = (
+                f"target must be a ScheduledTask, a schedule id or a task name, got {target!r}"
+            )
+            raise InvalidParams(
+                message,
+                field="target",
+                value=target,
+                errors=[{"loc": ["target"], "msg": message, "type": "type_error"}],
+            )
+        with self.runtime.session_factory() as session:
+            row = store.get_schedule(session, schedule_id)
+            stored: Mapping[str, Any] = row.handler_kwargs or {}
+            return row.id, row.task_name, dict(stored)

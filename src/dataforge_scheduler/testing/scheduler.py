@@ -1,0 +1,138 @@
+"""``SchedulerDriver``: the real ``DatabaseScheduler`` on a clock the test moves.
+
+Each ``tick()`` is one ``run_pass(clock.now())``: the scheduler claims what is due in
+the database (a ``pending`` execution row per slot, ``next_run_at`` advanced by the
+trigger and the misfire policy) and sends it through a ``RecordingDispatcher``, which
+keeps each send instead of publishing it. ``advance()`` moves the clock and ticks at
+every ``next_run_at`` on the way, so a long jump fires each slot on time, as a beat
+that never slept would, instead of turning them into one misfire; use ``clock.set()``
+then ``tick()`` to see the misfire policy at work after downtime.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from dataforge_scheduler.celery.beat import DatabaseScheduler
+from dataforge_scheduler.core.clock import ManualClock, ensure_utc
+from dataforge_scheduler.core.headers import SLOT
+from dataforge_scheduler.errors import ConfigurationError
+from dataforge_scheduler.runtime import Runtime
+
+__all__ = ["RecordingDispatcher", "SchedulerDriver", "SentTask"]
+
+#: Most passes one ``advance()`` may make (each due time is one); past it, move in steps.
+MAX_TICKS = 10_000
+
+
+@dataclass(frozen=True)
+class SentTask:
+    """One run the scheduler sent: what a worker would have received."""
+
+    task_name: str
+    kwargs: dict[str, Any]
+    task_id: str
+    headers: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def slot(self) -> datetime | None:
+        """The slot (aware UTC) this run was claimed for; None for a send without one."""
+        value = self.headers.get(SLOT)
+        return ensure_utc(datetime.fromisoformat(value)) if isinstance(value, str) else None
+
+    @property
+    def scheduled_task_id(self) -> int | None:
+        value = self.kwargs.get("scheduled_task_id")
+        return value if isinstance(value, int) else None
+
+    def slot_in(self, timezone: str) -> datetime | None:
+        """The slot as wall time in ``timezone`` (e.g. ``"Asia/Shanghai"``)."""
+        slot = self.slot
+        return None if slot is None else slot.astimezone(ZoneInfo(timezone))
+
+
+class RecordingDispatcher:
+    """A ``Dispatcher`` that records each send and publishes nothing."""
+
+    def __init__(self) -> None:
+        self.sent: list[SentTask] = []
+        self._lock = threading.Lock()
+
+    def send(
+        self,
+        task_name: str,
+        *,
+        kwargs: dict[str, Any],
+        task_id: str,
+        options: dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> None:
+        record = SentTask(
+            task_name, dict(kwargs), task_id, dict(headers or {}), dict(options or {})
+        )
+        with self._lock:
+            self.sent.append(record)
+
+
+class SchedulerDriver:
+    """Drives a ``DatabaseScheduler`` pass by pass on a ``ManualClock``."""
+
+    def __init__(self, app: Any, runtime: Runtime, clock: ManualClock) -> None:
+        self.clock = clock
+        self.dispatcher = RecordingDispatcher()
+        self.scheduler = DatabaseScheduler(
+            app, runtime=runtime, clock=clock, dispatcher=self.dispatcher
+        )
+        self._next_run_at: datetime | None = None
+
+    @property
+    def sent(self) -> list[SentTask]:
+        """Every send so far, oldest first."""
+        return list(self.dispatcher.sent)
+
+    def tick(self) -> list[SentTask]:
+        """One pass at the clock's time (more while a pass fills its batch); the sends."""
+        before = len(self.dispatcher.sent)
+        for _ in range(MAX_TICKS):
+            result = self.scheduler.run_pass(self.clock.now())
+            self._next_run_at = result.next_run_at
+            if not result.batch_full:
+                break
+        return self.dispatcher.sent[before:]
+
+    def advance(self, delta: timedelta | float) -> list[SentTask]:
+        """Move the clock by ``delta`` (a timedelta or seconds), ticking at each due
+        time on the way and at the end; return the sends, oldest first."""
+        step = delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
+        return self.advance_to(self.clock.now() + step)
+
+    def advance_to(self, instant: datetime) -> list[SentTask]:
+        """Like ``advance``, up to the aware ``instant``."""
+        target = ensure_utc(instant)
+        sent = self.tick()
+        for _ in range(MAX_TICKS):
+            due = self._next_run_at
+            if due is None or due > target:
+                break
+            if due > self.clock.now():
+                self.clock.set(due)
+            sent += self.tick()
+        else:
+            raise ConfigurationError(
+                f"advance_to({target.isoformat()}) needed more than {MAX_TICKS} passes: "
+                "move the clock in smaller steps",
+                field="instant",
+                value=target,
+            )
+        if target > self.clock.now():
+            self.clock.set(target)
+            sent += self.tick()
+        return sent
+
+    def close(self) -> None:
+        self.scheduler.close()
