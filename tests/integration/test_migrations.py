@@ -1,0 +1,418 @@
+"""The shipped Alembic migrations build exactly ``metadata``, standalone and in a host's env.
+
+Each PostgreSQL test gets databases created for it (really empty, unlike the run's
+shared ``pg_url`` database, which ``create_all`` has filled) and dropped after it. The
+schema a migration builds is compared with ``metadata`` by Alembic's autogenerate (types
+and server defaults included) and, because autogenerate ignores CHECK constraints, by
+reflection against a database that ``create_all`` built.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from tests.conftest import IN_CI, service_unavailable
+
+from dataforge_scheduler.errors import ConflictError
+from dataforge_scheduler.sql.models import create_all, metadata
+
+try:
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+except ImportError:  # pragma: no cover - the test extra installs it
+    if IN_CI:
+        raise
+    pytest.skip("alembic is not installed (the migrations extra)", allow_module_level=True)
+
+from dataforge_scheduler import cli, migrations
+
+REPO = Path(__file__).resolve().parents[2]
+HEAD = "c041e8969ef2"
+LIBRARY_TABLES = {"scheduled_tasks", "task_executions", "audit_log"}
+SEED_INSERT = """\
+INSERT INTO scheduled_tasks (name, description, task_type, task_name, interval_seconds, handler_kwargs, status)
+VALUES ('sync_accounts_hourly', '每小时同步账号', 'interval', 'dataforge.sync_accounts', 3600, '{}', 'active');
+"""  # noqa: E501 - the seed's statement, byte for byte
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def make_database(pg_admin_url: str) -> Iterator[Callable[[], str]]:
+    """Create empty PostgreSQL databases on demand; all are dropped after the test."""
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    names: list[str] = []
+
+    def make() -> str:
+        name = f"dataforge_mig_{uuid.uuid4().hex[:12]}"
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        except Exception as exc:
+            service_unavailable("PostgreSQL", pg_admin_url, exc)
+        names.append(name)
+        url = sa.make_url(pg_admin_url).set(database=name)
+        return url.render_as_string(hide_password=False)
+
+    yield make
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def empty_pg_url(make_database: Callable[[], str]) -> str:
+    return make_database()
+
+
+@pytest.fixture
+def reference_schema(make_database: Callable[[], str]) -> dict[str, Any]:
+    """The reflected schema of a database that ``create_all`` built."""
+    engine = sa.create_engine(make_database())
+    try:
+        create_all(engine)
+        return snapshot(engine)
+    finally:
+        engine.dispose()
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def schema_diff(engine: sa.Engine) -> list[Any]:
+    """Autogenerate's diff between the database and ``metadata``, types and defaults on.
+
+    The one filter: only the library's tables are compared, since the version table
+    (``dataforge_alembic_version`` or a host's ``alembic_version``) and a host's own
+    tables live in the same database and are not in ``metadata``.
+    """
+    opts = {
+        "compare_type": True,
+        "compare_server_default": True,
+        "include_name": lambda name, type_, _parents: type_ != "table" or name in LIBRARY_TABLES,
+    }
+    with engine.connect() as conn:
+        return list(compare_metadata(MigrationContext.configure(conn, opts=opts), metadata))
+
+
+def snapshot(engine: sa.Engine) -> dict[str, Any]:
+    """Everything reflection sees of the library's tables, in comparable form."""
+    inspector = sa.inspect(engine)
+    tables: dict[str, Any] = {}
+    for table in sorted(LIBRARY_TABLES & set(inspector.get_table_names())):
+        columns = [
+            (c["name"], str(c["type"]), c["nullable"], c.get("default"), c.get("identity"))
+            for c in inspector.get_columns(table)
+        ]
+        tables[table] = {
+            "columns": columns,
+            "pk": inspector.get_pk_constraint(table),
+            "fks": sorted(inspector.get_foreign_keys(table), key=lambda f: f["name"] or ""),
+            "uniques": sorted(inspector.get_unique_constraints(table), key=lambda u: u["name"]),
+            "indexes": sorted(inspector.get_indexes(table), key=lambda i: i["name"] or ""),
+            "checks": sorted(inspector.get_check_constraints(table), key=lambda c: c["name"]),
+        }
+    return tables
+
+
+def table_names(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def run_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFORGE_")}
+    env.update({"DATAFORGE_DATABASE_URL": database_url, "PYTHONPATH": str(REPO)})
+    return subprocess.run(
+        [sys.executable, "-m", "dataforge_scheduler", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_matches_metadata(url: str, reference: dict[str, Any]) -> None:
+    engine = sa.create_engine(url)
+    try:
+        assert schema_diff(engine) == []
+        assert snapshot(engine) == reference
+    finally:
+        engine.dispose()
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_migrate_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["migrate", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: dataforge-scheduler migrate" in out
+    for option in ("--database-url", "--revision", "--sql", "--stamp"):
+        assert option in out
+
+
+def test_migrate_without_alembic_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "alembic", None)  # `import alembic` now fails
+    assert cli.main(["migrate", "--database-url", "sqlite://"]) == 1
+    err = capsys.readouterr().err
+    assert "need Alembic, which is not installed" in err
+    assert 'pip install "dataforge-scheduler[migrations]"' in err
+
+
+def test_sql_prints_the_ddl_without_connecting(capsys: pytest.CaptureFixture[str]) -> None:
+    # port 1: nothing listens there, so any connection attempt would fail the command
+    url = "postgresql+psycopg://nobody:p%25ss@127.0.0.1:1/nothing"
+    assert cli.main(["migrate", "--sql", "--database-url", url]) == 0
+    out = capsys.readouterr().out
+    assert "CREATE TABLE dataforge_alembic_version" in out
+    for table in sorted(LIBRARY_TABLES):
+        assert f"CREATE TABLE {table} (" in out
+    assert "id BIGINT GENERATED BY DEFAULT AS IDENTITY" in out
+    assert "handler_kwargs JSONB DEFAULT '{}' NOT NULL" in out
+    assert f"INSERT INTO dataforge_alembic_version (version_num) VALUES ('{HEAD}')" in out
+    assert "alembic_version (" not in out.replace("dataforge_alembic_version (", "")
+
+
+@pytest.mark.postgres
+def test_cli_upgrades_an_empty_database_to_exactly_metadata(
+    empty_pg_url: str, reference_schema: dict[str, Any]
+) -> None:
+    done = run_cli("migrate", database_url=empty_pg_url)
+    assert done.returncode == 0, done.stderr
+    assert f"from an empty schema to {HEAD} (head)" in done.stdout
+    assert "created maintenance schedules" in done.stdout
+
+    assert_matches_metadata(empty_pg_url, reference_schema)
+    names = table_names(empty_pg_url)
+    assert "dataforge_alembic_version" in names
+    assert "alembic_version" not in names  # never the host's table
+
+    again = run_cli("migrate", database_url=empty_pg_url)
+    assert again.returncode == 0, again.stderr
+    assert f"is already at {HEAD} (head)" in again.stdout
+    assert "created maintenance schedules" not in again.stdout
+
+
+# ---------------------------------------------------------------- the functions
+
+
+@pytest.mark.postgres
+def test_upgrade_then_downgrade_through_the_api(
+    empty_pg_url: str, reference_schema: dict[str, Any]
+) -> None:
+    assert migrations.current_revisions(empty_pg_url) == ()
+    assert migrations.upgrade(empty_pg_url) == (HEAD,)
+    assert migrations.head_revision() == HEAD
+    assert migrations.current_revisions(empty_pg_url) == (HEAD,)
+    assert_matches_metadata(empty_pg_url, reference_schema)
+    assert migrations.schema_diff(empty_pg_url) == []
+
+    assert migrations.downgrade(empty_pg_url) == ()
+    assert table_names(empty_pg_url) & LIBRARY_TABLES == set()
+
+
+@pytest.mark.postgres
+def test_concurrent_upgrades_take_turns(empty_pg_url: str) -> None:
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda _: migrations.upgrade_from(empty_pg_url), range(3)))
+    assert sorted(before for before, _ in results) == [(), (HEAD,), (HEAD,)]
+    assert {after for _, after in results} == {(HEAD,)}
+
+
+@pytest.mark.postgres
+def test_the_seed_insert_runs_verbatim_after_migrate(empty_pg_url: str) -> None:
+    from dataforge_scheduler.core.enums import MisfirePolicy, OverlapPolicy, TaskStatus, TaskType
+    from dataforge_scheduler.sql.engine import make_session_factory
+    from dataforge_scheduler.sql.models import ScheduledTask
+
+    migrations.upgrade(empty_pg_url)
+    engine = sa.create_engine(empty_pg_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(SEED_INSERT))
+        with make_session_factory(engine)() as session:
+            row = session.scalars(sa.select(ScheduledTask)).one()
+    finally:
+        engine.dispose()
+    assert (row.name, row.task_type, row.interval_seconds) == (
+        "sync_accounts_hourly",
+        TaskType.INTERVAL,
+        3600,
+    )
+    assert row.status is TaskStatus.ACTIVE
+    assert row.misfire_policy is MisfirePolicy.RUN_ONCE
+    assert row.overlap_policy is OverlapPolicy.SKIP
+    assert (row.run_count, row.version, row.is_system) == (0, 1, False)
+    assert row.created_at.tzinfo is not None
+
+
+@pytest.mark.postgres
+def test_tables_from_init_db_are_refused_until_stamped(
+    empty_pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = sa.create_engine(empty_pg_url)
+    create_all(engine)
+    engine.dispose()
+
+    assert cli.main(["migrate", "--database-url", empty_pg_url]) == 1
+    err = capsys.readouterr().err
+    assert "already exist but dataforge_alembic_version records no migration" in err
+    assert "migrate --stamp" in err
+
+    assert migrations.stamp(empty_pg_url) == (HEAD,)
+    assert migrations.upgrade(empty_pg_url) == (HEAD,)
+
+
+@pytest.mark.postgres
+def test_stamp_refuses_tables_that_differ_from_head(empty_pg_url: str) -> None:
+    migrations.upgrade(empty_pg_url)
+    engine = sa.create_engine(empty_pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE dataforge_alembic_version"))
+        conn.execute(sa.text("ALTER TABLE scheduled_tasks DROP COLUMN queue"))
+    engine.dispose()
+    with pytest.raises(ConflictError, match="differ from this version's schema"):
+        migrations.stamp(empty_pg_url)
+    assert migrations.current_revisions(empty_pg_url) == ()
+
+
+def test_sqlite_gets_the_same_ddl_as_create_all(tmp_path: Path) -> None:
+    migrated, created = tmp_path / "migrated.db", tmp_path / "created.db"
+    assert migrations.upgrade(f"sqlite:///{migrated}") == (HEAD,)
+    engine = sa.create_engine(f"sqlite:///{created}")
+    create_all(engine)
+    engine.dispose()
+
+    def ddl(path: Path) -> list[Any]:
+        engine = sa.create_engine(f"sqlite:///{path}")
+        query = (
+            "SELECT type, name, sql FROM sqlite_master "
+            "WHERE tbl_name != 'dataforge_alembic_version' ORDER BY type, name"
+        )
+        try:
+            with engine.connect() as conn:
+                return [tuple(row) for row in conn.execute(sa.text(query))]
+        finally:
+            engine.dispose()
+
+    assert ddl(migrated) == ddl(created)
+    assert len(ddl(migrated)) > len(LIBRARY_TABLES)
+    assert migrations.schema_diff(f"sqlite:///{migrated}") == []
+    assert migrations.downgrade(f"sqlite:///{migrated}") == ()
+    assert table_names(f"sqlite:///{migrated}") & LIBRARY_TABLES == set()
+
+
+# ---------------------------------------------------------------- a host's Alembic env
+
+HOST_ENV = """\
+import sqlalchemy as sa
+from alembic import context
+
+import dataforge_scheduler
+
+host_metadata = sa.MetaData()
+sa.Table("host_things", host_metadata, sa.Column("id", sa.Integer, primary_key=True))
+
+context.configure(
+    connection=context.config.attributes["connection"],
+    target_metadata=[host_metadata, dataforge_scheduler.metadata],
+)
+with context.begin_transaction():
+    context.run_migrations()
+"""
+
+HOST_REVISION = """\
+import sqlalchemy as sa
+from alembic import op
+
+revision = "host0001"
+down_revision = None
+branch_labels = ("host",)
+depends_on = None
+
+
+def upgrade():
+    op.create_table("host_things", sa.Column("id", sa.Integer, primary_key=True))
+
+
+def downgrade():
+    op.drop_table("host_things")
+"""
+
+
+def host_config(tmp_path: Path, library_location: str) -> Config:
+    """A host's Alembic config, built in code: its own versions plus the library's."""
+    (tmp_path / "versions").mkdir()
+    (tmp_path / "env.py").write_text(HOST_ENV, encoding="utf-8")
+    (tmp_path / "versions" / "host0001_things.py").write_text(HOST_REVISION, encoding="utf-8")
+    config = Config()
+    config.set_main_option("script_location", str(tmp_path))
+    config.set_main_option("path_separator", "space")
+    config.set_main_option("version_locations", f"{tmp_path / 'versions'} {library_location}")
+    return config
+
+
+@pytest.mark.parametrize(
+    "location",
+    [migrations.VERSIONS_RESOURCE, migrations.version_location()],
+    ids=["package-resource", "path"],
+)
+def test_a_host_env_finds_the_library_branch(tmp_path: Path, location: str) -> None:
+    script = ScriptDirectory.from_config(host_config(tmp_path, location))
+    assert set(script.get_heads()) == {"host0001", HEAD}
+    found = script.get_revision(f"{migrations.BRANCH_LABEL}@head")
+    assert found is not None
+    assert found.revision == HEAD
+    assert migrations.BRANCH_LABEL in found.branch_labels
+
+
+@pytest.mark.postgres
+def test_a_host_env_upgrades_and_downgrades_the_library_branch(
+    tmp_path: Path, empty_pg_url: str
+) -> None:
+    config = host_config(tmp_path, migrations.VERSIONS_RESOURCE)
+    engine = sa.create_engine(empty_pg_url)
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "heads")
+        with engine.connect() as conn:
+            versions = set(conn.scalars(sa.text("SELECT version_num FROM alembic_version")))
+        assert versions == {"host0001", HEAD}
+        assert schema_diff(engine) == []
+        names = set(sa.inspect(engine).get_table_names())
+        assert LIBRARY_TABLES | {"host_things"} <= names
+        assert "dataforge_alembic_version" not in names
+
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, f"{migrations.BRANCH_LABEL}@base")
+        names = set(sa.inspect(engine).get_table_names())
+        assert names & LIBRARY_TABLES == set()
+        assert "host_things" in names
+    finally:
+        engine.dispose()
