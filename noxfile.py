@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "imports", "tests"]
+nox.options.sessions = ["lint", "typecheck", "imports", "tests", "examples"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -48,3 +48,26 @@ def imports(session: nox.Session) -> None:
     """import-linter contracts: the rooms and floors of DESIGN.md."""
     session.install("-e", ".", "import-linter>=2.0")
     session.run("lint-imports")
+
+
+@nox.session(python=PYTHON)
+def examples(session: nox.Session) -> None:
+    """The FastAPI example's own tests, installed from its requirements files."""
+    session.chdir("examples/fastapi_app")  # requirements-dev.txt's "-e ../.." is relative to it
+    session.install("-r", "requirements-dev.txt")
+    session.run("pytest", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python=False)
+def demo_smoke(session: nox.Session) -> None:
+    """Install into a fresh virtualenv and run the demo: the API answers, a run completes."""
+    session.run("bash", "scripts/demo_smoke.sh", external=True)
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the docs with mkdocs, failing on a broken link or anchor."""
+    session.install("mkdocs>=1.6")
+    session.run(
+        "mkdocs", "build", "--strict", "--site-dir", str(Path(session.create_tmp()) / "site")
+    )
