@@ -253,6 +253,7 @@ def test_a_sub_millisecond_ttl_is_one_millisecond(
     _acquired(locks.acquire(SCOPE, OWNER, ttl=0.0001))
 
     let_time_pass(0.001, until=lambda: locks.get(SCOPE) is None)
+    assert locks.get(SCOPE) is None
 
 
 def test_an_empty_scope_is_refused(locks: LockManager) -> None:

@@ -84,6 +84,9 @@ def test_a_closed_listener_returns_at_once(notices: ChangeNotices) -> None:
 def test_publish_without_listeners_is_fine(notices: ChangeNotices) -> None:
     notices.publish(None)
     notices.publish(7)
+    with notices.listen() as listener:
+        # nothing was kept for a listener that did not exist yet
+        assert listener.wait(0.05) is False
 
 
 @pytest.mark.redis

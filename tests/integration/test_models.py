@@ -247,6 +247,7 @@ def test_ping_raises_backend_unavailable_when_the_database_is_down() -> None:
 
 def test_ping_passes_on_a_live_database(engine: Any) -> None:
     ping(engine)
+    assert engine.pool.checkedout() == 0  # the connection went back to the pool
 
 
 def test_a_forked_child_never_reuses_the_parents_connections(pg_url: str) -> None:

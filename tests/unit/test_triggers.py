@@ -225,6 +225,8 @@ def test_validate_cron_names_field_and_value(expression: str, fragment: str) -> 
 )
 def test_validate_cron_accepts(expression: str) -> None:
     validate_cron(expression)
+    after = datetime(2024, 1, 1, tzinfo=UTC)
+    assert CronTrigger(expression).next_after(after) is not None
 
 
 def test_validate_cron_rejects_non_string() -> None:
