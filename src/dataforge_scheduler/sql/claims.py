@@ -15,9 +15,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger, TaskStatus, TaskType
@@ -111,11 +121,27 @@ def _active(extra: ColumnElement[bool] | None) -> list[ColumnElement[bool]]:
     return clauses
 
 
+def _literal(value: StrEnum) -> ColumnElement[str]:
+    # written into the SQL, never bound: a partial index's predicate matches a constant
+    # in a prepared statement's generic plan, never a parameter
+    return literal_column(f"'{value.value}'", String)
+
+
 def select_uninitialised(
     session: Session, *, limit: int, extra: ColumnElement[bool] | None = None
 ) -> list[ScheduledTask]:
-    """Active rows with no ``next_run_at`` yet (inserted by raw SQL), locked on PostgreSQL."""
-    query = select(ScheduledTask).where(ScheduledTask.next_run_at.is_(None), *_active(extra))
+    """Active rows with no ``next_run_at`` yet (inserted by raw SQL), locked on PostgreSQL.
+
+    The constants are literals matching ``ix_scheduled_tasks_uninitialised``'s predicate
+    (``models.UNINITIALISED_PREDICATE``), so the scan reads only the few such rows.
+    """
+    query = select(ScheduledTask).where(
+        ScheduledTask.next_run_at.is_(None),
+        ScheduledTask.status == _literal(TaskStatus.ACTIVE),
+        ScheduledTask.task_type.in_([_literal(task_type) for task_type in DUE_TYPES]),
+    )
+    if extra is not None:
+        query = query.where(extra)
     query = _locked(session, query.limit(limit))
     return list(session.scalars(query, execution_options={"populate_existing": True}))
 
@@ -239,8 +265,10 @@ def select_unsent(
     Their scheduler died between its commit and its send (or the broker refused the
     send). The execution rows are locked ``SKIP LOCKED`` on PostgreSQL so two sweeping
     schedulers do not both resend; a duplicate send would still be harmless, because a
-    worker runs a slot only from ``pending``. No ORDER BY: the ``status`` index finds the
-    few pending rows, where an ordered scan could walk the whole history.
+    worker runs a slot only from ``pending``. The status is a literal, so even a generic
+    plan reads the partial index ``ix_task_executions_unsent`` (``models.UNSENT_PREDICATE``),
+    which holds only the unsent pending rows. No ORDER BY: a LIMIT over an ordered scan
+    of another index could walk the whole history.
     """
     e, s = _executions.c, _schedules.c
     query = (
@@ -258,7 +286,7 @@ def select_unsent(
         )
         .select_from(_executions.outerjoin(_schedules, s.id == e.scheduled_task_id))
         .where(
-            e.status == ExecutionStatus.PENDING,
+            e.status == _literal(ExecutionStatus.PENDING),
             e.sent_at.is_(None),
             e.trigger == ExecutionTrigger.SCHEDULE,
             e.scheduled_for.is_not(None),

@@ -43,6 +43,8 @@ from dataforge_scheduler.sql.types import JSONType, StrEnumType, UTCDateTime
 
 __all__ = [
     "NAMING_CONVENTION",
+    "UNINITIALISED_PREDICATE",
+    "UNSENT_PREDICATE",
     "Base",
     "ScheduledTask",
     "TaskExecution",
@@ -63,6 +65,22 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 # BIGINT identity on PostgreSQL; SQLite only autoincrements an INTEGER PRIMARY KEY.
 _ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+# The predicates of the two partial indexes, written with literals: the queries in
+# ``sql.claims`` spell out the same constants, so PostgreSQL's generic plans (psycopg
+# prepares a statement after five runs) and SQLite's planner both match them.
+_DUE_TYPE_VALUES = ", ".join(f"'{t.value}'" for t in TaskType if t is not TaskType.MANUAL)
+UNINITIALISED_PREDICATE = (
+    f"next_run_at IS NULL AND status = '{TaskStatus.ACTIVE.value}' "
+    f"AND task_type IN ({_DUE_TYPE_VALUES})"
+)
+UNSENT_PREDICATE = f"status = '{ExecutionStatus.PENDING.value}' AND sent_at IS NULL"
+
+
+def _partial(name: str, column_name: str, predicate: str) -> Index:
+    where = text(predicate)
+    return Index(name, column_name, postgresql_where=where, sqlite_where=where)
 
 
 def _one_of(name: str, enum: type[StrEnum]) -> CheckConstraint:
@@ -89,7 +107,10 @@ class ScheduledTask(Base):
     next_run_at)`` rather than a partial one: psycopg prepares repeated statements and
     PostgreSQL cannot match a partial index's ``WHERE status = 'active'`` against a bound
     parameter in a generic plan, so a partial index would silently stop being used by
-    the scheduler's per-tick query. The composite one serves it on both dialects.
+    the scheduler's per-tick query. The composite one serves it on both dialects. The
+    first-run scan (rows inserted by raw SQL, ``next_run_at`` NULL) does use a partial
+    index, ``ix_scheduled_tasks_uninitialised``: its query writes the predicate's
+    constants as literals, which a generic plan can match.
     """
 
     __tablename__ = "scheduled_tasks"
@@ -104,6 +125,7 @@ class ScheduledTask(Base):
         ),
         Index("ix_scheduled_tasks_due", "status", "next_run_at"),
         Index("ix_scheduled_tasks_task_name", "task_name"),
+        _partial("ix_scheduled_tasks_uninitialised", "id", UNINITIALISED_PREDICATE),
     )
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - SQLAlchemy reads a plain dict
 
@@ -168,7 +190,8 @@ class TaskExecution(Base):
     the row keeps its own ``task_name``, so deleting a schedule never deletes runs.
     ``(scheduled_task_id, scheduled_for)`` is unique, which is how a scheduler claims a
     slot at most once; manual and external runs have ``scheduled_for`` NULL, and NULLs
-    never conflict.
+    never conflict. ``ix_task_executions_unsent`` (partial, literal predicate) holds only
+    the claimed slots not yet sent, for the scheduler's unsent-slot sweep.
     """
 
     __tablename__ = "task_executions"
@@ -179,6 +202,7 @@ class TaskExecution(Base):
         Index("ix_task_executions_history", "scheduled_task_id", "created_at"),
         Index("ix_task_executions_reaper", "status", "started_at"),
         Index("ix_task_executions_created_at", "created_at"),
+        _partial("ix_task_executions_unsent", "created_at", UNSENT_PREDICATE),
     )
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - SQLAlchemy reads a plain dict
 
