@@ -190,6 +190,7 @@ def compose() -> dict[str, Any]:
 
 def test_the_reader_agrees_with_pyyaml(compose: dict[str, Any]) -> None:
     import yaml  # in the test extra: the hand reader above must agree with a real parser
+
     assert compose == yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
 
 
