@@ -3,16 +3,17 @@
 Only ``DataForgeTask`` runs are touched; every other task is left alone. Per run, in the
 process that runs the body (celery-5.7-facts §3.1, §4.4):
 
-- ``task_prerun``: ONE statement (``store.begin_execution``) moves the scheduler's
-  ``pending`` row (found by Celery task id) or a ``retrying`` row to ``running``, or
-  inserts a ``running`` row for a send that bypassed scheduler and API. No row back means
-  a duplicate delivery of a run already past ``pending``: ``before_start`` ignores it and
-  nothing is written. Then the run context is bound (``core.context``).
+- ``task_prerun``: ONE statement (``begin_run``: ``store.begin_execution`` prebuilt) moves
+  the scheduler's ``pending`` row (found by Celery task id) or a ``retrying`` row to
+  ``running``, or inserts a ``running`` row for a send that bypassed scheduler and API.
+  No row back means a duplicate delivery of a run already past ``pending``:
+  ``before_start`` ignores it and nothing is written. Then the run context is bound
+  (``core.context``).
 - ``task_failure`` / ``task_retry``: the error and traceback are kept on the context.
 - ``task_postrun``: status from Celery's state, the log buffer flushed, ONE transaction
-  (the row plus its schedule's counters), ``logbus.finish``, and the lock released, or on
-  RETRY extended past the retry countdown (the next attempt re-enters it). The context is
-  reset with its token.
+  (``finish_run``: the row plus its schedule's counters), ``logbus.finish``, and the lock
+  released, or on RETRY extended past the retry countdown (the next attempt re-enters it).
+  The context is reset with its token.
 
 In the worker's main process (prefork): ``task_failure`` for a hard time limit (sent
 twice, with an empty ``self.request``), ``WorkerLostError`` (the child was killed:
@@ -57,7 +58,7 @@ from dataforge_scheduler.core.context import RunContext, bind_run, current_run, 
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
 from dataforge_scheduler.errors import LockLost
 from dataforge_scheduler.runtime import Runtime, runtime_for
-from dataforge_scheduler.sql import store
+from dataforge_scheduler.sql.store.executions import begin_run, finish_run
 
 __all__ = ["connect_signals", "scheduled_id"]
 
@@ -101,7 +102,7 @@ def _start_run(task: DataForgeTask, task_id: str, kwargs: dict[str, Any]) -> Run
     schedule_policy: str | None = None
     try:
         with runtime.session() as session:
-            started = store.begin_execution(
+            started = begin_run(
                 session,
                 celery_task_id=task_id,
                 task_name=task.name,
@@ -117,9 +118,9 @@ def _start_run(task: DataForgeTask, task_id: str, kwargs: dict[str, Any]) -> Run
         if started is None:
             duplicate = True
         else:
-            execution_id = started.execution.id
+            execution_id = started.execution_id
             if scheduled_task_id is None:
-                scheduled_task_id = started.execution.scheduled_task_id
+                scheduled_task_id = started.scheduled_task_id
             schedule_policy = started.overlap_policy
     except Exception:
         logger.exception(
@@ -281,7 +282,7 @@ def _record(
     runtime: Runtime, run: RunContext, outcome: Outcome, log_text: str | None, now: datetime
 ) -> None:
     with runtime.session() as session:
-        store.finish_execution(
+        finish_run(
             session,
             celery_task_id=run.celery_task_id,
             status=outcome.status,

@@ -1,0 +1,201 @@
+"""``begin_run`` and ``finish_run`` (the worker's prebuilt Core path) against
+``begin_execution`` and ``finish_execution`` (the ORM path): the same calls, on
+PostgreSQL and SQLite, must leave the same rows, the same schedule counters, and give
+the same answers (a row or none)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from dataforge_scheduler.core.enums import ExecutionStatus, OverlapPolicy
+from dataforge_scheduler.sql import store
+from dataforge_scheduler.sql.engine import make_session_factory
+from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution
+from dataforge_scheduler.sql.store.executions import begin_run, finish_run
+
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+S = ExecutionStatus
+Step = tuple[str, dict[str, Any]]
+
+# each scenario: steps on one Celery task id; ("begin", overrides) or ("finish", arguments)
+SCENARIOS: dict[str, list[Step]] = {
+    "success with log and result": [
+        ("begin", {"kwargs": {"a": [1, 2], "when": NOW}}),
+        ("finish", {"status": S.SUCCESS, "result": {"n": 1}, "log_output": "one\ntwo\n"}),
+        ("finish", {"status": S.FAILED, "error": "late"}),
+    ],
+    "duplicate delivery, then a redelivery": [
+        ("begin", {}),
+        ("begin", {}),
+        ("begin", {"redelivered": True, "worker_hostname": "w2"}),
+        ("finish", {"status": S.FAILED, "error": "boom\x00", "traceback": "tb", "attempt": 0}),
+    ],
+    "retry then failure": [
+        ("begin", {}),
+        ("finish", {"status": S.RETRYING, "error": "again", "attempt": 0, "log_output": "a\n"}),
+        ("begin", {"retries": 0}),
+        ("begin", {"retries": 1}),
+        ("finish", {"status": S.FAILED, "error": "gone", "attempt": 1}),
+    ],
+    "lost verdict replaced by the real outcome": [
+        ("begin", {}),
+        ("finish", {"status": S.LOST, "error": "lock lost"}),
+        ("finish", {"status": S.SUCCESS, "result": 3, "attempt": 0, "log_output": "x\n"}),
+    ],
+    "a large result is capped": [
+        ("begin", {}),
+        ("finish", {"status": S.SUCCESS, "result": "x" * 500, "result_max_bytes": 100}),
+    ],
+    "a dangling schedule id is stored as NULL": [
+        ("begin", {"scheduled_task_id": 999_999}),
+        ("finish", {"status": S.REVOKED, "error": "revoked"}),
+    ],
+    "no schedule at all": [
+        ("begin", {"scheduled_task_id": None}),
+        ("finish", {"status": S.SUCCESS}),
+    ],
+}
+
+_COMPARED = (
+    "task_name",
+    "trigger",
+    "status",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "worker_hostname",
+    "worker_pid",
+    "retries",
+    "kwargs",
+    "result",
+    "error",
+    "traceback",
+    "log_output",
+)
+_COUNTERS = (
+    "run_count",
+    "success_count",
+    "failure_count",
+    "total_runtime_ms",
+    "last_status",
+    "last_run_at",
+)
+
+
+def _new_schedule(session: Session, name: str) -> int:
+    row = store.create_schedule(
+        session,
+        {"name": name, "task_type": "manual", "task_name": "app.sync", "overlap_policy": "allow"},
+        now=NOW - timedelta(hours=1),
+        default_timezone="UTC",
+    )
+    session.flush()
+    return row.id
+
+
+def _answers(fast: bool) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    def begin(session: Session, **arguments: Any) -> Any:
+        if fast:
+            began = begin_run(session, **arguments)
+            return None if began is None else (began.scheduled_task_id, began.overlap_policy)
+        started = store.begin_execution(session, **arguments)
+        if started is None:
+            return None
+        return (started.execution.scheduled_task_id, started.overlap_policy)
+
+    def finish(session: Session, **arguments: Any) -> bool:
+        if fast:
+            return finish_run(session, **arguments)
+        return store.finish_execution(session, **arguments) is not None
+
+    return begin, finish
+
+
+def _play(engine: Engine, steps: list[Step], *, fast: bool, tag: str) -> dict[str, Any]:
+    factory = make_session_factory(engine)
+    begin, finish = _answers(fast)
+    celery_task_id = f"{tag}-{'fast' if fast else 'orm'}"
+    with factory.begin() as session:
+        schedule_id = _new_schedule(session, celery_task_id)
+    answers: list[Any] = []
+    for number, (kind, extra) in enumerate(steps):
+        now = NOW + timedelta(seconds=number * 1.5)
+        with factory.begin() as session:
+            if kind == "begin":
+                arguments: dict[str, Any] = {
+                    "celery_task_id": celery_task_id,
+                    "task_name": "app.sync",
+                    "scheduled_task_id": schedule_id,
+                    "trigger": "schedule",
+                    "worker_hostname": "w1",
+                    "worker_pid": 7,
+                    "kwargs": {"n": 1},
+                    "retries": 0,
+                    "now": now,
+                    **extra,
+                }
+                answer = begin(session, **arguments)
+                if answer is not None and answer[0] == schedule_id:
+                    answer = ("own schedule", answer[1])
+                answers.append(answer)
+            else:
+                answers.append(finish(session, celery_task_id=celery_task_id, now=now, **extra))
+    with factory() as session:
+        row = store.get_execution_by_celery_id(session, celery_task_id)
+        assert row is not None
+        schedule = session.get(ScheduledTask, schedule_id)
+        assert schedule is not None
+        return {
+            "answers": answers,
+            "row": {name: getattr(row, name) for name in _COMPARED},
+            "own schedule": row.scheduled_task_id == schedule_id,
+            "counters": {name: getattr(schedule, name) for name in _COUNTERS},
+            "last execution is the row": schedule.last_execution_id in {None, row.id},
+        }
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_the_worker_path_writes_what_the_orm_path_writes(engine: Engine, scenario: str) -> None:
+    steps = SCENARIOS[scenario]
+    tag = "".join(word[0] for word in scenario.split())
+    orm = _play(engine, steps, fast=False, tag=tag)
+    fast = _play(engine, steps, fast=True, tag=tag)
+    assert fast == orm
+    assert orm["answers"][0] is not None  # each scenario starts a row
+
+
+def test_begin_run_answers_the_schedule_and_its_policy(engine: Engine) -> None:
+    factory = make_session_factory(engine)
+    with factory.begin() as session:
+        schedule_id = _new_schedule(session, "policy")
+        began = begin_run(
+            session,
+            celery_task_id="p1",
+            task_name="app.sync",
+            scheduled_task_id=schedule_id,
+            trigger="manual",
+            worker_hostname=None,
+            worker_pid=None,
+            kwargs={},
+            retries=0,
+            now=NOW,
+        )
+    assert began is not None
+    assert began.scheduled_task_id == schedule_id
+    assert began.overlap_policy is OverlapPolicy.ALLOW
+    with factory() as session:
+        row = session.get(TaskExecution, began.execution_id)
+        assert row is not None
+        assert (row.celery_task_id, row.status) == ("p1", ExecutionStatus.RUNNING)
+
+
+def test_finish_run_refuses_a_status_that_does_not_finish(engine: Engine) -> None:
+    with make_session_factory(engine).begin() as session, pytest.raises(ValueError, match="run"):
+        finish_run(session, celery_task_id="x", status=ExecutionStatus.RUNNING, now=NOW)
