@@ -113,52 +113,33 @@ def begin_execution(
     message when its worker is lost) may also restart the ``running`` row of this same
     attempt: that worker died, and Celery sent no signal for it.
 
-    One statement: ``INSERT ... ON CONFLICT (celery_task_id) DO UPDATE ... WHERE ...
-    RETURNING``. The existing row keeps its schedule, slot, trigger and kwargs; only the
-    worker's side is written. A ``scheduled_task_id`` that names no schedule is stored
-    as NULL (the run is kept, the dangling reference is not).
+    One statement (``begin_run``'s): ``INSERT ... ON CONFLICT (celery_task_id) DO UPDATE
+    ... WHERE ... RETURNING``, then the row is loaded. The existing row keeps its schedule,
+    slot, trigger and kwargs; only the worker's side is written. A ``scheduled_task_id``
+    that names no schedule is stored as NULL (the run is kept, the dangling reference is
+    not).
     """
-    now = aware_now(now)
-    schedule_ref: Any = None
-    if scheduled_task_id is not None:
-        schedule_ref = (
-            select(ScheduledTask.id).where(ScheduledTask.id == scheduled_task_id).scalar_subquery()
-        )
-    insert = dialect_insert(session)(TaskExecution).values(
+    begun = begin_run(
+        session,
         celery_task_id=celery_task_id,
         task_name=task_name,
-        scheduled_task_id=schedule_ref,
-        trigger=ExecutionTrigger(trigger),
-        status=ExecutionStatus.RUNNING,
-        created_at=now,
-        started_at=now,
+        scheduled_task_id=scheduled_task_id,
+        trigger=trigger,
         worker_hostname=worker_hostname,
         worker_pid=worker_pid,
+        kwargs=kwargs,
         retries=retries,
-        kwargs=json_safe(dict(kwargs)),
+        now=now,
+        redelivered=redelivered,
     )
-    worker_side = ("status", "started_at", "worker_hostname", "worker_pid", "retries")
-    attempt = insert.excluded.retries
-    running = TaskExecution.status == ExecutionStatus.RUNNING
-    startable = [
-        TaskExecution.status == ExecutionStatus.PENDING,
-        sa.and_(TaskExecution.status == ExecutionStatus.RETRYING, TaskExecution.retries == attempt),
-        sa.and_(running, TaskExecution.retries < attempt),
-    ]
-    if redelivered:
-        startable.append(sa.and_(running, TaskExecution.retries == attempt))
-    statement = insert.on_conflict_do_update(
-        index_elements=[TaskExecution.celery_task_id],
-        set_={name: getattr(insert.excluded, name) for name in worker_side},
-        where=sa.or_(*startable),
-    ).returning(TaskExecution, _SCHEDULE_OVERLAP)
-    row = session.execute(statement, execution_options=_RETURNING).first()
-    if row is None:
+    if begun is None:
         return None
-    policy = row[1]
-    return RunStart(
-        execution=row[0], overlap_policy=None if policy is None else OverlapPolicy(policy)
-    )
+    # the worker's statement, then the row as an ORM object (one more SELECT, off the
+    # worker's path: the signal handlers call begin_run directly)
+    execution = session.get(TaskExecution, begun.execution_id, populate_existing=True)
+    if execution is None:  # pragma: no cover - the row was just written in this transaction
+        raise ExecutionNotFound(f"execution {begun.execution_id} vanished", field="id")
+    return RunStart(execution=execution, overlap_policy=begun.overlap_policy)
 
 
 def start_execution(
@@ -230,6 +211,21 @@ def finish_execution(
         )
     if not status.finished:
         raise ValueError(f"status {status.value!r} does not finish a run")
+    execution_id = _finish_open(
+        session,
+        celery_task_id=celery_task_id,
+        status=status,
+        now=now,
+        result=result,
+        error=error,
+        traceback=traceback,
+        log_output=log_output,
+        result_max_bytes=result_max_bytes,
+    )
+    if execution_id is not None:
+        return session.get(TaskExecution, execution_id, populate_existing=True)
+    if attempt is None or status is ExecutionStatus.LOST:
+        return None
     dialect = session.get_bind().dialect.name
     values: dict[str, Any] = {
         "status": status,
@@ -243,22 +239,7 @@ def finish_execution(
     }
     if log_output is not None:
         values["log_output"] = clean_text(log_output)
-    statement = (
-        update(TaskExecution)
-        .where(TaskExecution.celery_task_id == celery_task_id, TaskExecution.status.in_(_OPEN))
-        .values(values)
-        .returning(TaskExecution)
-    )
-    finished: TaskExecution | None = session.scalars(
-        statement, execution_options=_RETURNING
-    ).first()
-    if finished is None:
-        if attempt is None or status is ExecutionStatus.LOST:
-            return None
-        return _replace_lost(session, celery_task_id, values=values, status=status, attempt=attempt)
-    if finished.scheduled_task_id is not None:
-        _record_outcome(session, finished, status=status)
-    return finished
+    return _replace_lost(session, celery_task_id, values=values, status=status, attempt=attempt)
 
 
 def _replace_lost(
@@ -598,13 +579,27 @@ def finish_run(
     result_max_bytes: int = DEFAULT_RESULT_MAX_BYTES,
     attempt: int | None = None,
 ) -> bool:
-    """``finish_execution``'s statements and rules, answering only whether the row was
-    finished (or marked ``retrying``). The rare paths (``retrying``, an outcome that
+    """``finish_execution`` answering only whether the row was finished (or marked
+    ``retrying``), without loading it. The rare paths (``retrying``, an outcome that
     replaces a ``lost`` verdict) are ``finish_execution``'s own."""
     status = ExecutionStatus(status)
-
-    def by_orm() -> bool:
-        finished = finish_execution(
+    if status.finished:
+        finished = _finish_open(
+            session,
+            celery_task_id=celery_task_id,
+            status=status,
+            now=aware_now(now),
+            result=result,
+            error=error,
+            traceback=traceback,
+            log_output=log_output,
+            result_max_bytes=result_max_bytes,
+        )
+        if finished is not None:
+            return True
+    # retrying, or no open row: finish_execution's own paths (a lost verdict replaced)
+    return (
+        finish_execution(
             session,
             celery_task_id=celery_task_id,
             status=status,
@@ -616,17 +611,29 @@ def finish_run(
             result_max_bytes=result_max_bytes,
             attempt=attempt,
         )
-        return finished is not None
+        is not None
+    )
 
-    if status is ExecutionStatus.RETRYING or not status.finished:
-        return by_orm()
-    when = aware_now(now)
+
+def _finish_open(
+    session: Session,
+    *,
+    celery_task_id: str,
+    status: ExecutionStatus,
+    now: datetime,
+    result: Any,
+    error: str | None,
+    traceback: str | None,
+    log_output: str | None,
+    result_max_bytes: int,
+) -> int | None:
+    """Finish the run if its row is open, and count it on its schedule; its id, or None."""
     dialect = session.get_bind().dialect.name
     statement = _finish_statement(dialect, with_log=log_output is not None)
     params = _params(
         celery_task_id=celery_task_id,
         status=status,
-        now=when,
+        now=now,
         result=capped_json(result, max_bytes=result_max_bytes),
         error=clean_text(error),
         traceback=clean_text(traceback),
@@ -634,9 +641,7 @@ def finish_run(
     )
     row = session.execute(statement, params).first()
     if row is None:
-        if attempt is None or status is ExecutionStatus.LOST:
-            return False
-        return by_orm()
+        return None
     execution_id, schedule_id, started_at, duration_ms = row
     if schedule_id is not None:
         runs, successes, failures, runtime = _counters(
@@ -653,4 +658,4 @@ def finish_run(
             last_run_at=started_at,
         )
         session.execute(_outcome_statement(started=started_at is not None), outcome)
-    return True
+    return int(execution_id)
