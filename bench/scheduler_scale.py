@@ -51,8 +51,9 @@ from celery import Celery
 
 from dataforge_scheduler.celery.beat import DatabaseScheduler
 from dataforge_scheduler.celery.dispatch import CeleryDispatcher
+from dataforge_scheduler.core.ports import Dispatcher
 from dataforge_scheduler.registry import TaskRegistry
-from dataforge_scheduler.runtime import Dispatcher, Runtime
+from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.settings import Settings
 from dataforge_scheduler.sql import store
 from dataforge_scheduler.sql.engine import create_engine

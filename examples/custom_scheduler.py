@@ -1,13 +1,17 @@
-"""A ``DatabaseScheduler`` subclass using every hook: partitioning, a custom trigger,
-routing headers and a send callback.
+"""A ``DatabaseScheduler`` subclass using every hook (partitioning, a custom trigger, a
+send callback), and a dispatcher that routes every run, scheduled or manual.
 
 ``PartitionedScheduler`` claims only the schedules of the queues it is given, so several
 beat processes can split the table between them (each still safe to run twice: the
 database claim makes a slot go out once). Schedules whose description contains
-``[weekdays]`` fire only Monday to Friday in their own timezone. Every message carries
-an ``x-partition`` header naming the scheduler's queues, and sends are counted per task.
+``[weekdays]`` fire only Monday to Friday in their own timezone. Sends are counted per
+task. ``TenantDispatcher`` sends a run whose kwargs name a ``tenant`` to that tenant's
+queue with an ``x-tenant`` header: the beat and "run now" publish through the same
+dispatcher, so both are routed alike.
 
-Run one beat per partition::
+Wire the dispatcher where the app is set up, then run one beat per partition::
+
+    runtime = dfs.setup(celery_app, settings, dispatcher=TenantDispatcher(celery_app))
 
     DATAFORGE_SCHEDULER_QUEUES=reports,exports \\
         celery -A myapp.celery_app beat -S examples.custom_scheduler:PartitionedScheduler
@@ -25,11 +29,12 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement
 
-from dataforge_scheduler.celery.beat import ClaimedSlot, DatabaseScheduler, Message
+from dataforge_scheduler.celery.beat import ClaimedSlot, DatabaseScheduler, RunMessage
+from dataforge_scheduler.celery.dispatch import CeleryDispatcher
 from dataforge_scheduler.core.triggers import Trigger
 from dataforge_scheduler.sql.models import ScheduledTask
 
-__all__ = ["PartitionedScheduler", "WeekdaysOnly"]
+__all__ = ["PartitionedScheduler", "TenantDispatcher", "WeekdaysOnly", "tenant_routed"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,12 +85,7 @@ class PartitionedScheduler(DatabaseScheduler):
             return trigger
         return WeekdaysOnly(trigger, ZoneInfo(row.timezone or self.settings.celery_timezone))
 
-    def message_for(self, slot: ClaimedSlot) -> Message:
-        message = super().message_for(slot)
-        partition = ",".join(self.queues) or "*"
-        return replace(message, headers={**message.headers, "x-partition": partition})
-
-    def after_send(self, slot: ClaimedSlot, message: Message) -> None:
+    def after_send(self, slot: ClaimedSlot, message: RunMessage) -> None:
         self.sent_per_task[message.task_name] += 1
         logger.debug(
             "partition %s sent %s (%d so far)",
@@ -93,3 +93,19 @@ class PartitionedScheduler(DatabaseScheduler):
             message.task_name,
             self.sent_per_task[message.task_name],
         )
+
+
+def tenant_routed(message: RunMessage, run: ClaimedSlot) -> RunMessage:
+    """``message`` sent to the queue of the tenant ``run``'s kwargs name, if any."""
+    tenant = run.kwargs.get("tenant")
+    if not tenant:
+        return message
+    options = {**message.options, "queue": f"tenant-{tenant}"}
+    return replace(message, options=options, headers={**message.headers, "x-tenant": tenant})
+
+
+class TenantDispatcher(CeleryDispatcher):
+    """Routes each run to its tenant's queue; scheduled slots and "run now" alike."""
+
+    def message_for(self, run: ClaimedSlot) -> RunMessage:
+        return tenant_routed(super().message_for(run), run)

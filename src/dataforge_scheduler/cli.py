@@ -90,8 +90,9 @@ def _app_task_names(app: Any) -> set[str]:
 
 def cmd_init_db(args: argparse.Namespace) -> int:
     from dataforge_scheduler.celery.maintenance import ensure_maintenance_schedules
-    from dataforge_scheduler.sql.engine import create_engine, ping
+    from dataforge_scheduler.sql.engine import create_engine
     from dataforge_scheduler.sql.models import create_all
+    from dataforge_scheduler.sql.store import ping
 
     settings = _settings(args)
     engine = create_engine(settings.database_url)
@@ -153,15 +154,11 @@ def _check_backends(runtime: Runtime, report: Report) -> bool:
         report.problem(f"redis {mask_url(runtime.settings.effective_redis_url)}: {health['redis']}")
     if health["database"] != "ok":
         return False
-    from sqlalchemy import inspect
+    from dataforge_scheduler.sql.store import missing_tables
 
-    missing = {"scheduled_tasks", "task_executions"} - set(
-        inspect(runtime.engine).get_table_names()
-    )
+    missing = missing_tables(runtime.engine)
     if missing:
-        report.problem(
-            f"tables missing: {', '.join(sorted(missing))} (run `dataforge-scheduler init-db`)"
-        )
+        report.problem(f"tables missing: {', '.join(missing)} (run `dataforge-scheduler init-db`)")
         return False
     return True
 

@@ -20,7 +20,8 @@ The tree::
     ├── LockError
     │   ├── LockNotAcquired         another run holds the lock
     │   └── LockLost                the lock expired or was force-released while held
-    └── BackendUnavailable          the database or Redis cannot be reached
+    ├── BackendUnavailable          the database or Redis cannot be reached
+    └── DatabaseError               the database refused a statement for another reason
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "DataForgeError",
+    "DatabaseError",
     "ExecutionNotFound",
     "InvalidParams",
     "InvalidSchedule",
@@ -134,3 +136,9 @@ class LockLost(LockError):
 
 class BackendUnavailable(DataForgeError):
     """The database or Redis cannot be reached; the original error is the ``__cause__``."""
+
+
+class DatabaseError(DataForgeError):
+    """The database refused a statement for a reason that is neither an outage nor a
+    conflict (a schema the library does not expect, a value a raw-SQL row broke); the
+    original error is the ``__cause__``."""

@@ -1,62 +1,45 @@
-"""Runtime: the bundle every face shares (settings, database, Redis roles, registry).
+"""Runtime: the bundle every face shares (settings, database, backend roles, registry,
+dispatcher).
 
 A ``Runtime`` is built once by ``setup()`` and bound to its Celery app. Nothing here
-connects at construction: the engine, the Redis client and the roles on top of them are
-made on first use, in the process that uses them. After a fork (Celery's prefork pool)
-the engine disposes its inherited pool (``sql.engine``) and redis-py's pool resets itself
-on a PID change, so a child never shares its parent's sockets.
-
-``redis_url = "memory://"`` selects the in-process twins of the Redis roles (the demo and
-host-app fixtures); they pass the same contract tests as the Redis ones.
+connects at construction: the engine, the backend (Redis or in-process, chosen by
+``backends.open_backend``) and the roles on top of it are made on first use, in the
+process that uses them. After a fork (Celery's prefork pool) the engine disposes its
+inherited pool (``sql.engine``) and redis-py's pool resets itself on a PID change, so a
+child never shares its parent's sockets.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from dataforge_scheduler.backends import open_backend
 from dataforge_scheduler.core.clock import Clock, SystemClock
 from dataforge_scheduler.errors import BackendUnavailable, ConfigurationError
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.registry import registry as default_registry
-from dataforge_scheduler.settings import Settings
+from dataforge_scheduler.settings import Settings, mask_url
 
 if TYPE_CHECKING:
-    import redis as redis_py
-    from sqlalchemy.engine import Engine
-    from sqlalchemy.orm import Session, sessionmaker
+    from dataforge_scheduler.core.ports import (
+        AsyncLogFeed,
+        Backend,
+        ChangeNotices,
+        Dispatcher,
+        LockManager,
+        LogBus,
+    )
+    from dataforge_scheduler.sql.store import Engine, Session, SessionFactory
 
-    from dataforge_scheduler.core.ports import ChangeNotices, LockManager, LogBus
-
-__all__ = ["Dispatcher", "Runtime", "bind_runtime", "runtime_for"]
+__all__ = ["Runtime", "bind_runtime", "runtime_for"]
 
 logger = logging.getLogger(__name__)
 
 _APP_ATTRIBUTE = "_dataforge_runtime"
-MEMORY_URL = "memory://"
-
-
-class Dispatcher(Protocol):
-    """Sends a run to the workers by registered task name (the Celery face implements it).
-
-    The API's "run now" goes through this port, so ``api/`` never imports Celery.
-    """
-
-    def send(
-        self,
-        task_name: str,
-        *,
-        kwargs: dict[str, Any],
-        task_id: str,
-        options: dict[str, Any] | None = None,
-        headers: dict[str, Any] | None = None,
-    ) -> None:
-        """Publish one run; raise ``BackendUnavailable`` when the broker cannot be reached."""
-        ...
 
 
 class Runtime:
@@ -69,22 +52,20 @@ class Runtime:
         registry: TaskRegistry | None = None,
         clock: Clock | None = None,
         engine: Engine | None = None,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry if registry is not None else default_registry
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.dispatcher: Dispatcher | None = None
+        self.dispatcher: Dispatcher | None = dispatcher
         self._lock = threading.RLock()
         self._engine = engine
-        self._session_factory: sessionmaker[Session] | None = None
-        self._redis: redis_py.Redis | None = None
-        self._redis_pid: int | None = None
-        self._locks: LockManager | None = None
-        self._logbus: LogBus | None = None
-        self._notices: ChangeNotices | None = None
+        self._session_factory: SessionFactory | None = None
+        self._backend: Backend | None = None
 
     def __repr__(self) -> str:
-        return f"<Runtime database={self._database_label()} redis={self._redis_label()}>"
+        database = mask_url(self.settings.database_url)
+        return f"<Runtime database={database} redis={mask_url(self.settings.effective_redis_url)}>"
 
     # ------------------------------------------------------------ database
 
@@ -100,7 +81,7 @@ class Runtime:
         return self._engine
 
     @property
-    def session_factory(self) -> sessionmaker[Session]:
+    def session_factory(self) -> SessionFactory:
         if self._session_factory is None:
             with self._lock:
                 if self._session_factory is None:
@@ -111,97 +92,48 @@ class Runtime:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session in a transaction: committed on success, rolled back on error."""
-        with self.session_factory.begin() as session:
+        """A session in a transaction: committed on success, rolled back on error, and
+        every database error raised as the library's own (``BackendUnavailable`` for an
+        outage; see ``sql.store``)."""
+        from dataforge_scheduler.sql.store import transaction
+
+        with transaction(self.session_factory) as session:
             yield session
 
-    # ------------------------------------------------------------ Redis roles
+    # ------------------------------------------------------------ backend roles
 
     @property
-    def uses_memory_backend(self) -> bool:
-        """True when locks, logs and notices live in this process (``redis_url=memory://``)."""
-        return self.settings.effective_redis_url.startswith(MEMORY_URL)
-
-    @property
-    def redis(self) -> redis_py.Redis:
-        """The redis-py client for locks, logs and notices (made on first use)."""
-        if self.uses_memory_backend:
-            raise ConfigurationError(
-                "redis_url is memory://: there is no Redis client in this runtime",
-                field="redis_url",
-            )
-        if self._redis is None or self._redis_pid != os.getpid():
+    def backend(self) -> Backend:
+        """The roles behind the ports for ``settings.redis_url`` (made on first use)."""
+        if self._backend is None:
             with self._lock:
-                if self._redis is None or self._redis_pid != os.getpid():
-                    import redis as redis_py
-
-                    self._redis = redis_py.Redis.from_url(
-                        self.settings.effective_redis_url,
-                        health_check_interval=30,
-                        socket_connect_timeout=5,
-                    )
-                    self._redis_pid = os.getpid()
-        return self._redis
+                if self._backend is None:
+                    self._backend = open_backend(self.settings, clock=self.clock)
+        return self._backend
 
     @property
     def locks(self) -> LockManager:
-        if self._locks is None:
-            with self._lock:
-                if self._locks is None:
-                    self._locks = self._build_locks()
-        return self._locks
+        return self.backend.locks
 
     @property
     def logbus(self) -> LogBus:
-        if self._logbus is None:
-            with self._lock:
-                if self._logbus is None:
-                    self._logbus = self._build_logbus()
-        return self._logbus
+        return self.backend.logbus
 
     @property
     def notices(self) -> ChangeNotices:
-        if self._notices is None:
-            with self._lock:
-                if self._notices is None:
-                    self._notices = self._build_notices()
-        return self._notices
+        return self.backend.notices
 
-    def _build_locks(self) -> LockManager:
-        if self.uses_memory_backend:
-            from dataforge_scheduler.memory.locks import MemoryLockManager
-
-            return MemoryLockManager(clock=self.clock)
-        from dataforge_scheduler.redis.keys import Keys
-        from dataforge_scheduler.redis.locks import RedisLockManager
-
-        return RedisLockManager(self.redis, Keys(self.settings.key_prefix), clock=self.clock)
-
-    def _build_logbus(self) -> LogBus:
-        if self.uses_memory_backend:
-            from dataforge_scheduler.memory.logbus import MemoryLogBus
-
-            return MemoryLogBus(clock=self.clock)
-        from dataforge_scheduler.redis.keys import Keys
-        from dataforge_scheduler.redis.logbus import RedisLogBus
-
-        return RedisLogBus(self.redis, Keys(self.settings.key_prefix))
-
-    def _build_notices(self) -> ChangeNotices:
-        if self.uses_memory_backend:
-            from dataforge_scheduler.memory.notices import MemoryChangeNotices
-
-            return MemoryChangeNotices()
-        from dataforge_scheduler.redis.keys import Keys
-        from dataforge_scheduler.redis.notices import RedisChangeNotices
-
-        return RedisChangeNotices(self.redis, Keys(self.settings.key_prefix))
+    @property
+    def log_feed(self) -> AsyncLogFeed:
+        """The non-blocking live-log feed (the API's SSE streams)."""
+        return self.backend.log_feed
 
     # ------------------------------------------------------------ health and lifecycle
 
     def check(self) -> dict[str, str]:
-        """Reachability of the database and Redis: ``{"database": "ok" | error, ...}``."""
-        from dataforge_scheduler.sql.engine import ping
+        """Reachability of the database and the backend: ``{"database": "ok" | error,
+        "redis": "ok" | "ok (in-process)" | error}``."""
+        from dataforge_scheduler.sql.store import ping
 
         report: dict[str, str] = {}
         try:
@@ -209,37 +141,19 @@ class Runtime:
             report["database"] = "ok"
         except BackendUnavailable as exc:
             report["database"] = str(exc)
-        if self.uses_memory_backend:
-            report["redis"] = "ok (in-process)"
-        else:
-            try:
-                self.redis.ping()
-                report["redis"] = "ok"
-            except Exception as exc:  # redis-py raises several unrelated types here
-                report["redis"] = f"unreachable: {exc}"
+        try:
+            report["redis"] = self.backend.check()
+        except BackendUnavailable as exc:
+            report["redis"] = f"unreachable: {exc}"
         return report
 
     def close(self) -> None:
-        """Dispose the engine and close the Redis client; safe to call twice."""
+        """Dispose the engine and close the backend's connections; safe to call twice."""
         with self._lock:
             if self._engine is not None:
                 self._engine.dispose()
-            if self._redis is not None:
-                self._redis.close()
-                self._redis = None
-
-    def _database_label(self) -> str:
-        from sqlalchemy.engine import make_url
-
-        return make_url(self.settings.database_url).render_as_string(hide_password=True)
-
-    def _redis_label(self) -> str:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(self.settings.effective_redis_url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{host}{port}{parts.path}"
+            if self._backend is not None:
+                self._backend.close()
 
 
 def bind_runtime(app: Any, runtime: Runtime) -> None:

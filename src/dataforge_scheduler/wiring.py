@@ -15,6 +15,7 @@ from dataforge_scheduler.celery.dispatch import CeleryDispatcher
 from dataforge_scheduler.celery.maintenance import register_maintenance_tasks
 from dataforge_scheduler.celery.signals import connect_signals
 from dataforge_scheduler.core.clock import Clock
+from dataforge_scheduler.core.ports import Dispatcher
 from dataforge_scheduler.errors import ConfigurationError
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.runtime import Runtime, bind_runtime
@@ -31,10 +32,13 @@ def setup(
     *,
     registry: TaskRegistry | None = None,
     clock: Clock | None = None,
+    dispatcher: Dispatcher | None = None,
 ) -> Runtime:
     """Turn ``celery_app`` into a dataforge-scheduler app and return its ``Runtime``.
 
-    ``settings`` defaults to ``Settings.from_env()`` (``DATAFORGE_*`` variables). Calling
+    ``settings`` defaults to ``Settings.from_env()`` (``DATAFORGE_*`` variables).
+    ``dispatcher`` publishes every run, scheduled and manual (default: a
+    ``CeleryDispatcher`` on the app; pass a subclass to route or add headers). Calling
     it again for the same app replaces the runtime and re-applies the settings.
     """
     if not hasattr(celery_app, "conf") or not hasattr(celery_app, "tasks"):
@@ -42,8 +46,12 @@ def setup(
             f"setup() needs a Celery application, got {type(celery_app).__name__}"
         )
     settings = settings if settings is not None else Settings.from_env()
-    runtime = Runtime(settings, registry=registry, clock=clock)
-    runtime.dispatcher = CeleryDispatcher(celery_app)
+    runtime = Runtime(
+        settings,
+        registry=registry,
+        clock=clock,
+        dispatcher=dispatcher if dispatcher is not None else CeleryDispatcher(celery_app),
+    )
     runtime.registry.configure(task_name_prefix=settings.task_name_prefix)
     celery_app.conf.update(_celery_config(settings))
     bind_runtime(celery_app, runtime)

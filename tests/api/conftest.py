@@ -16,7 +16,6 @@ from tests.api.helpers import HEADERS, PREFIX, RecordingDispatcher, make_registr
 from dataforge_scheduler.api import ApiApp, create_app
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.runtime import Runtime
-from dataforge_scheduler.sql import audit  # noqa: F401  (audit_log joins the metadata)
 from dataforge_scheduler.sql.models import create_all
 
 
@@ -50,8 +49,8 @@ def runtime(
     runtime = Runtime(make_settings(pg_url, redis_url, key_prefix), registry=registry, engine=pg)
     runtime.dispatcher = dispatcher
     yield runtime
-    if runtime._redis is not None:
-        runtime._redis.close()
+    if runtime._backend is not None:
+        runtime._backend.close()
 
 
 @pytest.fixture

@@ -1,52 +1,25 @@
-"""Helpers shared by the API tests: keys, the recording dispatcher, the test registry,
-settings, and schedules written straight through the store (not through the API)."""
+"""Helpers shared by the API tests: keys, the test registry, settings, and schedules
+written straight through the store (not through the API). The recording dispatcher is
+the one the pytest plugin ships (``dataforge_scheduler.testing.RecordingDispatcher``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dataforge_scheduler.errors import BackendUnavailable
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.settings import Settings
 from dataforge_scheduler.sql import store
 from dataforge_scheduler.sql.models import ScheduledTask
+from dataforge_scheduler.testing import RecordingDispatcher
+
+__all__ = ["HEADERS", "KEY", "PREFIX", "READ_KEY", "RecordingDispatcher", "add_schedule"]
 
 KEY = "test-full-key"
 READ_KEY = "test-read-key"
 PREFIX = "/api/v1"
 HEADERS = {"X-API-Key": KEY}
-
-
-@dataclass
-class RecordingDispatcher:
-    """A ``Dispatcher`` that records each send (or fails, when ``fail`` is set)."""
-
-    sent: list[dict[str, Any]] = field(default_factory=list)
-    fail: bool = False
-
-    def send(
-        self,
-        task_name: str,
-        *,
-        kwargs: dict[str, Any],
-        task_id: str,
-        options: dict[str, Any] | None = None,
-        headers: dict[str, Any] | None = None,
-    ) -> None:
-        if self.fail:
-            raise BackendUnavailable("the broker is down (test)")
-        self.sent.append(
-            {
-                "task_name": task_name,
-                "kwargs": kwargs,
-                "task_id": task_id,
-                "options": options,
-                "headers": headers,
-            }
-        )
 
 
 def make_registry() -> TaskRegistry:

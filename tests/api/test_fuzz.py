@@ -25,12 +25,11 @@ from hypothesis import strategies as st
 from tests.api.helpers import KEY, PREFIX, READ_KEY, add_schedule, future
 from tests.api.schema_strategies import JSON, from_schema
 from tests.api.servers import host_app, serve
+from tests.runs import finish, manual
 
 from dataforge_scheduler.api import ApiApp
 from dataforge_scheduler.core.enums import ExecutionStatus
 from dataforge_scheduler.runtime import Runtime
-from dataforge_scheduler.sql import store
-from dataforge_scheduler.sql.manual_runs import create_manual_execution
 
 # a moderate run in CI; DATAFORGE_FUZZ_EXAMPLES=3000 for a deeper one by hand
 EXAMPLES = int(os.environ.get("DATAFORGE_FUZZ_EXAMPLES", "300"))
@@ -148,7 +147,7 @@ def fuzz_target(app: ApiApp, runtime: Runtime) -> Iterator[tuple[str, dict[str, 
         add_schedule(runtime, "f-system", task_name="dftest.cleanup", is_system=True).id,
     ]  # fmt: skip
     with runtime.session() as session:
-        execution = create_manual_execution(
+        execution = manual(
             session,
             scheduled_task_id=schedules[0],
             task_name="dftest.sync_accounts",
@@ -156,7 +155,7 @@ def fuzz_target(app: ApiApp, runtime: Runtime) -> Iterator[tuple[str, dict[str, 
             kwargs={},
             now=datetime.now(UTC),
         )
-        store.finish_execution(
+        finish(
             session,
             celery_task_id=execution.celery_task_id,
             status=ExecutionStatus.SUCCESS,

@@ -65,7 +65,7 @@ def test_sse_receives_lines_live_while_a_real_worker_runs(
                         continue
                     received.append(event)
                     if event.data.endswith("first line"):
-                        runtime.redis.set(
+                        runtime.backend.client.set(
                             gate_key(env["DATAFORGE_KEY_PREFIX"], accepted["task_id"]), 1
                         )
                     if event.event == "end":

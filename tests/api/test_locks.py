@@ -6,7 +6,8 @@ import httpx
 import pytest
 from tests.api.helpers import add_schedule
 
-from dataforge_scheduler.core.ports import LockOwner, schedule_scope, task_name_scope
+from dataforge_scheduler.core.ports import LockOwner
+from dataforge_scheduler.redis.keys import schedule_scope, task_name_scope
 from dataforge_scheduler.runtime import Runtime
 
 pytestmark = pytest.mark.anyio

@@ -8,18 +8,18 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from tests.api.helpers import RecordingDispatcher, add_schedule
+from tests.runs import finish, manual
 
 from dataforge_scheduler.core.enums import ExecutionStatus
 from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.sql import store
-from dataforge_scheduler.sql.manual_runs import create_manual_execution
 
 pytestmark = pytest.mark.anyio
 
 
 def _execution(runtime: Runtime, schedule_id: int | None, task_id: str | None = None) -> int:
     with runtime.session() as session:
-        row = create_manual_execution(
+        row = manual(
             session,
             scheduled_task_id=schedule_id,
             task_name="dftest.sync_accounts",
@@ -33,7 +33,7 @@ def _execution(runtime: Runtime, schedule_id: int | None, task_id: str | None = 
 def _finish(runtime: Runtime, execution_id: int, status: ExecutionStatus, log: str | None) -> None:
     with runtime.session() as session:
         row = store.get_execution(session, execution_id)
-        store.finish_execution(
+        finish(
             session,
             celery_task_id=row.celery_task_id,
             status=status,
@@ -59,11 +59,11 @@ async def test_run_now_records_a_pending_manual_row_then_sends(
     assert accepted["status"] == "pending"
     assert accepted["kwargs"] == {"days": 3, "scheduled_task_id": row.id}
     (sent,) = dispatcher.sent
-    assert sent["task_name"] == "dftest.report"
-    assert sent["task_id"] == accepted["task_id"]
-    assert sent["kwargs"] == {"days": 3, "scheduled_task_id": row.id}
-    assert sent["options"] == {"queue": "reports"}
-    assert sent["headers"] == {"df_trigger": "manual", "df_execution_id": accepted["execution_id"]}
+    assert sent.task_name == "dftest.report"
+    assert sent.task_id == accepted["task_id"]
+    assert sent.kwargs == {"days": 3, "scheduled_task_id": row.id}
+    assert sent.options == {"queue": "reports"}
+    assert sent.headers == {"df_trigger": "manual", "df_execution_id": accepted["execution_id"]}
     uuid.UUID(accepted["task_id"])
     with runtime.session() as session:
         execution = store.get_execution(session, accepted["execution_id"])
@@ -86,7 +86,7 @@ async def test_run_now_override_is_validated_like_handler_kwargs(
     shape = await client.post(f"/tasks/{row.id}/run", json={"kwarg": {}})
 
     assert good.status_code == 202
-    assert dispatcher.sent[0]["kwargs"] == {"days": 9, "fmt": "pdf", "scheduled_task_id": row.id}
+    assert dispatcher.sent[0].kwargs == {"days": 9, "fmt": "pdf", "scheduled_task_id": row.id}
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"] == ["body", "kwargs", "days"]
     assert extra.status_code == 422
@@ -108,7 +108,7 @@ async def test_run_now_when_the_broker_is_down_is_503_and_the_row_failed(
     client: httpx.AsyncClient, runtime: Runtime, dispatcher: RecordingDispatcher
 ) -> None:
     row = add_schedule(runtime)
-    dispatcher.fail = True
+    dispatcher.down = True
 
     response = await client.post(f"/tasks/{row.id}/run")
 

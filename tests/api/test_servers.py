@@ -16,7 +16,8 @@ from tests.api.helpers import KEY, PREFIX, READ_KEY, RecordingDispatcher, future
 from tests.api.servers import Event, host_app, serve, sse_events
 
 from dataforge_scheduler.api import ApiApp
-from dataforge_scheduler.core.ports import LockOwner, schedule_scope
+from dataforge_scheduler.core.ports import LockOwner
+from dataforge_scheduler.redis.keys import schedule_scope
 from dataforge_scheduler.runtime import Runtime
 
 
@@ -51,7 +52,7 @@ def test_every_endpoint_through_a_real_server(
     assert api.patch(f"/tasks/{task_id}", json={"description": "patch"}).json()["version"] == 3
     run = api.post(f"/tasks/{task_id}/run", json={"kwargs": {}})
     assert run.status_code == 202
-    assert dispatcher.sent[0]["task_id"] == run.json()["task_id"]
+    assert dispatcher.sent[0].task_id == run.json()["task_id"]
     assert api.post(f"/tasks/{task_id}/pause").json()["status"] == "paused"
     assert api.post(f"/tasks/{task_id}/resume").json()["status"] == "active"
     history = api.get(f"/tasks/{task_id}/executions").json()

@@ -14,20 +14,20 @@ import pytest
 from tests.api.helpers import HEADERS, PREFIX, make_registry, make_settings
 from tests.api.servers import Event, serve, sse_events
 from tests.integration.procs import wait_until
+from tests.runs import finish, manual
 
 from dataforge_scheduler.api import ApiApp, create_app
 from dataforge_scheduler.core.enums import ExecutionStatus
 from dataforge_scheduler.redis.keys import Keys
 from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.sql import store
-from dataforge_scheduler.sql.manual_runs import create_manual_execution
 
 TIMEOUT = httpx.Timeout(10.0)
 
 
 def _execution(runtime: Runtime) -> int:
     with runtime.session() as session:
-        return create_manual_execution(
+        return manual(
             session,
             scheduled_task_id=None,
             task_name="dftest.sync_accounts",
@@ -42,7 +42,7 @@ def _finish_row(
 ) -> None:
     with runtime.session() as session:
         row = store.get_execution(session, execution_id)
-        store.finish_execution(
+        finish(
             session,
             celery_task_id=row.celery_task_id,
             status=status,
@@ -169,7 +169,7 @@ def test_idle_streams_get_heartbeats_and_end_when_the_row_finishes(
 
 def _subscribers(runtime: Runtime, execution_id: int) -> int:
     channel = Keys(runtime.settings.key_prefix).log_channel(execution_id)
-    return int(dict(runtime.redis.pubsub_numsub(channel))[channel.encode()])
+    return int(dict(runtime.backend.client.pubsub_numsub(channel))[channel.encode()])
 
 
 def test_disconnect_closes_the_subscription(base_url: str, app: ApiApp, runtime: Runtime) -> None:

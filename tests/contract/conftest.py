@@ -1,25 +1,26 @@
 """Fixtures that run every contract test against the memory and the Redis implementation.
 
-``backend`` is parametrized over ``memory`` and ``redis``; ``locks``, ``logbus`` and
-``notices`` build the matching implementation of each port, all sharing one
-``ManualClock`` (``clock``). A test that needs time to pass calls
-``let_time_pass(seconds, until=condition)``: for memory it moves the clock (no sleeping)
-and requires the condition at once; for Redis it lets the real TTL run out and polls the
-condition for at most two seconds.
+``backend`` is parametrized over ``memory`` and ``redis``; ``family`` is that
+``core.ports.Backend`` (``MemoryBackend`` or ``RedisBackend``, built as the backend
+factory builds them, on one key prefix), and ``locks``, ``logbus``, ``notices`` and
+``log_feed`` are its roles, all sharing one ``ManualClock`` (``clock``). A test that
+needs time to pass calls ``let_time_pass(seconds, until=condition)``: for memory it moves
+the clock (no sleeping) and requires the condition at once; for Redis it lets the real
+TTL run out and polls the condition for at most two seconds.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from dataforge_scheduler.core.clock import ManualClock
-from dataforge_scheduler.core.ports import ChangeNotices, LockManager, LogBus
-from dataforge_scheduler.memory import MemoryChangeNotices, MemoryLockManager, MemoryLogBus
-from dataforge_scheduler.redis import Keys, RedisChangeNotices, RedisLockManager, RedisLogBus
+from dataforge_scheduler.core.ports import AsyncLogFeed, Backend, ChangeNotices, LockManager, LogBus
+from dataforge_scheduler.memory.backend import MemoryBackend
+from dataforge_scheduler.redis.backend import RedisBackend
+from dataforge_scheduler.redis.keys import Keys
 
 REDIS_EXPIRY_BUDGET = 2.0
 
@@ -33,15 +34,6 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
-
-
-@pytest.fixture
-def redis_keys(backend: str, request: pytest.FixtureRequest) -> tuple[Any, Keys] | None:
-    """(client, keys) for the Redis backend; None for memory (so memory needs no Redis)."""
-    if backend != "redis":
-        return None
-    client = request.getfixturevalue("redis_client")
-    return client, Keys(request.getfixturevalue("key_prefix"))
 
 
 @pytest.fixture
@@ -61,21 +53,36 @@ def let_time_pass(backend: str, clock: ManualClock) -> Callable[..., None]:
 
 
 @pytest.fixture
-def locks(redis_keys: tuple[Any, Keys] | None, clock: ManualClock) -> LockManager:
-    if redis_keys is None:
-        return MemoryLockManager(clock=clock)
-    return RedisLockManager(*redis_keys, clock=clock)
+def family(
+    backend: str, clock: ManualClock, key_prefix: str, request: pytest.FixtureRequest
+) -> Iterator[Backend]:
+    keys = Keys(key_prefix)
+    if backend == "memory":
+        yield MemoryBackend(clock=clock, lock_key=keys.lock)
+        return
+    request.getfixturevalue("redis_client")  # deletes the test's keys afterwards
+    built = RedisBackend(request.getfixturevalue("redis_url"), keys=keys, clock=clock)
+    try:
+        yield built
+    finally:
+        built.close()
 
 
 @pytest.fixture
-def logbus(redis_keys: tuple[Any, Keys] | None, clock: ManualClock) -> LogBus:
-    if redis_keys is None:
-        return MemoryLogBus(clock=clock)
-    return RedisLogBus(*redis_keys)
+def locks(family: Backend) -> LockManager:
+    return family.locks
 
 
 @pytest.fixture
-def notices(redis_keys: tuple[Any, Keys] | None) -> ChangeNotices:
-    if redis_keys is None:
-        return MemoryChangeNotices()
-    return RedisChangeNotices(*redis_keys)
+def logbus(family: Backend) -> LogBus:
+    return family.logbus
+
+
+@pytest.fixture
+def notices(family: Backend) -> ChangeNotices:
+    return family.notices
+
+
+@pytest.fixture
+def log_feed(family: Backend) -> AsyncLogFeed:
+    return family.log_feed

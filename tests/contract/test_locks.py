@@ -11,16 +11,10 @@ from typing import Any
 import pytest
 
 from dataforge_scheduler.core.clock import ManualClock
-from dataforge_scheduler.core.ports import (
-    Acquired,
-    LockInfo,
-    LockManager,
-    LockOwner,
-    schedule_scope,
-    task_name_scope,
-)
+from dataforge_scheduler.core.ports import Acquired, LockInfo, LockManager, LockOwner
 from dataforge_scheduler.errors import BackendUnavailable, ConfigurationError, LockLost
-from dataforge_scheduler.redis import Keys, RedisLockManager
+from dataforge_scheduler.redis.keys import Keys, schedule_scope, task_name_scope
+from dataforge_scheduler.redis.locks import RedisLockManager
 
 TimePasser = Callable[..., None]
 

@@ -9,15 +9,10 @@ from typing import Any
 
 import pytest
 
-from dataforge_scheduler.core.ports import (
-    LogBus,
-    LogEnd,
-    LogLine,
-    LogSubscription,
-    decode_live_message,
-)
+from dataforge_scheduler.core.ports import LogBus, LogEnd, LogLine, LogSubscription
 from dataforge_scheduler.errors import ConfigurationError
-from dataforge_scheduler.redis import Keys, RedisLogBus
+from dataforge_scheduler.redis.keys import Keys, decode_live_message
+from dataforge_scheduler.redis.logbus import RedisLogBus
 
 TimePasser = Callable[..., None]
 RUN = 41

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from dataforge_scheduler.core.ports import ChangeNotices
-from dataforge_scheduler.redis import Keys, RedisChangeNotices
+from dataforge_scheduler.redis.keys import Keys
+from dataforge_scheduler.redis.notices import RedisChangeNotices
 
 WAIT = 5.0
 

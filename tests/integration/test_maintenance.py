@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from celery import Celery
 from tests.integration.procs import CeleryProcess, service_env, wait_until
+from tests.runs import start
 
 from dataforge_scheduler.celery.maintenance import (
     CLEANUP_TASK_NAME,
@@ -28,8 +29,8 @@ from dataforge_scheduler.celery.maintenance import (
 )
 from dataforge_scheduler.core.clock import utcnow
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
-from dataforge_scheduler.core.ports import LockOwner, schedule_scope, task_name_scope
-from dataforge_scheduler.redis.keys import Keys
+from dataforge_scheduler.core.ports import LockOwner
+from dataforge_scheduler.redis.keys import Keys, schedule_scope, task_name_scope
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.settings import Settings
@@ -80,7 +81,7 @@ def _schedule(rt: Runtime, *, overlap: str = "skip", now: datetime) -> int:
 
 def _start(rt: Runtime, celery_id: str, *, at: datetime, schedule_id: int | None = None) -> int:
     with rt.session() as session:
-        row = store.start_execution(
+        row = start(
             session,
             celery_task_id=celery_id,
             task_name="dataforge.work",
@@ -133,7 +134,7 @@ def test_reaper_judges_runs_by_their_redis_locks(runtime: Runtime) -> None:
         assert (schedule.failure_count, schedule.last_status) == (1, ExecutionStatus.LOST)
     assert runtime.logbus.ended(dead) == "lost"
     log_key = Keys(runtime.settings.key_prefix).log(dead)
-    assert 0 < runtime.redis.ttl(log_key) <= runtime.settings.log_ttl_seconds
+    assert 0 < runtime.backend.client.ttl(log_key) <= runtime.settings.log_ttl_seconds
     assert reap_lost_executions(runtime, now=now, traits=_known).lost == []  # idempotent
 
 
@@ -155,7 +156,7 @@ def test_a_run_without_lock_is_judged_by_its_time_limit(runtime: Runtime) -> Non
     schedule_id = _schedule(runtime, overlap="allow", now=now - timedelta(days=1))
     young = _start(runtime, "young", at=now - timedelta(seconds=TIMEOUT), schedule_id=schedule_id)
     with runtime.session() as session:  # a second run of the same schedule, older
-        old = store.start_execution(
+        old = start(
             session,
             celery_task_id="old",
             task_name="dataforge.work",

@@ -18,8 +18,9 @@ from sqlalchemy.pool import StaticPool
 
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger, TaskType
 from dataforge_scheduler.errors import BackendUnavailable
-from dataforge_scheduler.sql.engine import create_engine, make_session_factory, ping
+from dataforge_scheduler.sql.engine import create_engine, make_session_factory
 from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution, create_all, metadata
+from dataforge_scheduler.sql.store import ping
 
 SLOT = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -145,7 +146,7 @@ def test_aware_datetimes_round_trip_as_utc(session: Session) -> None:
 def test_naive_datetimes_are_refused(session: Session) -> None:
     naive = datetime(2030, 6, 1, 9, 30)  # noqa: DTZ001 - the point of the test
     session.add(ScheduledTask(name="d", task_type=TaskType.DATE, task_name="t", run_at=naive))
-    with pytest.raises(StatementError, match="naive datetime"):
+    with pytest.raises(StatementError, match="datetime must be timezone-aware, got naive"):
         session.flush()
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
+from tests.runs import finish, start
 
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
 from dataforge_scheduler.errors import ExecutionNotFound, InvalidParams
@@ -75,16 +76,14 @@ def _start(session: Session, celery_id: str = "c1", **overrides: Any) -> TaskExe
         "now": NOW,
     }
     arguments.update(overrides)
-    return store.start_execution(session, **arguments)
+    return start(session, **arguments)
 
 
 def _finish(
     session: Session, celery_id: str = "c1", status: str = "success", **extra: Any
 ) -> TaskExecution | None:
     extra.setdefault("now", NOW + timedelta(milliseconds=1500))
-    return store.finish_execution(
-        session, celery_task_id=celery_id, status=ExecutionStatus(status), **extra
-    )
+    return finish(session, celery_task_id=celery_id, status=ExecutionStatus(status), **extra)
 
 
 # ---------------------------------------------------------------- start

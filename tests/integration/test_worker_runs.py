@@ -25,7 +25,7 @@ from tests.integration.procs import CeleryProcess, service_env, wait_until
 from dataforge_scheduler.celery.headers import EXECUTION_ID, TRIGGER
 from dataforge_scheduler.core.clock import utcnow
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
-from dataforge_scheduler.core.ports import schedule_scope, task_name_scope
+from dataforge_scheduler.redis.keys import schedule_scope, task_name_scope
 from dataforge_scheduler.runtime import Runtime, runtime_for
 from dataforge_scheduler.sql import store
 from dataforge_scheduler.sql.engine import make_session_factory

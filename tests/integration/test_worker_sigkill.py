@@ -29,7 +29,7 @@ from tests.integration.procs import CeleryProcess, service_env, wait_until
 from dataforge_scheduler.celery.maintenance import TaskTraits, reap_lost_executions
 from dataforge_scheduler.core.clock import utcnow
 from dataforge_scheduler.core.enums import ExecutionStatus, OverlapPolicy
-from dataforge_scheduler.core.ports import schedule_scope
+from dataforge_scheduler.redis.keys import schedule_scope
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.settings import Settings

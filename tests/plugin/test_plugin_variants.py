@@ -41,7 +41,7 @@ from dataforge_scheduler import ExecutionStatus, runtime_for
 def test_the_default_app_is_fresh_and_set_up(dataforge_celery_app, dataforge_runtime):
     assert dataforge_celery_app.main == "dataforge-test"
     assert runtime_for(dataforge_celery_app) is dataforge_runtime
-    assert dataforge_runtime.uses_memory_backend
+    assert dataforge_runtime.backend.name == "memory"
 
 
 def test_a_shared_task_runs_on_it(dataforge_run_task, dataforge_schedule_factory):
@@ -59,7 +59,7 @@ import json
 def test_record_what_the_session_used(dataforge_runtime, request):
     settings = dataforge_runtime.settings
     assert settings.database_url.startswith("postgresql")
-    assert not dataforge_runtime.uses_memory_backend
+    assert dataforge_runtime.backend.name == "redis"
     with dataforge_runtime.session() as session:
         from sqlalchemy import text
         database = session.execute(text("SELECT current_database()")).scalar_one()

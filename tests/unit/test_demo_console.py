@@ -11,16 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.runs import finish, start
 
 from dataforge_scheduler.core.clock import ManualClock
-from dataforge_scheduler.core.enums import ExecutionStatus
-from dataforge_scheduler.core.headers import EXECUTION_ID, SLOT, TRIGGER
+from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
+from dataforge_scheduler.core.slots import ClaimedSlot
 from dataforge_scheduler.demo.console import Console, NarratingDispatcher, RunNarrator
+from dataforge_scheduler.errors import BackendUnavailable
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.settings import Settings
-from dataforge_scheduler.sql import store
 from dataforge_scheduler.sql.models import create_all
+from dataforge_scheduler.testing import RecordingDispatcher
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LINE = re.compile(r"^\d\d:\d\d:\d\d  (?P<kind>\S+)\s+(?P<subject>.+?)\s{2,}(?P<text>.*)$")
@@ -52,7 +54,7 @@ def runtime(tmp_path: Path) -> Iterator[Runtime]:
 def start_row(runtime: Runtime, task_name: str = "demo.heartbeat") -> tuple[int, str]:
     celery_id = str(uuid.uuid4())
     with runtime.session() as session:
-        row = store.start_execution(
+        row = start(
             session,
             celery_task_id=celery_id,
             task_name=task_name,
@@ -70,9 +72,7 @@ def start_row(runtime: Runtime, task_name: str = "demo.heartbeat") -> tuple[int,
 
 def finish_row(runtime: Runtime, celery_id: str, status: ExecutionStatus, **fields: Any) -> None:
     with runtime.session() as session:
-        store.finish_execution(
-            session, celery_task_id=celery_id, status=status, now=START, **fields
-        )
+        finish(session, celery_task_id=celery_id, status=status, now=START, **fields)
 
 
 def test_console_lines_are_timestamped_and_aligned() -> None:
@@ -85,41 +85,41 @@ def test_console_lines_are_timestamped_and_aligned() -> None:
     assert lines[0].index("hello") == lines[1].index("run #5")  # columns line up
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def send(self, task_name: str, **kwargs: Any) -> None:
-        self.sent.append({"task_name": task_name, **kwargs})
+def _slot(execution_id: int, task_name: str, *, slot: datetime | None, trigger: str) -> ClaimedSlot:
+    return ClaimedSlot(
+        execution_id=execution_id,
+        celery_task_id=f"t-{execution_id}",
+        scheduled_task_id=1,
+        schedule_name="s",
+        task_name=task_name,
+        scheduled_for=slot,
+        kwargs={"scheduled_task_id": 1},
+        trigger=ExecutionTrigger(trigger),
+    )
 
 
 def test_dispatches_are_passed_on_then_shown() -> None:
-    out, inner = io.StringIO(), Recorder()
+    out, inner = io.StringIO(), RecordingDispatcher()
     dispatcher = NarratingDispatcher(inner, Console(out))
     slot = datetime(2026, 3, 1, 12, 0, 5, tzinfo=UTC)
-    dispatcher.send(
-        "demo.heartbeat",
-        kwargs={"scheduled_task_id": 1},
-        task_id="t-1",
-        headers={TRIGGER: "schedule", SLOT: slot.isoformat(), EXECUTION_ID: 7},
-    )
-    dispatcher.send("demo.report", kwargs={}, task_id="t-2", headers={TRIGGER: "manual"})
-    assert [sent["task_id"] for sent in inner.sent] == ["t-1", "t-2"]
+    dispatcher.dispatch(_slot(7, "demo.heartbeat", slot=slot, trigger="schedule"))
+    dispatcher.dispatch(_slot(8, "demo.report", slot=None, trigger="manual"))
+    assert [sent.task_id for sent in inner.sent] == ["t-7", "t-8"]
     local = slot.astimezone().strftime("%H:%M:%S")
     assert parsed(out) == [
         ("dispatch", "demo.heartbeat", f"run #7 (schedule, the {local} slot)"),
-        ("dispatch", "demo.report", "task id t-2 (manual)"),
+        ("dispatch", "demo.report", "run #8 (manual)"),
     ]
 
 
 def test_a_refused_send_is_not_shown() -> None:
-    class Refusing:
-        def send(self, task_name: str, **kwargs: Any) -> None:
-            raise ConnectionError("broker down")
-
+    inner = RecordingDispatcher()
+    inner.down = True
     out = io.StringIO()
-    with pytest.raises(ConnectionError):
-        NarratingDispatcher(Refusing(), Console(out)).send("x", kwargs={}, task_id="t")
+    with pytest.raises(BackendUnavailable):
+        NarratingDispatcher(inner, Console(out)).dispatch(
+            _slot(1, "x", slot=None, trigger="manual")
+        )
     assert out.getvalue() == ""
 
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session
+from tests.runs import finish, manual, start
 
 from dataforge_scheduler.core.enums import ExecutionStatus
 from dataforge_scheduler.sql import store
 from dataforge_scheduler.sql.engine import make_session_factory
-from dataforge_scheduler.sql.manual_runs import create_manual_execution, mark_manual_sent
 from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -39,7 +39,7 @@ def schedule(session: Session) -> ScheduledTask:
     return row
 
 
-def _begin(session: Session, retries: int, **overrides: Any) -> store.RunStart | None:
+def _begin(session: Session, retries: int, **overrides: Any) -> TaskExecution | None:
     arguments: dict[str, Any] = {
         "celery_task_id": "c1",
         "task_name": "app.sync",
@@ -52,12 +52,12 @@ def _begin(session: Session, retries: int, **overrides: Any) -> store.RunStart |
         "now": NOW,
     }
     arguments.update(overrides)
-    return store.begin_execution(session, **arguments)
+    return start(session, **arguments)
 
 
 def _finish(session: Session, status: ExecutionStatus, **extra: Any) -> TaskExecution | None:
     extra.setdefault("now", NOW + timedelta(seconds=2))
-    return store.finish_execution(session, celery_task_id="c1", status=status, **extra)
+    return finish(session, celery_task_id="c1", status=status, **extra)
 
 
 def _row(session: Session) -> TaskExecution:
@@ -84,7 +84,7 @@ def test_a_repeat_of_an_earlier_attempt_never_restarts_a_retrying_row(session: S
     # the attempt the row waits for starts it
     started = _begin(session, 1, worker_hostname="w3")
     assert started is not None
-    assert (started.execution.status, started.execution.retries) == (ExecutionStatus.RUNNING, 1)
+    assert (started.status, started.retries) == (ExecutionStatus.RUNNING, 1)
 
 
 def test_a_later_attempt_may_overtake_the_running_earlier_one(session: Session) -> None:
@@ -101,7 +101,7 @@ def test_a_redelivery_after_a_lost_worker_restarts_the_running_attempt(
     assert _begin(session, 0, worker_hostname="w2") is None  # a plain duplicate
     again = _begin(session, 0, worker_hostname="w2", redelivered=True)
     assert again is not None
-    assert (again.execution.status, again.execution.worker_hostname) == (
+    assert (again.status, again.worker_hostname) == (
         ExecutionStatus.RUNNING,
         "w2",
     )
@@ -178,7 +178,7 @@ def test_a_finish_without_a_log_keeps_the_stored_log(session: Session) -> None:
 def test_a_run_that_never_started_is_not_counted_as_a_run(
     session: Session, schedule: ScheduledTask
 ) -> None:
-    pending = create_manual_execution(
+    pending = manual(
         session,
         scheduled_task_id=schedule.id,
         task_name="app.sync",
@@ -200,7 +200,7 @@ def test_a_run_that_never_started_is_not_counted_as_a_run(
 
 
 def test_a_manual_run_records_when_it_was_sent(session: Session) -> None:
-    execution = create_manual_execution(
+    execution = manual(
         session,
         scheduled_task_id=None,
         task_name="app.sync",
@@ -208,6 +208,6 @@ def test_a_manual_run_records_when_it_was_sent(session: Session) -> None:
         kwargs={},
         now=NOW,
     )
-    mark_manual_sent(session, execution.id, now=NOW + timedelta(seconds=1))
-    mark_manual_sent(session, execution.id, now=NOW + timedelta(seconds=9))  # first send wins
+    store.mark_sent(session, [execution.id], now=NOW + timedelta(seconds=1))
+    store.mark_sent(session, [execution.id], now=NOW + timedelta(seconds=9))  # first send wins
     assert _row(session).sent_at == NOW + timedelta(seconds=1)

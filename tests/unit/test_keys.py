@@ -7,14 +7,15 @@ import pickle
 import pytest
 import redis.exceptions
 
-from dataforge_scheduler.core.ports import (
+from dataforge_scheduler.core.ports import ttl_milliseconds
+from dataforge_scheduler.errors import BackendUnavailable, ConfigurationError
+from dataforge_scheduler.redis.connection import backend_errors
+from dataforge_scheduler.redis.keys import (
+    Keys,
     schedule_id_of_scope,
     schedule_scope,
     task_name_scope,
-    ttl_milliseconds,
 )
-from dataforge_scheduler.errors import BackendUnavailable, ConfigurationError
-from dataforge_scheduler.redis.keys import Keys, backend_errors
 
 
 def test_key_layout_matches_the_operator_table() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from celery import Celery
+from tests.runs import finish, manual, start
 
 from dataforge_scheduler.celery.maintenance import (
     CLEANUP_TASK_NAME,
@@ -22,15 +23,15 @@ from dataforge_scheduler.celery.maintenance import (
 )
 from dataforge_scheduler.core.clock import ManualClock
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger, OverlapPolicy
-from dataforge_scheduler.core.ports import LockOwner, schedule_scope, task_name_scope
+from dataforge_scheduler.core.ports import LockOwner
 from dataforge_scheduler.errors import ConfigurationError
+from dataforge_scheduler.redis.keys import schedule_scope, task_name_scope
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.settings import Settings
-from dataforge_scheduler.sql import maintenance as sql
 from dataforge_scheduler.sql import store
-from dataforge_scheduler.sql.manual_runs import create_manual_execution, mark_manual_sent
 from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution, create_all
+from dataforge_scheduler.sql.store import maintenance as sql
 from dataforge_scheduler.wiring import setup
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -88,7 +89,7 @@ def _start(
     rt: Runtime, celery_id: str, *, schedule_id: int | None = None, task: str = "dataforge.work"
 ) -> int:
     with rt.session() as session:
-        row = store.start_execution(
+        row = start(
             session,
             celery_task_id=celery_id,
             task_name=task,
@@ -274,7 +275,7 @@ def _pending(
     rt: Runtime, celery_id: str, *, schedule_id: int | None = None, sent_after: float | None = None
 ) -> int:
     with rt.session() as session:
-        row = create_manual_execution(
+        row = manual(
             session,
             scheduled_task_id=schedule_id,
             task_name="dataforge.work",
@@ -283,7 +284,7 @@ def _pending(
             now=rt.clock.now(),
         )
         if sent_after is not None:
-            mark_manual_sent(session, row.id, now=rt.clock.now() + timedelta(seconds=sent_after))
+            store.mark_sent(session, [row.id], now=rt.clock.now() + timedelta(seconds=sent_after))
         return row.id
 
 
@@ -317,7 +318,7 @@ def test_a_retrying_run_whose_retry_never_came_is_lost(
     run_id = _start(runtime, "retry-lost")
     runtime.logbus.append(run_id, ["attempt 0"])
     with runtime.session() as session:
-        store.finish_execution(
+        finish(
             session,
             celery_task_id="retry-lost",
             status=ExecutionStatus.RETRYING,

@@ -20,27 +20,46 @@ def test_all_is_sorted_and_every_name_resolves() -> None:
     assert missing == []
 
 
-def test_design_names_that_exist_so_far_are_exported() -> None:
-    for name in [
-        "Settings",
-        "setup",
-        "Runtime",
-        "DataForgeError",
-        "TaskType",
-        "TaskStatus",
-        "ExecutionStatus",
-        "ScheduledTask",
-        "TaskExecution",
-        "metadata",
-        "register_task",
-        "registry",
-        "REGISTERED_TASKS",
-    ]:
-        assert name in dataforge_scheduler.__all__, name
+# every name DESIGN.md's table promises from the package root
+DESIGN_NAMES = {
+    "Settings",
+    "setup",
+    "Runtime",
+    "DataForgeError",
+    "TaskType",
+    "TaskStatus",
+    "ExecutionStatus",
+    "ScheduledTask",
+    "TaskExecution",
+    "metadata",
+    "DataForgeTask",
+    "DatabaseScheduler",
+    "register_task",
+    "registry",
+    "REGISTERED_TASKS",
+    "task_log",
+}
 
 
-def test_metadata_holds_the_two_tables() -> None:
-    assert {"scheduled_tasks", "task_executions"} <= set(dataforge_scheduler.metadata.tables)
+def test_every_design_name_is_exported() -> None:
+    assert set(dataforge_scheduler.__all__) >= DESIGN_NAMES
+
+
+def test_the_exports_are_the_real_objects() -> None:
+    from dataforge_scheduler.celery.beat import DatabaseScheduler
+    from dataforge_scheduler.celery.task import DataForgeTask
+    from dataforge_scheduler.celery.tasklog import task_log
+    from dataforge_scheduler.sql.models import metadata
+
+    assert dataforge_scheduler.DataForgeTask is DataForgeTask
+    assert dataforge_scheduler.DatabaseScheduler is DatabaseScheduler
+    assert dataforge_scheduler.task_log is task_log
+    assert dataforge_scheduler.metadata is metadata
+
+
+def test_metadata_holds_the_library_tables() -> None:
+    tables = {"scheduled_tasks", "task_executions", "audit_log"}
+    assert set(dataforge_scheduler.metadata.tables) == tables
 
 
 def test_py_typed_is_shipped() -> None:

@@ -16,16 +16,14 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from celery.signals import before_task_publish
-from kombu.exceptions import OperationalError
 from kombu.utils.imports import symbol_by_name
 from tests.integration.procs import wait_until
-from tests.unit.test_scheduler_pass import RECORD, T0, Harness, seconds
+from tests.scheduler_harness import RECORD, T0, Harness, seconds
 
 from dataforge_scheduler.celery.beat import DatabaseScheduler
 from dataforge_scheduler.celery.dispatch import CeleryDispatcher
 from dataforge_scheduler.celery.wakeup import NoticeWaiter
-from dataforge_scheduler.errors import BackendUnavailable, ConfigurationError
+from dataforge_scheduler.errors import ConfigurationError
 from dataforge_scheduler.memory.notices import MemoryChangeNotices
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.runtime import Runtime
@@ -214,44 +212,3 @@ def test_static_beat_schedule_entries_are_reported_not_silently_dropped(
     with caplog.at_level(logging.WARNING, logger="dataforge_scheduler"):
         h.new_scheduler()
     assert any("beat_schedule has 1 entries" in r.getMessage() for r in caplog.records)
-
-
-# ---------------------------------------------------------------- CeleryDispatcher
-
-
-def test_the_dispatcher_publishes_by_name_with_the_given_id_options_and_headers() -> None:
-    app = Celery("dispatch", broker="memory://", set_as_current=False)
-    seen: list[dict[str, Any]] = []
-
-    def capture(sender: Any = None, headers: Any = None, routing_key: Any = None, **_: Any) -> None:
-        seen.append({"task": sender, "headers": headers, "routing_key": routing_key})
-
-    before_task_publish.connect(capture, weak=False)
-    try:
-        CeleryDispatcher(app).send(
-            "not.registered.here",
-            kwargs={"scheduled_task_id": 3},
-            task_id="slot-task-id",
-            options={"queue": "reports", "priority": 4},
-            headers={"df_trigger": "schedule", "df_execution_id": 11},
-        )
-    finally:
-        before_task_publish.disconnect(capture)
-    [message] = seen
-    assert message["task"] == "not.registered.here"
-    assert message["routing_key"] == "reports"
-    assert message["headers"]["id"] == "slot-task-id"
-    assert message["headers"]["df_trigger"] == "schedule"
-    assert message["headers"]["df_execution_id"] == 11
-    assert message["headers"]["kwargsrepr"] == "{'scheduled_task_id': 3}"
-
-
-class _RefusingCelery(Celery):
-    def send_task(self, *args: Any, **kwargs: Any) -> Any:
-        raise OperationalError("Error 111 connecting to broker. Connection refused.")
-
-
-def test_a_refused_publish_becomes_backend_unavailable_naming_the_task() -> None:
-    dispatcher = CeleryDispatcher(_RefusingCelery("refusing", set_as_current=False))
-    with pytest.raises(BackendUnavailable, match=r"could not send task 't\.x' \(id abc\)"):
-        dispatcher.send("t.x", kwargs={}, task_id="abc")

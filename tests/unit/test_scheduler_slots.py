@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataforge_scheduler.celery.slots import SlotPlan, latest_slots, plan_first_run, plan_slots
 from dataforge_scheduler.core.enums import MisfirePolicy, TaskStatus, TaskType
+from dataforge_scheduler.core.timing import SlotPlan, first_run_advance, latest_slots, plan_slots
 from dataforge_scheduler.core.triggers import (
     CronTrigger,
     DateTrigger,
@@ -191,7 +191,7 @@ def _row(**values: object) -> ScheduledTask:
 
 def test_a_fresh_row_first_fires_one_interval_after_it_was_created() -> None:
     row = _row()
-    advance = plan_first_run(row, IntervalTrigger(3600, T0), now=T0 + MINUTE, grace=GRACE)
+    advance = first_run_advance(row, IntervalTrigger(3600, T0), now=T0 + MINUTE, grace=GRACE)
     assert advance.next_run_at == T0 + timedelta(hours=1)
     assert advance.status is TaskStatus.ACTIVE
 
@@ -199,14 +199,14 @@ def test_a_fresh_row_first_fires_one_interval_after_it_was_created() -> None:
 def test_an_old_row_without_next_run_at_is_scheduled_from_now_not_from_the_past() -> None:
     row = _row(interval_seconds=60)
     now = T0 + timedelta(days=3, seconds=30)
-    advance = plan_first_run(row, IntervalTrigger(60, T0), now=now, grace=GRACE)
+    advance = first_run_advance(row, IntervalTrigger(60, T0), now=now, grace=GRACE)
     # the slot 30 s ago is within the grace period: it is the first run, nothing older
     assert advance.next_run_at == now - timedelta(seconds=30)
 
 
 def test_a_date_row_whose_run_at_is_long_past_completes_without_a_run() -> None:
     row = _row(task_type=TaskType.DATE, run_at=T0 + MINUTE, interval_seconds=None)
-    advance = plan_first_run(
+    advance = first_run_advance(
         row, DateTrigger(T0 + MINUTE), now=T0 + timedelta(hours=1), grace=GRACE
     )
     assert advance.next_run_at is None
@@ -216,14 +216,14 @@ def test_a_date_row_whose_run_at_is_long_past_completes_without_a_run() -> None:
 def test_a_date_row_inserted_to_run_now_fires_once() -> None:
     # raw SQL: INSERT ... (task_type, run_at) VALUES ('date', now()): run_at == created_at
     row = _row(task_type=TaskType.DATE, run_at=T0, interval_seconds=None)
-    advance = plan_first_run(row, DateTrigger(T0), now=T0 + timedelta(seconds=1), grace=GRACE)
+    advance = first_run_advance(row, DateTrigger(T0), now=T0 + timedelta(seconds=1), grace=GRACE)
     assert advance.next_run_at == T0
     assert advance.status is TaskStatus.ACTIVE
 
 
 def test_a_date_row_created_after_its_run_at_within_the_grace_fires() -> None:
     row = _row(task_type=TaskType.DATE, run_at=T0 - timedelta(seconds=5), interval_seconds=None)
-    advance = plan_first_run(
+    advance = first_run_advance(
         row, DateTrigger(T0 - timedelta(seconds=5)), now=T0 + timedelta(seconds=1), grace=GRACE
     )
     assert advance.next_run_at == T0 - timedelta(seconds=5)

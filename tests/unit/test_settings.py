@@ -12,6 +12,7 @@ from celery.app.defaults import DEFAULTS as CELERY_DEFAULTS
 from pydantic import ValidationError
 
 from dataforge_scheduler.errors import ConfigurationError, DataForgeError
+from dataforge_scheduler.redis.keys import Keys
 from dataforge_scheduler.settings import Settings, mask_url, settings_table_markdown
 
 SEED_DEFAULTS: dict[str, Any] = {
@@ -192,11 +193,30 @@ def test_flush_interval_must_be_finite(value: float) -> None:
     assert "log_flush_interval" in _error_text(log_flush_interval=value)
 
 
-@pytest.mark.parametrize(("value", "why"), [("", "is empty"), ("a b", "' '"), ("df*", "'*'")])
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [("", "non-empty"), ("a b", "contains ' '"), ("df*", "contains '*'"), ("df\\x", "'\\\\'")],
+)
 def test_key_prefix_rules(value: str, why: str) -> None:
     text = _error_text(key_prefix=value)
-    assert f"key_prefix ({value!r})" in text
+    assert "key_prefix" in text
     assert why in text
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "a b", "a\tb", "df*", "df?", "[x]", "df\\x", "ok", "myapp:{df}", "ünï", "a-b.c"],
+)
+def test_settings_accept_exactly_the_prefixes_keys_accept(value: str) -> None:
+    def accepted(make: Any) -> bool:
+        try:
+            make(value)
+        except (ValueError, ConfigurationError):
+            return False
+        return True
+
+    assert accepted(lambda v: Settings(key_prefix=v)) == accepted(Keys)
+    assert accepted(Keys) == (value in {"ok", "myapp:{df}", "ünï", "a-b.c"})
 
 
 def test_key_prefix_may_hold_colons_and_braces() -> None:

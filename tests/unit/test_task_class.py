@@ -2,7 +2,7 @@
 
 A real Celery worker runs in a thread of the test process (``start_worker``, threads
 pool, ``memory://`` broker), on SQLite and the in-memory lock manager and log bus; not
-eager mode, whose signal and retry semantics differ (celery-5.7-facts §6.4). The
+eager mode, whose signal and retry semantics differ (docs/internals.md §14). The
 main-process paths (worker lost, revoked) are driven by sending the signals from a
 thread with no run, as the prefork parent does.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from celery import Celery, signals, states
 from celery.app.task import Context
 from celery.contrib.testing.worker import start_worker
 from celery.exceptions import Ignore, InvalidTaskError, Retry
+from tests.runs import finish, start
 
 from dataforge_scheduler.celery.outcomes import TERMINATED, outcome_of
 from dataforge_scheduler.celery.signals import connect_signals
@@ -38,15 +40,17 @@ from dataforge_scheduler.core.context import (
     reset_run,
 )
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
-from dataforge_scheduler.core.ports import LockOwner, schedule_scope, task_name_scope
+from dataforge_scheduler.core.ports import Acquired, LockOwner
 from dataforge_scheduler.errors import (
     BackendUnavailable,
     ConfigurationError,
     LockLost,
     LockNotAcquired,
 )
+from dataforge_scheduler.memory.backend import MemoryBackend
 from dataforge_scheduler.memory.locks import MemoryLockManager
 from dataforge_scheduler.memory.logbus import MemoryLogBus
+from dataforge_scheduler.redis.keys import Keys, schedule_scope, task_name_scope
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.settings import Settings
@@ -76,6 +80,11 @@ class Harness:
     runtime: Runtime
     bodies: list[tuple[str, Any]] = field(default_factory=list)
     gates: dict[str, threading.Event] = field(default_factory=dict)
+    ended: threading.Condition = field(default_factory=threading.Condition)
+
+    def on_postrun(self, **_: Any) -> None:
+        with self.ended:
+            self.ended.notify_all()
 
     def gate(self, name: str) -> threading.Event:
         return self.gates.setdefault(name, threading.Event())
@@ -90,13 +99,23 @@ class Harness:
         with self.runtime.session_factory() as session:
             return store.get_execution_by_celery_id(session, celery_task_id)
 
+    @property
+    def memory_backend(self) -> MemoryBackend:
+        backend = self.runtime.backend
+        assert isinstance(backend, MemoryBackend)
+        return backend
+
     def finished(self, celery_task_id: str) -> TaskExecution:
-        deadline = datetime.now(UTC) + timedelta(seconds=WAIT)
-        while datetime.now(UTC) < deadline:
+        """The run's row once it is finished: re-read after every task end (the
+        ``task_postrun`` signal) or every 50 ms (ends recorded outside a run), up to
+        ``WAIT`` seconds."""
+        deadline = time.monotonic() + WAIT
+        while (remaining := deadline - time.monotonic()) > 0:
             row = self.row(celery_task_id)
             if row is not None and row.status.finished:
                 return row
-            threading.Event().wait(0.01)
+            with self.ended:
+                self.ended.wait(min(remaining, 0.05))
         raise AssertionError(f"run {celery_task_id} did not finish in {WAIT} s")
 
     def rows(self) -> list[TaskExecution]:
@@ -209,18 +228,22 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     app.conf.broker_transport_options = {"polling_interval": 0.01}  # memory:// polls
     create_all(runtime.engine)
     h = Harness(app, runtime)
+    # connected after setup()'s handlers, so it runs once the run's row is written
+    signals.task_postrun.connect(h.on_postrun, weak=False, dispatch_uid="unit-runs-ended")
     _define_tasks(app, h)
     _define_more_tasks(app, h)
     with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
         yield h
+    signals.task_postrun.disconnect(dispatch_uid="unit-runs-ended")
     runtime.close()
 
 
 @pytest.fixture
 def h(harness: Harness) -> Iterator[Harness]:
     # fresh in-memory backends per test (schedule ids restart at 1 on SQLite)
-    harness.runtime._locks = MemoryLockManager()
-    harness.runtime._logbus = CountingLogBus()
+    backend = MemoryBackend(clock=harness.runtime.clock, lock_key=Keys("dataforge").lock)
+    backend.logbus = CountingLogBus()
+    harness.runtime._backend = backend
     harness.bodies.clear()
     harness.gates.clear()
     yield harness
@@ -453,13 +476,12 @@ def test_a_bookkeeping_failure_never_fails_the_task(
         with caplog.at_level(logging.ERROR, logger="dataforge_scheduler.celery.signals"):
             result = h.app.tasks["u.ok"].delay(lines=1)
             assert result.get(timeout=WAIT, interval=0.01) == {"ok": True}
-            ended = threading.Event()
-            h.gates["ended"] = ended
-            deadline = datetime.now(UTC) + timedelta(seconds=WAIT)
-            while datetime.now(UTC) < deadline and not any(
-                "could not record the outcome" in r.getMessage() for r in caplog.records
-            ):
-                ended.wait(0.01)
+            _wait_for(
+                lambda: any(
+                    "could not record the outcome" in r.getMessage() for r in caplog.records
+                ),
+                "the outcome's failure to be logged",
+            )
     finally:
         h.runtime._session_factory = working
         tableless.dispose()
@@ -474,7 +496,7 @@ def test_the_start_statement_orders_overlapping_attempts(h: Harness) -> None:
 
     def begin(retries: int, scheduled_task_id: int | None = schedule.id) -> Any:
         with h.runtime.session() as session:
-            return store.begin_execution(
+            return store.start_run(
                 session,
                 celery_task_id="overlap",
                 task_name="u.ok",
@@ -491,10 +513,10 @@ def test_the_start_statement_orders_overlapping_attempts(h: Harness) -> None:
     assert first.overlap_policy == "allow"
     assert begin(0) is None  # a redelivery of the running attempt
     second = begin(1)  # the retry started before attempt 0 recorded `retrying`
-    assert second.execution.id == first.execution.id
-    assert second.execution.retries == 1
+    assert second.execution_id == first.execution_id
+    assert h.row("overlap").retries == 1
     with h.runtime.session() as session:
-        late = store.finish_execution(
+        late = finish(
             session,
             celery_task_id="overlap",
             status=ExecutionStatus.RETRYING,
@@ -508,7 +530,7 @@ def test_the_start_statement_orders_overlapping_attempts(h: Harness) -> None:
     assert (row.status, row.retries) == (ExecutionStatus.RUNNING, 1)
 
     with h.runtime.session() as session:
-        dangling = store.begin_execution(
+        dangling = store.start_run(
             session,
             celery_task_id="dangling",
             task_name="u.ok",
@@ -521,7 +543,8 @@ def test_the_start_statement_orders_overlapping_attempts(h: Harness) -> None:
             now=now,
         )
     assert dangling is not None
-    assert dangling.execution.scheduled_task_id is None
+    assert dangling.scheduled_task_id is None
+    assert h.row("dangling").scheduled_task_id is None
     assert dangling.overlap_policy is None
 
 
@@ -532,7 +555,7 @@ def _running(
     h: Harness, celery_task_id: str, schedule: ScheduledTask, *, task_name: str = "u.ok"
 ) -> TaskExecution:
     with h.runtime.session() as session:
-        started = store.start_execution(
+        started = start(
             session,
             celery_task_id=celery_task_id,
             task_name=task_name,
@@ -577,11 +600,12 @@ def test_a_lost_child_is_recorded_lost_with_its_logs_and_its_lock_freed(h: Harne
 
 
 def _wait_for(condition: Any, what: str) -> None:
-    deadline = datetime.now(UTC) + timedelta(seconds=WAIT)
+    """Wait until ``condition()`` holds, re-checking every 10 ms, for ``WAIT`` seconds."""
+    deadline = time.monotonic() + WAIT
     while not condition():
-        if datetime.now(UTC) > deadline:
+        if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not happen in {WAIT} s")
-        threading.Event().wait(0.01)
+        time.sleep(0.01)
 
 
 def test_a_task_the_worker_does_not_know_fails_its_row_without_counting(h: Harness) -> None:
@@ -634,7 +658,7 @@ class _ReplyLostLocks(MemoryLockManager):
 
 
 def test_a_lock_taken_when_its_reply_was_lost_is_released(h: Harness) -> None:
-    h.runtime._locks = _ReplyLostLocks()
+    h.memory_backend.locks = _ReplyLostLocks()
     schedule = h.schedule()
     scope = schedule_scope(schedule.id)
 
@@ -817,19 +841,17 @@ class _Runtime:
 def test_the_watchdog_renews_the_lock_and_notices_when_it_is_lost(harness: Harness) -> None:
     locks = _TrackingLocks()
     taken = locks.acquire("task:1", LockOwner("t1"), ttl=60)
-    assert not isinstance(taken, type(None))
+    assert isinstance(taken, Acquired)
     run = _run(runtime=_Runtime(locks))
-    run.state.lock = LockHold(scope="task:1", token=taken.token, ttl=0.15)  # type: ignore[union-attr]
+    run.state.lock = LockHold(scope="task:1", token=taken.token, ttl=0.15)
     watchdog = LockWatchdog(run).start()
     try:
         assert locks.extended.wait(WAIT)
         locks.force_release("task:1")
         locks.extended.clear()
         assert locks.extended.wait(WAIT)
-        deadline = datetime.now(UTC) + timedelta(seconds=WAIT)
-        while not run.state.lock.lost and datetime.now(UTC) < deadline:
-            threading.Event().wait(0.01)
-        assert run.state.lock.lost
+        hold = run.state.lock
+        _wait_for(lambda: hold.lost, "the watchdog to notice the lost lock")
     finally:
         watchdog.stop()
     task = harness.app.tasks["u.ok"]

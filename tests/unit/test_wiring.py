@@ -100,9 +100,9 @@ def test_memory_url_selects_in_process_roles() -> None:
     assert isinstance(runtime.locks, MemoryLockManager)
     assert isinstance(runtime.logbus, MemoryLogBus)
     assert isinstance(runtime.notices, MemoryChangeNotices)
-    assert runtime.check()["redis"].startswith("ok")
-    with pytest.raises(ConfigurationError, match="memory://"):
-        _ = runtime.redis
+    assert runtime.check()["redis"] == "ok (in-process)"
+    assert runtime.backend.name == "memory"
+    assert runtime.locks.get("task:1") is None
 
 
 def test_sqlite_session_commits_and_rolls_back() -> None:

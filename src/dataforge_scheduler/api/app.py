@@ -16,8 +16,6 @@ import uuid
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.exc import OperationalError
-
 from dataforge_scheduler.api.auth import Authenticator, AuthHook, Principal, redact_query_string
 from dataforge_scheduler.api.context import ApiState, Context
 from dataforge_scheduler.api.errors import HTTPError, to_http_error
@@ -191,12 +189,12 @@ class ApiApp:
         except HTTPError as exc:
             return _error(exc)
         except DataForgeError as exc:
-            return _error(to_http_error(exc))
-        except OperationalError as exc:
-            logger.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
-            return _error(
-                HTTPError(503, "the database is unavailable", headers=[("retry-after", "5")])
-            )
+            error = to_http_error(exc)
+            if error.status >= 500:
+                logger.warning(
+                    "%s %s answered %d: %s", request.method, request.path, error.status, exc
+                )
+            return _error(error)
         except Exception:
             # never echo the exception: it may hold SQL or data; the log has it all
             logger.exception("unhandled error on %s %s", request.method, request.path)

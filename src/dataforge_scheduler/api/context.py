@@ -11,43 +11,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from dataforge_scheduler.api.errors import HTTPError, error_item, from_validation_error
-from dataforge_scheduler.core.ports import LogEnd, LogLine
 from dataforge_scheduler.errors import DataForgeError
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
     from dataforge_scheduler.api.auth import Principal
     from dataforge_scheduler.api.http import Request
+    from dataforge_scheduler.core.ports import AsyncLogFeed
     from dataforge_scheduler.runtime import Runtime
+    from dataforge_scheduler.sql.store import Session
 
-__all__ = ["ApiState", "AsyncLogFeed", "AsyncLogSubscription", "Context"]
+__all__ = ["ApiState", "Context"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
-
-
-class AsyncLogSubscription(Protocol):
-    """A live feed of one run's log, read without blocking the event loop."""
-
-    async def get(self, wait: float) -> LogLine | LogEnd | None: ...
-
-    async def close(self) -> None: ...
-
-
-class AsyncLogFeed(Protocol):
-    """Opens ``AsyncLogSubscription``s (Redis pub/sub, or the in-process bus)."""
-
-    async def subscribe(self, execution_id: int) -> AsyncLogSubscription: ...
 
 
 @dataclass
@@ -59,25 +44,11 @@ class ApiState:
     sse_max_streams: int
     heartbeat_seconds: float
     sse_streams: int = 0
-    _feed: AsyncLogFeed | None = field(default=None, repr=False)
 
     @property
     def log_feed(self) -> AsyncLogFeed:
-        """The async live-log feed for this runtime's backend (made on first use)."""
-        if self._feed is None:
-            if self.runtime.uses_memory_backend:
-                from dataforge_scheduler.memory.async_logs import PollingAsyncLogFeed
-
-                self._feed = PollingAsyncLogFeed(self.runtime.logbus)
-            else:
-                from dataforge_scheduler.redis.async_logs import RedisAsyncLogFeed
-                from dataforge_scheduler.redis.keys import Keys
-
-                settings = self.runtime.settings
-                self._feed = RedisAsyncLogFeed(
-                    settings.effective_redis_url, Keys(settings.key_prefix)
-                )
-        return self._feed
+        """The async live-log feed of the runtime's backend."""
+        return self.runtime.log_feed
 
 
 @dataclass

@@ -4,7 +4,8 @@ Every error the API answers has FastAPI's familiar shape: ``{"detail": "..."}`` 
 validation, ``{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}``. ``HTTPError``
 carries a status, that detail and extra headers; ``to_http_error`` maps the
 ``DataForgeError`` tree (invalid input 422, not found 404, conflict 409, backend down
-503) so handlers raise library errors and never build responses for them.
+503, a misconfigured server or a refused statement 500) so handlers raise library errors
+and never build responses for them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from pydantic import ValidationError
 
 from dataforge_scheduler.errors import (
     BackendUnavailable,
+    ConfigurationError,
     ConflictError,
+    DatabaseError,
     DataForgeError,
     InvalidParams,
     InvalidSchedule,
@@ -101,5 +104,13 @@ def to_http_error(exc: DataForgeError, *, location: str = "body") -> HTTPError:
     if isinstance(exc, ConflictError):
         return HTTPError(409, exc.message)
     if isinstance(exc, BackendUnavailable):
-        return HTTPError(503, exc.message, headers=[("retry-after", "5")])
+        # the database's own words (hosts, users) stay in the log
+        detail = (
+            "the database is unavailable"
+            if exc.details.get("backend") == "database"
+            else exc.message
+        )
+        return HTTPError(503, detail, headers=[("retry-after", "5")])
+    if isinstance(exc, ConfigurationError | DatabaseError):
+        return HTTPError(500, "Internal Server Error")
     return HTTPError(400, exc.message)

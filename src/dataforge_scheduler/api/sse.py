@@ -19,12 +19,12 @@ import logging
 import time
 from typing import Any
 
-from dataforge_scheduler.api.context import AsyncLogSubscription, Context
+from dataforge_scheduler.api.context import Context
 from dataforge_scheduler.api.errors import HTTPError, error_item, validation_failed
 from dataforge_scheduler.api.http import Send
 from dataforge_scheduler.api.schemas.runs import LogStreamQuery
 from dataforge_scheduler.core.enums import ExecutionStatus
-from dataforge_scheduler.core.ports import LogEnd, LogLine
+from dataforge_scheduler.core.ports import AsyncLogSubscription, LogEnd, LogLine
 from dataforge_scheduler.errors import DataForgeError
 from dataforge_scheduler.sql import store
 

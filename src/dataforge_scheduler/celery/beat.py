@@ -4,8 +4,8 @@ It keeps no copy of the table. Each pass asks the ``(status, next_run_at)`` inde
 is due, claims those slots in one transaction (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL; a ``pending`` execution row per slot, unique per schedule and slot),
 advances ``next_run_at`` with the trigger and the misfire policy, commits, and only
-then sends each claimed slot by its registered task name with the Celery task id
-stored on its row. A claimed slot that was never sent (a crash between commit and
+then sends each claimed slot through the runtime's ``Dispatcher`` with the Celery task
+id stored on its row. A claimed slot that was never sent (a crash between commit and
 send) is sent by a later pass of any scheduler. Two look-ups do not follow what is due
 (unsent slots; rows inserted by raw SQL without ``next_run_at``, whose index range also
 holds every ``manual`` row), so a scheduler runs them at most every
@@ -14,47 +14,39 @@ stored value, a failing hook) is disabled or retried later, alone: the rest of i
 batch still goes out. Between passes it waits inside ``tick()`` until the earliest
 ``next_run_at``, woken early by a schedule-change notice and never longer than
 ``celery_beat_sync_every``. Several schedulers may run at once against one PostgreSQL
-database; none leads. The SQL is in ``sql/claims.py``, the slot arithmetic and misfire
-policies in ``celery/slots.py``, the wait in ``celery/wakeup.py``; ``docs/scheduler.md``
-documents the hooks.
+database; none leads. The SQL is in ``sql.store.claims``, the slot arithmetic and
+misfire policies in ``core.timing``, the sending in ``celery.sending``, the wait in
+``celery.wakeup``; ``docs/scheduler.md`` documents the hooks.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from celery.beat import ScheduleEntry, Scheduler
-from sqlalchemy import ColumnElement
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from dataforge_scheduler.celery.dispatch import CeleryDispatcher
-from dataforge_scheduler.celery.headers import EXECUTION_ID, SLOT, TRIGGER
-from dataforge_scheduler.celery.slots import (
-    Message,
-    PassResult,
-    RowPlan,
-    claimed_slot,
-    plan_first_run,
-    plan_row,
-)
+from dataforge_scheduler.celery.sending import SlotSender
 from dataforge_scheduler.celery.wakeup import NoticeWaiter
-from dataforge_scheduler.core.clock import Clock, ensure_utc
-from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger, TaskStatus
+from dataforge_scheduler.core.clock import Clock
+from dataforge_scheduler.core.enums import TaskStatus
+from dataforge_scheduler.core.messages import RunMessage
+from dataforge_scheduler.core.ports import Dispatcher
+from dataforge_scheduler.core.slots import Advance, ClaimedSlot, PassResult, RowPlan
+from dataforge_scheduler.core.timing import aware_utc, first_run_advance, misfire_grace, plan_row
 from dataforge_scheduler.core.triggers import Trigger, trigger_for
-from dataforge_scheduler.errors import BackendUnavailable, DataForgeError
-from dataforge_scheduler.runtime import Dispatcher, Runtime, runtime_for
+from dataforge_scheduler.errors import ConfigurationError, DataForgeError
+from dataforge_scheduler.runtime import Runtime, runtime_for
 from dataforge_scheduler.settings import Settings
-from dataforge_scheduler.sql import claims
-from dataforge_scheduler.sql.claims import Advance, ClaimedSlot
+from dataforge_scheduler.sql import store
 from dataforge_scheduler.sql.models import ScheduledTask
+from dataforge_scheduler.sql.store import ClaimFilter
+from dataforge_scheduler.sql.store import claims as sql
 
-__all__ = ["ClaimedSlot", "DatabaseScheduler", "Message", "PassResult"]
+__all__ = ["ClaimedSlot", "DatabaseScheduler", "PassResult", "RunMessage"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +58,8 @@ class DatabaseScheduler(Scheduler):
     app's ``beat_scheduler`` that ``setup()`` sets). Programmatic use (benchmarks,
     fixtures): ``DatabaseScheduler(app, runtime=..., clock=..., dispatcher=...)`` then
     ``run_pass(now)``. Hooks for subclasses: ``claim_filter``, ``trigger_for_row``,
-    ``message_for``, ``after_send`` and ``is_registered``.
+    ``after_send`` and ``is_registered``. How a run is published (routing, headers) is
+    the dispatcher's ``message_for``, shared with "run now".
     """
 
     #: Schedules claimed per transaction; a full batch makes the next pass start at once.
@@ -83,6 +76,17 @@ class DatabaseScheduler(Scheduler):
     retry_failed_row_seconds = 60.0
     #: After a failed pass (database down), wait this long before the next one.
     retry_pass_seconds = 5.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "message_for" in cls.__dict__:
+            raise ConfigurationError(
+                f"{cls.__name__}.message_for: how runs are published is the dispatcher's "
+                "hook now, shared by the beat and by run now; subclass "
+                "dataforge_scheduler.celery.dispatch.CeleryDispatcher, override its "
+                "message_for and pass it to setup(..., dispatcher=...)",
+                field="message_for",
+            )
 
     def __init__(
         self,
@@ -152,12 +156,13 @@ class DatabaseScheduler(Scheduler):
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         """One pass, then a wait inside this call; returns 0 so Celery's loop calls it
-        again at once (fact 9). A closed scheduler passes no more and asks for a pause."""
+        again at once (docs/internals.md §10). A closed scheduler passes no
+        more and asks for a pause."""
         if self._waiter.closed:
             return 1.0
         try:
             result = self.run_pass()
-        except (SQLAlchemyError, DataForgeError, OSError) as exc:
+        except (DataForgeError, OSError) as exc:
             logger.error(
                 "beat pass failed (%s: %s); trying again in %.0f s",
                 type(exc).__name__,
@@ -193,17 +198,17 @@ class DatabaseScheduler(Scheduler):
     @property
     def info(self) -> str:
         """The banner lines: which database, how many active schedules (one COUNT)."""
-        url = make_url(self.settings.database_url).render_as_string(hide_password=True)
+        url = store.database_label(self.settings.database_url)
         try:
             with self.runtime.session() as session:
-                active = str(claims.count_active(session))
-        except (SQLAlchemyError, DataForgeError, OSError) as exc:
+                active = str(sql.count_active(session))
+        except (DataForgeError, OSError) as exc:
             active = f"unknown (database unreachable: {type(exc).__name__})"
         return f"    . database -> {url}\n    . active schedules -> {active}"
 
     # ------------------------------------------------------------ hooks
 
-    def claim_filter(self) -> ColumnElement[bool] | None:
+    def claim_filter(self) -> ClaimFilter:
         """An extra condition on the ``scheduled_tasks`` rows this scheduler claims, as a
         SQLAlchemy expression on ``ScheduledTask`` (e.g. ``ScheduledTask.queue ==
         "reports"``), so schedulers can be partitioned; None claims every row."""
@@ -213,23 +218,7 @@ class DatabaseScheduler(Scheduler):
         """The trigger of a row (custom schedule types); ``InvalidSchedule`` disables it."""
         return trigger_for(row, self.settings.celery_timezone)
 
-    def message_for(self, slot: ClaimedSlot) -> Message:
-        """How a claimed slot is published: routing options and headers."""
-        options: dict[str, Any] = {}
-        if slot.queue:
-            options["queue"] = slot.queue
-        if slot.priority is not None:
-            options["priority"] = slot.priority
-        if slot.expire_seconds:
-            options["expires"] = slot.scheduled_for + timedelta(seconds=slot.expire_seconds)
-        headers = {
-            TRIGGER: ExecutionTrigger.SCHEDULE.value,
-            SLOT: slot.scheduled_for.isoformat(),
-            EXECUTION_ID: slot.execution_id,
-        }
-        return Message(slot.task_name, dict(slot.kwargs), options, headers)
-
-    def after_send(self, slot: ClaimedSlot, message: Message) -> None:
+    def after_send(self, slot: ClaimedSlot, message: RunMessage) -> None:
         """Called after each slot reached the broker; exceptions are logged, not raised."""
 
     def is_registered(self, task_name: str) -> bool:
@@ -241,14 +230,15 @@ class DatabaseScheduler(Scheduler):
     def run_pass(self, now: datetime | None = None) -> PassResult:
         """Claim every slot due at ``now`` (default: the clock), send them, re-send
         claimed slots a dead scheduler left unsent, and report what was sent."""
-        now = ensure_utc(now) if now is not None else self.clock.now()
+        now = aware_utc(now, field="now") if now is not None else self.clock.now()
         sweep = self._next_sweep is None or now >= self._next_sweep
         claimed, rows, earliest = self._claim(now, fresh=sweep)
-        sent, unsent = self._send_and_record(claimed)
+        sender = SlotSender(self)
+        sent, unsent = sender.send_and_record(claimed)
         resent: list[ClaimedSlot] = []
         still_unsent: list[ClaimedSlot] = []
         if sweep:
-            resent, still_unsent = self._sweep(now)
+            resent, still_unsent = sender.sweep(now)
             self._next_sweep = now + timedelta(seconds=self.resend_after_seconds)
         return PassResult(
             sent=(*sent, *resent),
@@ -264,20 +254,15 @@ class DatabaseScheduler(Scheduler):
         extra = self.claim_filter()
         with self.runtime.session() as session:
             if fresh:
-                rows = claims.select_uninitialised(session, limit=self.batch_size, extra=extra)
-                claims.advance_schedules(session, [self._first_run(row, now) for row in rows])
-            rows = claims.select_due(session, now=now, limit=self.batch_size, extra=extra)
+                rows = sql.select_uninitialised(session, limit=self.batch_size, extra=extra)
+                sql.advance_schedules(session, [self._first_run(row, now) for row in rows])
+            rows = sql.select_due(session, now=now, limit=self.batch_size, extra=extra)
             plans = [self._plan_guarded(row, now) for row in rows]
             slots = [slot for plan in plans for slot in plan.slots]
-            inserted = claims.insert_slots(session, slots, now=now)
-            claims.advance_schedules(session, [plan.advance(inserted) for plan in plans])
-            earliest = claims.earliest_next_run(session, extra=extra)
-        claimed = [
-            claimed_slot(plan.row, slot, inserted[slot.celery_task_id])
-            for plan in plans
-            for slot in plan.slots
-            if slot.status is ExecutionStatus.PENDING and slot.celery_task_id in inserted
-        ]
+            inserted = sql.insert_slots(session, slots, now=now)
+            sql.advance_schedules(session, [plan.advance(inserted) for plan in plans])
+            earliest = sql.earliest_next_run(session, extra=extra)
+            claimed = sql.claimed_slots(plans, inserted)
         if rows:
             logger.debug("claimed %d slot(s) of %d due schedule(s)", len(claimed), len(rows))
         return claimed, len(rows), earliest
@@ -287,17 +272,16 @@ class DatabaseScheduler(Scheduler):
         if isinstance(trigger, Advance):
             return trigger
         try:
-            advance = plan_first_run(row, trigger, now=now, grace=self._grace(row))
+            advance = first_run_advance(row, trigger, now=now, grace=self._grace(row))
         except Exception as exc:
             return self._row_failed(row, now=now, exc=exc, what="planning its first run")
-        if advance.next_run_at is None:
-            return advance
-        logger.info(
-            "schedule %s (id %s) had no next_run_at: first run at %s",
-            row.name,
-            row.id,
-            advance.next_run_at,
-        )
+        if advance.next_run_at is not None:
+            logger.info(
+                "schedule %s (id %s) had no next_run_at: first run at %s",
+                row.name,
+                row.id,
+                advance.next_run_at,
+            )
         return advance
 
     def _plan_guarded(self, row: ScheduledTask, now: datetime) -> RowPlan:
@@ -364,8 +348,7 @@ class DatabaseScheduler(Scheduler):
         return Advance(row.id, now + timedelta(seconds=retry), TaskStatus.ACTIVE)
 
     def _grace(self, row: ScheduledTask) -> timedelta:
-        grace = row.misfire_grace_seconds
-        return timedelta(seconds=self.settings.misfire_grace_seconds if grace is None else grace)
+        return misfire_grace(row.misfire_grace_seconds, self.settings.misfire_grace_seconds)
 
     def _unregistered_error(self, row: ScheduledTask) -> str:
         return (
@@ -387,84 +370,6 @@ class DatabaseScheduler(Scheduler):
             row.task_name,
             self.app.main,
         )
-
-    # ------------------------------------------------------------ sending
-
-    def _send_and_record(
-        self, slots: Sequence[ClaimedSlot]
-    ) -> tuple[list[ClaimedSlot], list[ClaimedSlot]]:
-        if not slots:
-            return [], []
-        sent, unsent = self._publish(slots)
-        if sent:
-            try:
-                with self.runtime.session() as session:
-                    self._mark_sent(session, sent)
-            except (SQLAlchemyError, DataForgeError, OSError) as exc:
-                logger.warning(
-                    "could not record %d send(s): %s; they may be re-sent", len(sent), exc
-                )
-        return sent, unsent
-
-    def _sweep(self, now: datetime) -> tuple[list[ClaimedSlot], list[ClaimedSlot]]:
-        before = now - timedelta(seconds=self.resend_after_seconds)
-        with self.runtime.session() as session:
-            slots = claims.select_unsent(
-                session, created_before=before, limit=self.batch_size, extra=self.claim_filter()
-            )
-            if not slots:
-                return [], []
-            logger.warning(
-                "sending %d claimed slot(s) that were never sent (a scheduler stopped between "
-                "its claim and its send, or the broker refused them)",
-                len(slots),
-            )
-            sent, unsent = self._publish(slots)  # the rows stay locked while they are sent
-            self._mark_sent(session, sent)
-        return sent, unsent
-
-    def _mark_sent(self, session: Session, sent: Sequence[ClaimedSlot]) -> None:
-        claims.mark_sent(session, [slot.execution_id for slot in sent], now=self.clock.now())
-
-    def _publish(self, slots: Sequence[ClaimedSlot]) -> tuple[list[ClaimedSlot], list[ClaimedSlot]]:
-        sent: list[ClaimedSlot] = []
-        unsent: list[ClaimedSlot] = []
-        for index, slot in enumerate(slots):
-            try:
-                message = self.message_for(slot)
-                logger.info(
-                    "Sending due task %s (%s) slot %s as %s",
-                    slot.schedule_name,
-                    message.task_name,
-                    slot.scheduled_for.isoformat(),
-                    slot.celery_task_id,
-                )
-                self.dispatcher.send(
-                    message.task_name,
-                    kwargs=message.kwargs,
-                    task_id=slot.celery_task_id,
-                    options=message.options,
-                    headers=message.headers,
-                )
-            except BackendUnavailable as exc:
-                logger.error(
-                    "broker unavailable (%s): %d slot(s) stay claimed and unsent; they are "
-                    "sent again after %.0f s",
-                    exc,
-                    len(slots) - index,
-                    self.resend_after_seconds,
-                )
-                return sent, [*unsent, *slots[index:]]
-            except Exception:  # a hook or serialisation bug: keep the other slots going
-                logger.exception("could not send slot %s of %s", slot.scheduled_for, slot.task_name)
-                unsent.append(slot)
-                continue
-            sent.append(slot)
-            try:
-                self.after_send(slot, message)
-            except Exception:
-                logger.exception("after_send failed for %s", slot.celery_task_id)
-        return sent, unsent
 
     # ------------------------------------------------------------ waiting
 

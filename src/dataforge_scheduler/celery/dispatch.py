@@ -1,10 +1,13 @@
-"""``CeleryDispatcher``: send a run to the workers by registered task name.
+"""``CeleryDispatcher``: the ``Dispatcher`` port on a Celery app, and the place to change
+how every run is published.
 
-The ``Dispatcher`` port (``runtime.py``) on a Celery app. The beat scheduler sends every
-claimed slot through it and the API's "run now" does too, so both publish the same way:
+The beat scheduler sends every claimed slot through it and "run now" (the API, the CLI,
+the pytest plugin) does too, so both publish the same message (``core.messages``):
 ``app.send_task`` by name (never ``apply_async`` on a local task object, which eager mode
-would run inline in the caller), with the Celery task id the caller already stored on
-the ``pending`` execution row, the caller's options and dataforge's headers.
+would run inline in the caller), with the Celery task id already stored on the run's
+``pending`` row. Override ``message_for`` in a subclass (and pass an instance to
+``setup(..., dispatcher=...)``) to add routing or headers for scheduled and manual runs
+alike.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from typing import Any
 
 from kombu.exceptions import KombuError
 
+from dataforge_scheduler.core.messages import RunMessage
+from dataforge_scheduler.core.messages import message_for as default_message
+from dataforge_scheduler.core.slots import ClaimedSlot
 from dataforge_scheduler.errors import BackendUnavailable
 
 __all__ = ["CeleryDispatcher"]
@@ -25,43 +31,52 @@ _BROKER_ERRORS = (KombuError, ConnectionError, OSError, TimeoutError)
 
 
 class CeleryDispatcher:
-    """Publishes runs through ``app.send_task`` (implements ``runtime.Dispatcher``)."""
+    """Publishes runs through ``app.send_task`` (implements ``core.ports.Dispatcher``)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     def __repr__(self) -> str:
-        return f"<CeleryDispatcher app={getattr(self.app, 'main', None)!r}>"
+        return f"<{type(self).__name__} app={getattr(self.app, 'main', None)!r}>"
 
-    def send(
-        self,
-        task_name: str,
-        *,
-        kwargs: dict[str, Any],
-        task_id: str,
-        options: dict[str, Any] | None = None,
-        headers: dict[str, Any] | None = None,
-    ) -> None:
-        """Publish one run of ``task_name`` as Celery task ``task_id``.
+    def message_for(self, run: ClaimedSlot) -> RunMessage:
+        """The message that publishes ``run``; override to route or add headers (keep
+        ``task_id``: the worker finds the run's row by it)."""
+        return default_message(run)
 
-        ``options`` are ``send_task`` options (``queue``, ``priority``, ``expires``,
-        ``countdown``...); ``headers`` become message headers. Raises
-        ``BackendUnavailable`` when the broker refuses or cannot be reached (after
+    def dispatch(self, run: ClaimedSlot) -> RunMessage:
+        """Publish ``run`` as Celery task ``run.celery_task_id``; the message sent.
+
+        Raises ``BackendUnavailable`` when the broker refuses or cannot be reached (after
         Celery's own publish retries).
         """
-        send_options = dict(options or {})
+        message = self.message_for(run)
+        if message.task_id != run.celery_task_id:
+            raise ValueError(
+                f"message_for changed the task id of run {run.execution_id} "
+                f"({run.celery_task_id} -> {message.task_id}): the worker could not find "
+                "its row"
+            )
+        self.send(message)
+        return message
+
+    def send(self, message: RunMessage) -> None:
+        """Publish ``message`` as it is (``dispatch`` builds it first)."""
         try:
             self.app.send_task(
-                task_name,
-                kwargs=kwargs,
-                task_id=task_id,
-                headers=dict(headers or {}),
-                **send_options,
+                message.task_name,
+                kwargs=message.kwargs,
+                task_id=message.task_id,
+                headers=dict(message.headers),
+                **message.options,
             )
         except _BROKER_ERRORS as exc:
             raise BackendUnavailable(
-                f"could not send task {task_name!r} (id {task_id}) to the broker: {exc}",
-                task_name=task_name,
-                task_id=task_id,
+                f"could not send task {message.task_name!r} (id {message.task_id}) to the "
+                f"broker: {exc}",
+                task_name=message.task_name,
+                task_id=message.task_id,
             ) from exc
-        logger.debug("sent %s as %s with options %s", task_name, task_id, send_options)
+        logger.debug(
+            "sent %s as %s with options %s", message.task_name, message.task_id, message.options
+        )

@@ -1,15 +1,15 @@
 """Reading dataforge's message headers from a Celery request.
 
-The names live in ``core.headers``. In a worker a custom header is visible both as
+The names live in ``core.messages``. In a worker a custom header is visible both as
 ``request.<name>`` and in ``request.headers``; in eager mode only in ``request.headers``
-(celery-5.7-facts §13), so read them with ``header()``.
+(docs/internals.md §9, §14), so read them with ``header()``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from dataforge_scheduler.core.headers import EXECUTION_ID, SLOT, TRIGGER
+from dataforge_scheduler.core.messages import EXECUTION_ID, SLOT, TRIGGER
 
 __all__ = ["EXECUTION_ID", "SLOT", "TRIGGER", "header"]
 

@@ -29,8 +29,8 @@ from dataforge_scheduler.celery.task import DataForgeTask
 from dataforge_scheduler.core.enums import TaskType
 from dataforge_scheduler.errors import ConfigurationError, ConflictError, ScheduleNotFound
 from dataforge_scheduler.runtime import Runtime, runtime_for
-from dataforge_scheduler.sql import maintenance as sql
 from dataforge_scheduler.sql import store
+from dataforge_scheduler.sql.store import maintenance as sql
 
 __all__ = [
     "CLEANUP_TASK_NAME",

@@ -1,10 +1,11 @@
 """What a run's end records: Celery's final state of an attempt mapped to an outcome.
 
-``outcome_of`` is the one table from Celery states to execution statuses (celery-5.7-facts
-§3.1): SUCCESS → ``success``; FAILURE → ``failed`` with the error and traceback the
-``task_failure`` handler kept; RETRY → ``retrying`` with the countdown (``Retry.when``);
-IGNORED → ``skipped`` (locked, with the holder, or the body raised ``Ignore``);
-REJECTED → ``failed``; no state (the child was terminated) → ``failed``.
+``outcome_of`` is the one table from Celery states to execution statuses
+(docs/internals.md §1, §4, §5): SUCCESS → ``success``; FAILURE → ``failed`` with the
+error and traceback the ``task_failure`` handler kept; RETRY → ``retrying`` with the
+countdown (``Retry.when``); IGNORED → ``skipped`` (locked, with the holder, or the body
+raised ``Ignore``); REJECTED → ``failed``; no state (the child was terminated) →
+``failed``.
 """
 
 from __future__ import annotations

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from dataforge_scheduler.celery.logbuffer import capped_log_text
 from dataforge_scheduler.celery.outcomes import describe
 from dataforge_scheduler.core.enums import ExecutionStatus
@@ -25,6 +23,7 @@ from dataforge_scheduler.errors import ConfigurationError
 from dataforge_scheduler.runtime import Runtime, runtime_for
 from dataforge_scheduler.sql import store
 from dataforge_scheduler.sql.models import TaskExecution
+from dataforge_scheduler.sql.store import RunFinished, Session
 
 __all__ = [
     "Finder",
@@ -60,7 +59,7 @@ def finish_outside(
     error: str,
     traceback: str | None = None,
     now: datetime | None = None,
-) -> TaskExecution | None:
+) -> RunFinished | None:
     """Finish the row ``find`` returns as ``status``; None when there is none to finish
     (no row, or already finished: idempotent)."""
     when = now if now is not None else runtime.clock.now()
@@ -68,7 +67,7 @@ def finish_outside(
         row = find(session)
         if row is None or row.status.finished:
             return None
-        finished = store.finish_execution(
+        finished = store.finish_run(
             session,
             celery_task_id=row.celery_task_id,
             status=status,
@@ -81,10 +80,12 @@ def finish_outside(
     if finished is None:
         return None
     try:
-        runtime.logbus.finish(finished.id, status.value, ttl=runtime.settings.log_ttl_seconds)
+        runtime.logbus.finish(
+            finished.execution_id, status.value, ttl=runtime.settings.log_ttl_seconds
+        )
     except Exception:
         # the row is already right; only the Redis copy keeps no TTL
-        logger.exception("dataforge: could not end the log of execution %d", finished.id)
+        logger.exception("dataforge: could not end the log of execution %d", finished.execution_id)
     return finished
 
 
@@ -134,4 +135,6 @@ def _never_ran(consumer: Any, task_id: Any, reason: str) -> None:
         logger.exception("dataforge: could not record the rejected message of %s", task_id)
         return
     if finished is not None:
-        logger.error("dataforge: execution %d (%s) failed: %s", finished.id, task_id, reason)
+        logger.error(
+            "dataforge: execution %d (%s) failed: %s", finished.execution_id, task_id, reason
+        )

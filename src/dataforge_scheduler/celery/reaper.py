@@ -21,7 +21,7 @@ wait unacknowledged before Redis redelivers it):
 A lost row gets an ``error`` saying why, the run's log from the log bus, and its
 schedule's counters (a failure, when the run had started). When the verdict was wrong
 after all (a lock lost with a Redis restart, a force release, an expired lock without
-auto-renew), the run's real outcome still replaces it (``store.finish_execution``).
+auto-renew), the run's real outcome still replaces it (``store.finish_run``).
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ from functools import partial
 from typing import Any
 
 from dataforge_scheduler.celery.outside import Finder, finish_outside
-from dataforge_scheduler.celery.task import lock_scope
 from dataforge_scheduler.core.enums import ExecutionStatus, OverlapPolicy
 from dataforge_scheduler.errors import ConfigurationError
+from dataforge_scheduler.redis.keys import run_scope
 from dataforge_scheduler.runtime import Runtime
-from dataforge_scheduler.sql import maintenance as sql
+from dataforge_scheduler.sql.store import maintenance as sql
 
 __all__ = [
     "ReapReport",
@@ -204,7 +204,7 @@ class _Judge:
                 f"its {limit:g} s time limit plus {self.grace.total_seconds():g} s grace; "
                 f"it ran {_where(run)}"
             )
-        scope = lock_scope(run.task_name, run.scheduled_task_id)
+        scope = run_scope(run.task_name, run.scheduled_task_id)
         holder = self.runtime.locks.get(scope)
         if holder is not None and holder.celery_task_id == run.celery_task_id:
             return None

@@ -1,30 +1,32 @@
 """Execution history: Celery task signals turned into ``task_executions`` rows.
 
 Only ``DataForgeTask`` runs are touched; every other task is left alone. Per run, in the
-process that runs the body (celery-5.7-facts §3.1, §4.4):
+process that runs the body (docs/internals.md §1):
 
-- ``task_prerun``: ONE statement (``begin_run``: ``store.begin_execution`` prebuilt) moves
-  the scheduler's ``pending`` row (found by Celery task id) or a ``retrying`` row to
-  ``running``, or inserts a ``running`` row for a send that bypassed scheduler and API.
+- ``task_prerun``: ONE statement (``store.start_run``) moves the scheduler's ``pending``
+  row (found by Celery task id) or a ``retrying`` row to ``running``, or inserts a
+  ``running`` row for a send that bypassed scheduler and API.
   No row back means a duplicate delivery of a run already past ``pending``:
   ``before_start`` ignores it and nothing is written. Then the run context is bound
   (``core.context``).
 - ``task_failure`` / ``task_retry``: the error and traceback are kept on the context.
 - ``task_postrun``: status from Celery's state, the log buffer flushed, ONE transaction
-  (``finish_run``: the row plus its schedule's counters), ``logbus.finish``, and the lock
-  released, or on RETRY extended past the retry countdown (the next attempt re-enters it).
+  (``store.finish_run``: the row plus its schedule's counters), ``logbus.finish``, and the
+  lock released, or on RETRY extended past the retry countdown (the next attempt re-enters it).
   The context is reset with its token.
 
 In the worker's main process (prefork): ``task_failure`` for a hard time limit (sent
-twice, with an empty ``self.request``), ``WorkerLostError`` (the child was killed:
-``lost``) and ``task_revoked`` finish the row by Celery task id, idempotently, with the
-log lines already in the bus (``celery.outside``), and release the lock by task id.
+twice; ``self.request`` is empty in the second, docs/internals.md §5),
+``WorkerLostError`` (the child was killed: ``lost``, §6) and ``task_revoked`` finish the
+row by Celery task id, idempotently, with the log lines already in the bus
+(``celery.outside``), and release the lock by task id.
 Handlers use their ``task_id``/``request`` arguments, never ``self.request``. In its
 consumer: ``task_unknown`` (a task this worker does not have) and ``task_rejected`` (a
 message it cannot read) finish the row ``failed``, saying so; it never ran.
 
 A task with ``acks_late`` and ``reject_on_worker_lost`` gets its message requeued when
-its child dies (Celery 5.7 then sends no ``task_failure`` at all): its row stays
+its child dies (Celery 5.7 then sends no ``task_failure`` at all, docs/internals.md §16):
+its row stays
 ``running`` and the requeued copy, flagged ``redelivered`` by the broker, may start that
 same attempt again. (So may a copy the broker redelivered after
 ``celery_broker_visibility_timeout``, which is why that timeout must exceed the longest
@@ -53,12 +55,13 @@ from dataforge_scheduler.celery.outside import (
     on_task_rejected,
     on_task_unknown,
 )
-from dataforge_scheduler.celery.task import DataForgeTask, lock_scope
+from dataforge_scheduler.celery.task import DataForgeTask
 from dataforge_scheduler.core.context import RunContext, bind_run, current_run, reset_run
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
 from dataforge_scheduler.errors import LockLost
+from dataforge_scheduler.redis.keys import run_scope
 from dataforge_scheduler.runtime import Runtime, runtime_for
-from dataforge_scheduler.sql.store.executions import begin_run, finish_run
+from dataforge_scheduler.sql import store
 
 __all__ = ["connect_signals", "scheduled_id"]
 
@@ -102,7 +105,7 @@ def _start_run(task: DataForgeTask, task_id: str, kwargs: dict[str, Any]) -> Run
     schedule_policy: str | None = None
     try:
         with runtime.session() as session:
-            started = begin_run(
+            started = store.start_run(
                 session,
                 celery_task_id=task_id,
                 task_name=task.name,
@@ -250,7 +253,7 @@ def _on_postrun(
 
 
 def _finish_run(run: RunContext, state: str | None, retval: Any) -> None:
-    watchdog = run.state.extras.pop("watchdog", None)
+    watchdog, run.state.watchdog = run.state.watchdog, None
     if watchdog is not None:
         watchdog.stop()
     if run.state.duplicate:
@@ -259,7 +262,7 @@ def _finish_run(run: RunContext, state: str | None, retval: Any) -> None:
     now = runtime.clock.now()
     outcome = outcome_of(run, state, retval=retval, now=now)
     final = outcome.status is not ExecutionStatus.RETRYING
-    if not final and run.log is not None and not run.state.extras.pop("retry_logged", False):
+    if not final and run.log is not None and not run.state.retry_logged:
         run.log.write([f"… retrying in {outcome.countdown:.1f} s: {outcome.error}"])
     log_text = run.log.close() if isinstance(run.log, LogBuffer) else None
     if final and run.retries and run.execution_id is not None:
@@ -282,7 +285,7 @@ def _record(
     runtime: Runtime, run: RunContext, outcome: Outcome, log_text: str | None, now: datetime
 ) -> None:
     with runtime.session() as session:
-        finish_run(
+        store.finish_run(
             session,
             celery_task_id=run.celery_task_id,
             status=outcome.status,
@@ -299,7 +302,7 @@ def _record(
 def _end_lock(run: RunContext, outcome: Outcome) -> None:
     hold = run.state.lock
     if hold is None:
-        wanted = run.state.extras.get("lock_scope")
+        wanted = run.state.lock_scope
         if wanted is not None and run.state.skipped_by is None:
             # the acquire failed, maybe after it ran (a lost reply): free what it may hold
             _release_unheld(run, wanted)
@@ -312,7 +315,7 @@ def _end_lock(run: RunContext, outcome: Outcome) -> None:
         # the next attempt re-enters by task id; the lock must outlive the countdown
         locks.extend(hold.scope, hold.token, ttl=outcome.countdown + hold.ttl)
     except LockLost:
-        # the next attempt may already have run and released it (facts §2)
+        # the next attempt may already have run and released it (docs/internals.md §2)
         logger.debug("lock %s was gone when attempt %s ended", hold.scope, run.celery_task_id)
 
 
@@ -406,7 +409,7 @@ def _release_for_task(task: DataForgeTask, task_id: str, *, kwargs: Any, row: An
         scheduled_task_id = row.scheduled_task_id
     try:
         runtime_for(task.app).locks.release_for_task(
-            lock_scope(task.name, scheduled_task_id), task_id
+            run_scope(task.name, scheduled_task_id), task_id
         )
     except Exception:
         logger.exception("dataforge: could not release the lock of task %s[%s]", task.name, task_id)

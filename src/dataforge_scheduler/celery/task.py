@@ -3,20 +3,21 @@
 The run's bookkeeping (execution row, log, lock release) is done by the signal handlers
 in ``celery.signals``, because Celery skips ``after_return`` for runs that end as RETRY,
 IGNORED or REJECTED while ``task_postrun`` runs for every outcome inside the process
-(celery-5.7-facts §1, §3). This class owns what must happen in the task's own frame:
+(docs/internals.md §1). This class owns what must happen in the task's own frame:
 
 - ``before_start`` takes the run's lock (scope ``task:<scheduled_task_id>``, else
   ``name:<task name>``; owner = Celery task id + execution id + host + pid), re-entering
   it for a retry of the same Celery task id. When another run holds it, the body does not
   run: the skip is noted for ``task_postrun`` and ``Ignore`` is raised, which Celery
-  neither retries nor turns into a failure (§3.2, §3.4). A duplicate delivery of a run
-  already past ``pending`` is ignored the same way, writing nothing.
+  neither retries nor turns into a failure (docs/internals.md §3, §4). A duplicate
+  delivery of a run already past ``pending`` is ignored the same way, writing nothing.
 - ``extend_lock()`` and an optional watchdog thread that extends the lock every TTL/3.
 - retry defaults from the settings (``dataforge_task_*`` in ``app.conf``) unless the task
   sets ``max_retries``/``default_retry_delay``/``retry_backoff`` itself; ``retry()``
   without a countdown waits with capped exponential backoff and full jitter.
 - ``async def`` bodies: wrapped at class creation to run on a fresh event loop
-  (``asyncio.run``), so ``bind=True`` and ``autoretry_for`` keep working (§5). Green pools
+  (``asyncio.run``), so ``bind=True`` and ``autoretry_for`` keep working
+  (docs/internals.md §8). Green pools
   (gevent, eventlet) cannot run them reliably and are not supported for async bodies.
 """
 
@@ -37,19 +38,15 @@ from celery import Task, states
 from celery.exceptions import Ignore
 
 from dataforge_scheduler.celery.outcomes import describe
-from dataforge_scheduler.core.clock import ensure_utc, utcnow
+from dataforge_scheduler.core.clock import utcnow
 from dataforge_scheduler.core.context import LockHold, RunContext, current_run
 from dataforge_scheduler.core.enums import OverlapPolicy
-from dataforge_scheduler.core.ports import (
-    Acquired,
-    LockInfo,
-    LockOwner,
-    schedule_scope,
-    task_name_scope,
-)
+from dataforge_scheduler.core.timing import aware_utc
+from dataforge_scheduler.core.values import Acquired, LockInfo, LockOwner
 from dataforge_scheduler.errors import ConfigurationError, LockLost, LockNotAcquired
+from dataforge_scheduler.redis.keys import run_scope
 
-__all__ = ["DataForgeTask", "LockWatchdog", "holder_details", "lock_scope"]
+__all__ = ["DataForgeTask", "LockWatchdog", "holder_details"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +55,6 @@ _RETRY_SETTINGS = {
     "default_retry_delay": "dataforge_task_retry_delay",
 }
 _EXPLICIT_CANDIDATES = (*_RETRY_SETTINGS, "retry_backoff", "time_limit", "soft_time_limit")
-
-
-def lock_scope(task_name: str, scheduled_task_id: int | None) -> str:
-    """The lock scope of a run: its schedule's, or its task name's when it has none."""
-    if scheduled_task_id is not None:
-        return schedule_scope(scheduled_task_id)
-    return task_name_scope(task_name)
 
 
 def holder_details(info: LockInfo) -> dict[str, Any]:
@@ -126,11 +116,11 @@ class DataForgeTask(Task[Any, Any]):
         """Keep a task's own ``time_limit`` effective under the app-wide soft limit.
 
         The prefork pool arms the hard limit only when the soft one fires
-        (``AsynPool._on_soft_timeout``), so a task with ``time_limit=60`` under the
-        default ``task_soft_time_limit`` of hours would never be stopped at 60 s. A task
-        that sets only ``time_limit`` gets a soft limit just below it, as the settings
-        derive the app-wide pair. (It must be positive: the pool reads a missing soft
-        limit as the app-wide one.)
+        (``AsynPool._on_soft_timeout``, docs/internals.md §15), so a task with
+        ``time_limit=60`` under the default ``task_soft_time_limit`` of hours would never
+        be stopped at 60 s. A task that sets only ``time_limit`` gets a soft limit just
+        below it, as the settings derive the app-wide pair. (It must be positive: the pool
+        reads a missing soft limit as the app-wide one.)
         """
         if "time_limit" not in cls._df_explicit or "soft_time_limit" in cls._df_explicit:
             return
@@ -175,7 +165,7 @@ class DataForgeTask(Task[Any, Any]):
     def _take_lock(self, run: RunContext) -> None:
         settings = run.runtime.settings
         ttl = float(self.lock_ttl or settings.lock_ttl_seconds)
-        scope = lock_scope(run.task_name, run.scheduled_task_id)
+        scope = run_scope(run.task_name, run.scheduled_task_id)
         owner = LockOwner(
             celery_task_id=run.celery_task_id,
             execution_id=run.execution_id,
@@ -185,7 +175,7 @@ class DataForgeTask(Task[Any, Any]):
         # A Redis outage raises BackendUnavailable here: the run fails visibly rather
         # than running unguarded. The acquire may have run even so (its reply was lost):
         # the scope noted here lets the run's end release what this task id may hold.
-        run.state.extras["lock_scope"] = scope
+        run.state.lock_scope = scope
         taken = run.runtime.locks.acquire(scope, owner, ttl=ttl)
         if isinstance(taken, Acquired):
             run.state.lock = LockHold(scope=scope, token=taken.token, ttl=ttl)
@@ -193,7 +183,7 @@ class DataForgeTask(Task[Any, Any]):
             if renew is None:
                 renew = bool(settings.lock_auto_renew)
             if renew:
-                run.state.extras["watchdog"] = LockWatchdog(run).start()
+                run.state.watchdog = LockWatchdog(run).start()
             return
         self._skip(run, taken)
 
@@ -276,7 +266,7 @@ class DataForgeTask(Task[Any, Any]):
         eta: Any,
         max_retries: int | None,
     ) -> None:
-        # Celery publishes the next attempt before this one ends (celery-5.7-facts §0.2):
+        # Celery publishes the next attempt before this one ends (docs/internals.md §2):
         # with a short countdown its lines can reach the log before a marker written at
         # postrun, so the marker goes out now, before super().retry() publishes.
         run = current_run()
@@ -287,13 +277,13 @@ class DataForgeTask(Task[Any, Any]):
         if request.called_directly or (limit is not None and int(request.retries or 0) >= limit):
             return  # Celery raises instead of retrying: no marker
         wait = countdown
-        if wait is None and isinstance(eta, datetime):
-            wait = max(0.0, (ensure_utc(eta) - utcnow()).total_seconds())
+        if wait is None and isinstance(eta, datetime) and eta.utcoffset() is not None:
+            wait = max(0.0, (aware_utc(eta, field="eta") - utcnow()).total_seconds())
         reason = exc if exc is not None else sys.exc_info()[1]
         try:
             run.log.write([f"… retrying in {float(wait or 0):.1f} s: {describe(reason)}"])
             run.log.flush()
-            run.state.extras["retry_logged"] = True
+            run.state.retry_logged = True
         except Exception:  # the log must never change whether the task retries
             logger.exception("dataforge: could not log the retry of task %s", request.id)
 

@@ -1,7 +1,7 @@
 """``NoticeWaiter``: the beat scheduler's sleep, cut short by a schedule-change notice.
 
 Celery's beat loop sleeps with ``time.sleep`` between ticks, which nothing can wake, so
-``DatabaseScheduler`` waits inside ``tick()`` instead (celery-5.7-facts §1.7, fact 9).
+``DatabaseScheduler`` waits inside ``tick()`` instead (docs/internals.md §10).
 The wait listens on the ``ChangeNotices`` port, in slices of at most a second so that
 ``close()`` from another thread is noticed promptly. When the notices backend is down it
 falls back to a plain timed wait and tries to listen again later: a lost notice only

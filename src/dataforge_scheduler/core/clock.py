@@ -1,27 +1,22 @@
-"""The clock: aware UTC time, injectable where tests need to move it."""
+"""The clock: aware UTC time, injectable where tests need to move it.
+
+What counts as an aware instant, and how a naive one is treated, is ``core.timing``'s
+rule; this module only tells the time.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["Clock", "ManualClock", "SystemClock", "ensure_utc", "utcnow"]
+from dataforge_scheduler.core.timing import aware_utc
+
+__all__ = ["Clock", "ManualClock", "SystemClock", "utcnow"]
 
 
 def utcnow() -> datetime:
     """The current instant as an aware UTC datetime."""
     return datetime.now(UTC)
-
-
-def ensure_utc(value: datetime) -> datetime:
-    """Return ``value`` as aware UTC; a naive value is taken to be UTC already.
-
-    SQLite hands back naive datetimes for ``DateTime(timezone=True)`` columns; everything
-    the library stores is UTC, so reading them as UTC is exact.
-    """
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 class Clock(Protocol):
@@ -43,7 +38,7 @@ class ManualClock:
     """A clock that moves only when told to (tests, the plugin's scheduler fixture)."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self._now = ensure_utc(start) if start is not None else utcnow()
+        self._now = aware_utc(start, field="start") if start is not None else utcnow()
 
     def now(self) -> datetime:
         return self._now
@@ -58,7 +53,7 @@ class ManualClock:
 
     def set(self, instant: datetime) -> datetime:
         """Jump to ``instant`` (aware, not earlier than now)."""
-        target = ensure_utc(instant)
+        target = aware_utc(instant, field="instant")
         if target < self._now:
             raise ValueError("ManualClock only moves forward")
         self._now = target

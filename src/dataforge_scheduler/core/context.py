@@ -4,7 +4,8 @@ The Celery face binds a context when a DataForgeTask run starts (``task_prerun``
 resets it with its token when the run ends (``task_postrun``), in the same thread. A
 ContextVar, unlike ``threading.local`` or ``self.request``, follows the run into
 ``asyncio.run()`` coroutines, their tasks and ``asyncio.to_thread`` threads, and without
-the reset it would leak into the next task run on the same thread (celery-5.7-facts §5).
+the reset it would leak into the next task run on the same thread (docs/internals.md
+§7).
 A plain ``threading.Thread`` the body starts does not see it unless started inside
 ``contextvars.copy_context().run``. This module is pure: the log sink and the runtime
 are typed by small Protocols and ``object``, so nothing here imports Celery or a backend.
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 __all__ = [
+    "Background",
     "LockHold",
     "RunContext",
     "RunLog",
@@ -36,6 +38,14 @@ class RunLog(Protocol):
 
     def flush(self) -> None:
         """Push what is queued now; must not raise on backend failure."""
+        ...
+
+
+class Background(Protocol):
+    """Work a run started beside its body (the lock watchdog), stopped when it ends."""
+
+    def stop(self) -> None:
+        """Stop; returns at once."""
         ...
 
 
@@ -59,16 +69,26 @@ class RunState:
 
     Every field is touched by the thread running the task, except ``lock.lost``, which
     the lock watchdog may set (a single boolean store, read by ``extend_lock``).
-    ``extras`` holds what the Celery face attaches to the run (the lock watchdog).
+
+    - ``duplicate``: a delivery of a run already past ``pending``; its body never runs.
+    - ``lock_scope``: the scope ``before_start`` tried to lock, noted before the attempt
+      (a lost reply may have taken it), so the run's end can free it; ``lock`` is the
+      lock actually held.
+    - ``skipped_by``: the holder that made this run skip (JSON for the result).
+    - ``error``/``traceback``: what ``task_failure``/``task_retry`` reported.
+    - ``watchdog``: the thread renewing the lock, stopped when the run ends.
+    - ``retry_logged``: ``retry()`` already wrote the "retrying" line to the log.
     """
 
     duplicate: bool = False
+    lock_scope: str | None = None
     lock: LockHold | None = None
     skipped_by: dict[str, Any] | None = None
     error: str | None = None
     traceback: str | None = None
+    watchdog: Background | None = None
+    retry_logged: bool = False
     token: Token[RunContext | None] | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

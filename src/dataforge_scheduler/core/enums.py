@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "AuditAction",
     "ExecutionStatus",
     "ExecutionTrigger",
     "MisfirePolicy",
@@ -86,3 +87,15 @@ class OverlapPolicy(StrEnum):
 
     SKIP = "skip"
     ALLOW = "allow"
+
+
+class AuditAction(StrEnum):
+    """The state-changing calls the audit trail records."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    RUN = "run"
+    PAUSE = "pause"
+    RESUME = "resume"
+    RELEASE_LOCK = "release_lock"

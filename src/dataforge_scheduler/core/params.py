@@ -24,7 +24,7 @@ import copy
 import keyword
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cached_property
 from typing import Annotated, Any, Final
 
@@ -43,7 +43,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from dataforge_scheduler.errors import InvalidParams, RegistryError
+from dataforge_scheduler.core.timing import aware_utc
+from dataforge_scheduler.errors import InvalidParams, InvalidSchedule, RegistryError
 
 __all__ = [
     "MISSING",
@@ -111,13 +112,15 @@ def _aware_utc_iso(value: Any) -> str:
         raise PydanticCustomError(
             "datetime_type", "Input should be an ISO-8601 datetime string with a UTC offset"
         )
-    if parsed.utcoffset() is None:
+    try:
+        aware = aware_utc(parsed)  # the library's one naive-datetime rule
+    except InvalidSchedule:
         raise PydanticCustomError(
             "timezone_aware",
             "Input should be timezone-aware: a naive datetime has no UTC offset "
             "(add one, e.g. +08:00 or Z)",
-        )
-    return parsed.astimezone(UTC).isoformat()
+        ) from None
+    return aware.isoformat()
 
 
 _ANNOTATIONS: Final[dict[str, Any]] = {

@@ -1,30 +1,43 @@
-"""The ports: one Protocol per Redis-backed role, with the invariants every implementation keeps.
+"""The ports: one Protocol per role the faces depend on, with the invariants every
+implementation keeps.
 
-A port is what the Celery face, the API and the beat scheduler depend on; ``redis/`` holds
-the production implementations (``RedisLockManager``, ``RedisLogBus``,
-``RedisChangeNotices``) and ``memory/`` their in-process twins. Both pass the same contract
-suite in ``tests/contract``, so a behaviour stated in a docstring here holds for both. This
-module also owns the small value types the roles exchange and the rules both sides share
-(scope names, TTL rounding, the live-message format). It imports nothing but the standard
-library.
+``LockManager``, ``LogBus`` and ``ChangeNotices`` are the Redis-backed roles (``redis/``
+holds the production implementations, ``memory/`` their in-process twins);
+``AsyncLogFeed`` is the API's non-blocking view of a run's live log; ``Dispatcher``
+publishes runs to the workers (``celery/dispatch.py``, and the pytest plugin's recording
+double); ``Backend`` bundles the roles of one configured ``redis_url``. Every
+implementation passes the same contract suite in ``tests/contract``, so a behaviour
+stated in a docstring here holds for all of them. The values the roles exchange live in
+``core.values`` and are re-exported here. This module imports nothing but the standard
+library and the core.
 """
 
 from __future__ import annotations
 
 import builtins
-import json
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from dataforge_scheduler.errors import ConfigurationError
+from dataforge_scheduler.core.messages import RunMessage
+from dataforge_scheduler.core.slots import ClaimedSlot
+from dataforge_scheduler.core.values import (
+    Acquired,
+    LockInfo,
+    LockOwner,
+    LogEnd,
+    LogLine,
+    ttl_milliseconds,
+    writable_line,
+)
 
 __all__ = [
     "Acquired",
+    "AsyncLogFeed",
+    "AsyncLogSubscription",
+    "Backend",
     "ChangeNotices",
+    "Dispatcher",
     "LockInfo",
     "LockManager",
     "LockOwner",
@@ -33,59 +46,12 @@ __all__ = [
     "LogLine",
     "LogSubscription",
     "NoticeListener",
-    "decode_live_message",
-    "encode_live_end",
-    "encode_live_line",
-    "schedule_id_of_scope",
-    "schedule_scope",
-    "task_name_scope",
     "ttl_milliseconds",
     "writable_line",
 ]
 
 
 # ---------------------------------------------------------------- locks
-
-
-@dataclass(frozen=True)
-class LockOwner:
-    """Who takes a lock: the Celery task id is the identity, the rest is for operators."""
-
-    celery_task_id: str
-    execution_id: int | None = None
-    hostname: str | None = None
-    pid: int | None = None
-
-    def __post_init__(self) -> None:
-        if not self.celery_task_id:
-            raise ConfigurationError(
-                "LockOwner.celery_task_id must be a non-empty string",
-                field="celery_task_id",
-                value=self.celery_task_id,
-            )
-
-
-@dataclass(frozen=True)
-class LockInfo:
-    """A held lock as an operator sees it; ``ttl_seconds`` is the time left (None: no expiry)."""
-
-    key: str
-    scope: str
-    token: str
-    celery_task_id: str
-    execution_id: int | None
-    hostname: str | None
-    pid: int | None
-    acquired_at: datetime
-    ttl_seconds: float | None
-
-
-@dataclass(frozen=True)
-class Acquired:
-    """A successful ``acquire``: the token to extend and release with."""
-
-    token: str
-    reentered: bool
 
 
 class LockManager(Protocol):
@@ -139,54 +105,7 @@ class LockManager(Protocol):
         ...
 
 
-def schedule_scope(scheduled_task_id: int) -> str:
-    """The lock scope of one schedule row: ``task:<id>``."""
-    return f"task:{int(scheduled_task_id)}"
-
-
-def schedule_id_of_scope(scope: str) -> int | None:
-    """The schedule id a ``task:<id>`` scope names; None for any other scope."""
-    prefix, _, rest = scope.partition(":")
-    return int(rest) if prefix == "task" and rest.isascii() and rest.isdigit() else None
-
-
-def task_name_scope(task_name: str) -> str:
-    """The lock scope shared by every run of a Celery task name: ``name:<task_name>``."""
-    if not task_name:
-        raise ConfigurationError("task_name must be non-empty for a lock scope", field="task_name")
-    return f"name:{task_name}"
-
-
-def ttl_milliseconds(ttl: float) -> int:
-    """``ttl`` seconds as whole milliseconds, rounded up, at least 1.
-
-    Raises ``ConfigurationError`` for a TTL that is not a positive finite number.
-    """
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl):
-        raise ConfigurationError(
-            f"ttl must be a finite number of seconds, got {ttl!r}", field="ttl"
-        )
-    if ttl <= 0:
-        raise ConfigurationError(f"ttl must be positive, got {ttl!r}", field="ttl")
-    return max(1, math.ceil(ttl * 1000))
-
-
 # ---------------------------------------------------------------- log bus
-
-
-@dataclass(frozen=True)
-class LogLine:
-    """One line of a run's log; ``seq`` is its 0-based index in that log."""
-
-    seq: int
-    text: str
-
-
-@dataclass(frozen=True)
-class LogEnd:
-    """The run ended with ``status`` (an ``ExecutionStatus`` value)."""
-
-    status: str
 
 
 class LogSubscription(Protocol):
@@ -226,9 +145,8 @@ class LogBus(Protocol):
       returns ``[]``, ``length`` 0 and ``ended`` None. Lines appended before ``finish`` are
       untouched by it.
     - Lines are text; characters UTF-8 cannot encode (lone surrogates) become ``?``.
-    - Live messages on the wire are JSON: ``{"seq": n, "line": "..."}`` and
-      ``{"end": "<status>"}`` (see ``encode_live_line``), so other readers (the API's SSE
-      stream) can decode them.
+    - Live subscribers (``subscribe`` here, ``AsyncLogFeed`` for the API) see the same
+      events; on Redis the wire form is documented in ``redis.keys``.
     """
 
     def append(self, execution_id: int, lines: Sequence[str]) -> int:
@@ -260,40 +178,33 @@ class LogBus(Protocol):
         ...
 
 
-def writable_line(text: str) -> str:
-    """``text`` with what UTF-8 cannot encode (lone surrogates) replaced by ``?``."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-    return text
+# ---------------------------------------------------------------- the API's live log
 
 
-def encode_live_line(line: LogLine) -> str:
-    """The wire form of a live line: ``{"seq": n, "line": "..."}``."""
-    return json.dumps({"seq": line.seq, "line": line.text}, ensure_ascii=False)
+class AsyncLogSubscription(Protocol):
+    """A live feed of one run's log, read without blocking the event loop."""
+
+    async def get(self, wait: float) -> LogLine | LogEnd | None:
+        """The next event, waiting up to ``wait`` seconds; None when none came."""
+        ...
+
+    async def close(self) -> None:
+        """Unsubscribe; idempotent. ``get`` after close returns None at once."""
+        ...
 
 
-def encode_live_end(end: LogEnd) -> str:
-    """The wire form of the end event: ``{"end": "<status>"}``."""
-    return json.dumps({"end": end.status}, ensure_ascii=False)
+class AsyncLogFeed(Protocol):
+    """Async subscriptions to runs' live logs, for streams that may stay open a long time.
 
+    Invariants: a subscription sees, in ``seq`` order, every line appended to the run's
+    ``LogBus`` after ``subscribe`` returned, then one ``LogEnd`` when the run finishes;
+    waiting holds no thread; ``close`` releases everything the subscription held, even
+    when the backend has gone away. Backend failures raise ``BackendUnavailable``.
+    """
 
-def decode_live_message(data: str | bytes) -> LogLine | LogEnd | None:
-    """Parse a live message; None when it is not one of the two shapes."""
-    try:
-        payload = json.loads(data)
-    except ValueError:
-        return None
-    if not isinstance(payload, dict):
-        return None
-    end = payload.get("end")
-    if isinstance(end, str):
-        return LogEnd(status=end)
-    seq, text = payload.get("seq"), payload.get("line")
-    if isinstance(seq, int) and not isinstance(seq, bool) and isinstance(text, str):
-        return LogLine(seq=seq, text=text)
-    return None
+    async def subscribe(self, execution_id: int) -> AsyncLogSubscription:
+        """A subscription to ``execution_id``'s log, active when this returns."""
+        ...
 
 
 # ---------------------------------------------------------------- change notices
@@ -339,3 +250,66 @@ class ChangeNotices(Protocol):
     def listen(self) -> NoticeListener:
         """A listener, active when this returns."""
         ...
+
+
+# ---------------------------------------------------------------- publishing runs
+
+
+class Dispatcher(Protocol):
+    """Publishes runs to the workers by registered task name.
+
+    The beat scheduler sends every claimed slot through it and "run now" does too, so
+    both publish the same way (and the API never imports Celery). Invariants: ``dispatch``
+    builds the run's message with ``message_for`` and publishes exactly that message once,
+    with the Celery task id stored on the run's row; it returns the message published.
+    When the broker cannot take it, it raises ``BackendUnavailable`` naming the task and
+    its Celery task id, and nothing was published.
+    """
+
+    def message_for(self, run: ClaimedSlot) -> RunMessage:
+        """The message that publishes ``run`` (default: ``core.messages.message_for``)."""
+        ...
+
+    def dispatch(self, run: ClaimedSlot) -> RunMessage:
+        """Publish ``run``; the message sent."""
+        ...
+
+
+# ---------------------------------------------------------------- one backend
+
+
+class Backend(Protocol):
+    """The Redis-backed roles of one configured ``redis_url``: Redis, or in-process.
+
+    Roles are made on first use, in the process that uses them. ``check`` says whether
+    the backend answers (``"ok"``; raises ``BackendUnavailable`` otherwise), ``purge``
+    deletes everything the library stored under its key prefix (test clean-up) and
+    ``close`` releases connections; both are safe to call twice.
+    """
+
+    @property
+    def name(self) -> str:
+        """``"redis"`` or ``"memory"``."""
+        ...
+
+    @property
+    def locks(self) -> LockManager: ...
+
+    @property
+    def logbus(self) -> LogBus: ...
+
+    @property
+    def notices(self) -> ChangeNotices: ...
+
+    @property
+    def log_feed(self) -> AsyncLogFeed: ...
+
+    def check(self) -> str:
+        """``"ok"`` (or ``"ok (in-process)"``) when the backend answers."""
+        ...
+
+    def purge(self) -> int:
+        """Delete every key under the key prefix; how many were deleted."""
+        ...
+
+    def close(self) -> None: ...

@@ -9,13 +9,13 @@ UTC. The cron grammar and all DST logic live in ``dataforge_scheduler.core.cron`
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dataforge_scheduler.core.clock import ensure_utc
 from dataforge_scheduler.core.cron import CronSpec, next_fire, parse_cron
 from dataforge_scheduler.core.enums import TaskType
+from dataforge_scheduler.core.timing import aware_utc, stored_utc
 from dataforge_scheduler.errors import InvalidSchedule
 
 __all__ = [
@@ -76,28 +76,6 @@ class ScheduleLike(Protocol):
     def created_at(self) -> datetime | None: ...
 
 
-def _aware_input(instant: datetime) -> datetime:
-    if not isinstance(instant, datetime):
-        raise TypeError(f"instant must be a datetime, got {instant!r}")
-    if instant.tzinfo is None or instant.utcoffset() is None:
-        raise ValueError(f"instant must be timezone-aware, got naive {instant.isoformat()}")
-    return instant.astimezone(UTC)
-
-
-def _aware_field(value: object, field: str) -> datetime:
-    if not isinstance(value, datetime):
-        raise InvalidSchedule(
-            f"{field} must be a datetime, got {value!r}", field=field, value=value
-        )
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidSchedule(
-            f"{field} must be timezone-aware, got naive {value.isoformat()}",
-            field=field,
-            value=value,
-        )
-    return value.astimezone(UTC)
-
-
 def validate_timezone(name: str, *, field: str = "timezone") -> ZoneInfo:
     """The ``ZoneInfo`` for an IANA name; ``InvalidSchedule`` naming ``field`` otherwise."""
     if not isinstance(name, str) or not name.strip():
@@ -141,7 +119,7 @@ class CronTrigger:
             self.timezone = validate_timezone(timezone)
 
     def next_after(self, instant: datetime) -> datetime | None:
-        return next_fire(self._spec, self.timezone, _aware_input(instant))
+        return next_fire(self._spec, self.timezone, aware_utc(instant))
 
     def __repr__(self) -> str:
         return f"CronTrigger({self.expression!r}, timezone={self.timezone.key!r})"
@@ -171,10 +149,10 @@ class IntervalTrigger:
                 f"interval_seconds {seconds} is too large", field="interval_seconds", value=seconds
             ) from exc
         self.seconds = seconds
-        self.anchor = _aware_field(anchor, "start_at")
+        self.anchor = aware_utc(anchor, field="start_at")
 
     def next_after(self, instant: datetime) -> datetime | None:
-        elapsed = _aware_input(instant) - self.anchor
+        elapsed = aware_utc(instant) - self.anchor
         periods = max(elapsed // self._step + 1, 1)
         try:
             return self.anchor + periods * self._step
@@ -191,10 +169,10 @@ class DateTrigger:
     __slots__ = ("run_at",)
 
     def __init__(self, run_at: datetime) -> None:
-        self.run_at = _aware_field(run_at, "run_at")
+        self.run_at = aware_utc(run_at, field="run_at")
 
     def next_after(self, instant: datetime) -> datetime | None:
-        return self.run_at if self.run_at > _aware_input(instant) else None
+        return self.run_at if self.run_at > aware_utc(instant) else None
 
     def __repr__(self) -> str:
         return f"DateTrigger({self.run_at.isoformat()!r})"
@@ -206,7 +184,7 @@ class ManualTrigger:
     __slots__ = ()
 
     def next_after(self, instant: datetime) -> datetime | None:
-        _aware_input(instant)
+        aware_utc(instant)
         return None
 
     def __repr__(self) -> str:
@@ -223,8 +201,8 @@ class WindowedTrigger:
         self, inner: Trigger, *, start_at: datetime | None, end_at: datetime | None
     ) -> None:
         self.inner = inner
-        self.start_at = None if start_at is None else _aware_field(start_at, "start_at")
-        self.end_at = None if end_at is None else _aware_field(end_at, "end_at")
+        self.start_at = None if start_at is None else aware_utc(start_at, field="start_at")
+        self.end_at = None if end_at is None else aware_utc(end_at, field="end_at")
         if self.start_at is not None and self.end_at is not None and self.start_at >= self.end_at:
             raise InvalidSchedule(
                 f"end_at {self.end_at.isoformat()} must be after start_at "
@@ -234,7 +212,7 @@ class WindowedTrigger:
             )
 
     def next_after(self, instant: datetime) -> datetime | None:
-        probe = _aware_input(instant)
+        probe = aware_utc(instant)
         if self.end_at is not None and probe >= self.end_at:
             return None
         if self.start_at is not None and probe < self.start_at:
@@ -261,8 +239,7 @@ def _task_type(value: str) -> TaskType:
 
 
 def _stored(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes for timezone-aware columns; stored values are UTC.
-    return None if value is None else ensure_utc(value)
+    return None if value is None else stored_utc(value)
 
 
 def _inner_trigger(task: ScheduleLike, kind: TaskType, zone: ZoneInfo) -> Trigger:
@@ -314,7 +291,7 @@ def fire_times(trigger: Trigger, after: datetime, count: int) -> list[datetime]:
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ValueError(f"count must be a whole number of 0 or more, got {count!r}")
     fires: list[datetime] = []
-    cursor = _aware_input(after)
+    cursor = aware_utc(after, field="after")
     for _ in range(min(count, MAX_FIRE_TIMES)):
         fire = trigger.next_after(cursor)
         if fire is None:

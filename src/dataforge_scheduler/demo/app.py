@@ -10,7 +10,7 @@ tasks. ``prepare()`` checks the services and creates the tables and schedules.
 the ``RunNarrator`` and a Celery ``WorkController`` on the threads pool;
 ``start_scheduler()`` then a ``DatabaseScheduler`` loop calling ``tick()``. One process
 is what lets ``memory://`` work: the broker delivers from the scheduler's thread to the
-worker's (celery-5.7-facts §6). ``stop()`` asks every part to stop at once, then waits
+worker's (docs/internals.md §13). ``stop()`` asks every part to stop at once, then waits
 for each: the scheduler within its one-second wait slice, the worker after the runs in
 progress (a warm shutdown), uvicorn within two seconds.
 """
@@ -29,6 +29,7 @@ from celery import Celery, signals
 from celery.worker import WorkController
 
 from dataforge_scheduler.api import create_app
+from dataforge_scheduler.backends import MEMORY_URL
 from dataforge_scheduler.celery.beat import DatabaseScheduler
 from dataforge_scheduler.celery.maintenance import ensure_maintenance_schedules
 from dataforge_scheduler.celery.task import DataForgeTask
@@ -36,8 +37,9 @@ from dataforge_scheduler.core.context import current_run
 from dataforge_scheduler.demo.console import Console, NarratingDispatcher, RunNarrator
 from dataforge_scheduler.demo.tasks import ensure_demo_schedules, register_demo_tasks
 from dataforge_scheduler.errors import BackendUnavailable, DataForgeError
+from dataforge_scheduler.redis.keys import Keys
 from dataforge_scheduler.registry import TaskRegistry
-from dataforge_scheduler.runtime import MEMORY_URL, Runtime
+from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.serve import API_PREFIX, DEFAULT_HOST, DEFAULT_PORT, ApiServer, mount_api
 from dataforge_scheduler.settings import Settings
 from dataforge_scheduler.sql.models import create_all
@@ -112,7 +114,7 @@ def _database_path(data_dir: Path | None) -> Path:
 def _namespace_broker_keys(app: Any, key_prefix: str) -> None:
     """Put the broker's and the result backend's Redis keys under ``key_prefix``, so a
     demo on a shared Redis never takes another app's tasks, nor they its own."""
-    prefix = {"global_keyprefix": f"{key_prefix}:demo:"}
+    prefix = {"global_keyprefix": Keys(key_prefix).namespace("demo")}
     for name in ("broker_transport_options", "result_backend_transport_options"):
         app.conf[name] = {**(app.conf.get(name) or {}), **prefix}
 

@@ -2,8 +2,8 @@
 
 ``Console`` writes one timestamped line per event (``12:00:05  log      demo.heartbeat
 #4  hello``) to a text stream, from any thread. ``NarratingDispatcher`` shows each
-dispatch, from the scheduler or the API's "run now" alike. ``RunNarrator`` follows each run's log
-live through the ``LogBus`` port, the same feed the API's SSE endpoint serves: a run is
+dispatch, from the scheduler or the API's "run now" alike. ``RunNarrator`` follows each
+run's log live through the ``LogBus`` port, the same feed the API's SSE endpoint serves: a run is
 followed from ``task_prerun`` (subscribed before the body writes its first line), its
 lines are shown as they are flushed, and when the bus says the run ended the narrator
 reads the run's row and shows its outcome, duration and result. One daemon thread polls
@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from dataforge_scheduler.core.headers import EXECUTION_ID, SLOT, TRIGGER
-from dataforge_scheduler.core.ports import LogEnd, LogSubscription
-from dataforge_scheduler.runtime import Dispatcher, Runtime
+from dataforge_scheduler.core.messages import EXECUTION_ID, SLOT, TRIGGER, RunMessage
+from dataforge_scheduler.core.ports import Dispatcher, LogEnd, LogSubscription
+from dataforge_scheduler.core.slots import ClaimedSlot
+from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.sql import store
 
 __all__ = ["Console", "NarratingDispatcher", "RunNarrator"]
@@ -63,24 +64,22 @@ class NarratingDispatcher:
         self.inner = inner
         self._console = console
 
-    def send(
-        self,
-        task_name: str,
-        *,
-        kwargs: dict[str, Any],
-        task_id: str,
-        options: dict[str, Any] | None = None,
-        headers: dict[str, Any] | None = None,
-    ) -> None:
-        self.inner.send(task_name, kwargs=kwargs, task_id=task_id, options=options, headers=headers)
-        given = headers or {}
-        run = f"run #{given[EXECUTION_ID]}" if EXECUTION_ID in given else f"task id {task_id}"
+    def message_for(self, run: ClaimedSlot) -> RunMessage:
+        return self.inner.message_for(run)
+
+    def dispatch(self, run: ClaimedSlot) -> RunMessage:
+        message = self.inner.dispatch(run)
+        given = message.headers
+        label = (
+            f"run #{given[EXECUTION_ID]}" if EXECUTION_ID in given else f"task id {message.task_id}"
+        )
         why = str(given.get(TRIGGER) or "sent")
         slot = given.get(SLOT)
         if isinstance(slot, str):
             when = datetime.fromisoformat(slot).astimezone().strftime("%H:%M:%S")
             why = f"{why}, the {when} slot"
-        self._console.line("dispatch", task_name, f"{run} ({why})")
+        self._console.line("dispatch", message.task_name, f"{label} ({why})")
+        return message
 
 
 @dataclass

@@ -11,12 +11,13 @@ import builtins
 import logging
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
 from dataforge_scheduler.core.clock import Clock, SystemClock
-from dataforge_scheduler.core.ports import Acquired, LockInfo, LockOwner, ttl_milliseconds
+from dataforge_scheduler.core.values import Acquired, LockInfo, LockOwner, ttl_milliseconds
 from dataforge_scheduler.errors import ConfigurationError, LockLost
 
 __all__ = ["MemoryLockManager"]
@@ -37,10 +38,22 @@ class _Held:
 class MemoryLockManager:
     """The ``LockManager`` port in memory (see the Protocol for the invariants)."""
 
-    def __init__(self, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, *, clock: Clock | None = None, lock_key: Callable[[str], str] | None = None
+    ) -> None:
+        """``lock_key`` names the key a scope's lock would have on Redis (shown in
+        ``LockInfo.key``); the backend factory passes ``redis.keys.Keys(prefix).lock``."""
         self._clock: Clock = clock if clock is not None else SystemClock()
+        self._lock_key = lock_key if lock_key is not None else _default_key
         self._mutex = threading.Lock()
         self._held: dict[str, _Held] = {}
+
+    def clear(self) -> int:
+        """Drop every lock (test clean-up); how many were held."""
+        with self._mutex:
+            count = len(self._held)
+            self._held.clear()
+        return count
 
     def acquire(self, scope: str, owner: LockOwner, *, ttl: float) -> Acquired | LockInfo:
         _check_scope(scope)
@@ -53,7 +66,7 @@ class MemoryLockManager:
                 self._held[scope] = _Held(token, owner, now, now + lifetime)
                 return Acquired(token=token, reentered=False)
             if held.owner.celery_task_id != owner.celery_task_id:
-                return _info(scope, held, now)
+                return _info(self._lock_key(scope), scope, held, now)
             merged = LockOwner(
                 celery_task_id=owner.celery_task_id,
                 execution_id=_pick(owner.execution_id, held.owner.execution_id),
@@ -104,20 +117,20 @@ class MemoryLockManager:
                 return None
             del self._held[scope]
         logger.warning("force-released lock %s held by task %s", scope, held.owner.celery_task_id)
-        return _info(scope, held, now)
+        return _info(self._lock_key(scope), scope, held, now)
 
     def get(self, scope: str) -> LockInfo | None:
         _check_scope(scope)
         with self._mutex:
             now = self._clock.now()
             held = self._live(scope, now)
-            return None if held is None else _info(scope, held, now)
+            return None if held is None else _info(self._lock_key(scope), scope, held, now)
 
     def list(self) -> builtins.list[LockInfo]:
         with self._mutex:
             now = self._clock.now()
             found = [
-                _info(scope, held, now)
+                _info(self._lock_key(scope), scope, held, now)
                 for scope in builtins.list(self._held)
                 if (held := self._live(scope, now)) is not None
             ]
@@ -141,9 +154,14 @@ def _pick(new: _T | None, old: _T | None) -> _T | None:
     return old if new is None else new
 
 
-def _info(scope: str, held: _Held, now: datetime) -> LockInfo:
+def _default_key(scope: str) -> str:
+    # a stand-alone manager (tests) has no prefix; the backend factory injects Keys
+    return scope
+
+
+def _info(key: str, scope: str, held: _Held, now: datetime) -> LockInfo:
     return LockInfo(
-        key=f"memory:lock:{scope}",
+        key=key,
         scope=scope,
         token=held.token,
         celery_task_id=held.owner.celery_task_id,

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Self
 
 from dataforge_scheduler.core.clock import Clock, SystemClock
-from dataforge_scheduler.core.ports import LogEnd, LogLine, ttl_milliseconds, writable_line
+from dataforge_scheduler.core.values import LogEnd, LogLine, ttl_milliseconds, writable_line
 from dataforge_scheduler.errors import ConfigurationError
 
 __all__ = ["MemoryLogBus", "MemoryLogSubscription"]
@@ -45,6 +45,14 @@ class MemoryLogBus:
         self._logs: dict[int, _Log] = {}
         self._ends: dict[int, _End] = {}
         self._subscribers: dict[int, set[MemoryLogSubscription]] = {}
+
+    def clear(self) -> int:
+        """Drop every log and end marker (test clean-up); how many logs there were."""
+        with self._mutex:
+            count = len(self._logs)
+            self._logs.clear()
+            self._ends.clear()
+        return count
 
     def append(self, execution_id: int, lines: Sequence[str]) -> int:
         if isinstance(lines, str):

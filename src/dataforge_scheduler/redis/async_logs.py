@@ -5,7 +5,7 @@ open for the whole run, so the API reads the same pub/sub channel with redis.asy
 instead and holds no thread while it waits. Each subscription owns its own client (one
 connection, made on the event loop that uses it) and closes both when the stream ends,
 so a client that disconnects leaves nothing subscribed. Messages are the JSON shapes of
-``core.ports`` (``decode_live_message``).
+``redis.keys`` (``decode_live_message``).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any, Self
 import redis.asyncio
 import redis.exceptions
 
-from dataforge_scheduler.core.ports import LogEnd, LogLine, decode_live_message
+from dataforge_scheduler.core.values import LogEnd, LogLine
 from dataforge_scheduler.errors import BackendUnavailable
-from dataforge_scheduler.redis.keys import Keys
+from dataforge_scheduler.redis.keys import Keys, decode_live_message
 
 __all__ = ["RedisAsyncLogFeed", "RedisAsyncLogSubscription"]
 

@@ -1,8 +1,11 @@
-"""Every Redis key and channel name the library uses, built in one place.
+"""Every Redis key and channel name the library uses, and what the channels carry,
+built in one place.
 
-Also home of the two helpers every module of the room shares (each imports this one):
-``backend_errors()``, the one translation of redis-py connection failures into
-``BackendUnavailable``, and ``open_pubsub()``, a subscription confirmed by the server.
+Pure string building (no redis-py import), so every room that names a lock (the Celery
+face, the API, the reaper, the pytest plugin) asks this module, and the in-process twins
+get the same names by injection. A lock *scope* says what a lock guards: one schedule
+(``task:<scheduled_task_id>``) or every run of a task name (``name:<celery task name>``);
+a run takes its schedule's scope, or its task name's when it has none (``run_scope``).
 
 Key layout, for operators (``<prefix>`` is ``Settings.key_prefix``; ``<scope>`` is
 ``task:<scheduled_task_id>`` or ``name:<celery task name>``):
@@ -38,6 +41,12 @@ channel                                   messages
                                           made through the API; wakes the beat scheduler
 ========================================  =================================================
 
+Live messages are built by ``encode_live_line``/``encode_live_end`` and read by
+``decode_live_message`` (the append script in ``redis.logbus`` writes the same line shape
+with ``cjson``; the log-bus contract tests decode what it publishes). Brokers and result
+backends a demo or test runs on Redis are namespaced under ``<prefix>:<name>:``
+(``Keys.namespace``).
+
 To see the held locks: ``redis-cli --scan --pattern '<prefix>:lock:*'``, then ``HGETALL``
 and ``PTTL`` on each. Deleting a lock key by hand force-releases it; the running task
 notices at its next ``extend_lock()`` (``LockLost``).
@@ -45,19 +54,53 @@ notices at its next ``extend_lock()`` (``LockLost``).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import json
 
-import redis
-import redis.client
-import redis.exceptions
+from dataforge_scheduler.core.naming import check_key_prefix
+from dataforge_scheduler.core.values import LogEnd, LogLine
+from dataforge_scheduler.errors import ConfigurationError
 
-from dataforge_scheduler.errors import BackendUnavailable, ConfigurationError
+__all__ = [
+    "Keys",
+    "decode_live_message",
+    "encode_live_end",
+    "encode_live_line",
+    "run_scope",
+    "schedule_id_of_scope",
+    "schedule_scope",
+    "task_name_scope",
+]
 
-__all__ = ["Keys", "backend_errors", "open_pubsub"]
 
-_GLOB_CHARS = frozenset("*?[]\\")
+# ---------------------------------------------------------------- lock scopes
+
+
+def schedule_scope(scheduled_task_id: int) -> str:
+    """The lock scope of one schedule row: ``task:<id>``."""
+    return f"task:{int(scheduled_task_id)}"
+
+
+def task_name_scope(task_name: str) -> str:
+    """The lock scope shared by every run of a Celery task name: ``name:<task_name>``."""
+    if not task_name:
+        raise ConfigurationError("task_name must be non-empty for a lock scope", field="task_name")
+    return f"name:{task_name}"
+
+
+def run_scope(task_name: str, scheduled_task_id: int | None) -> str:
+    """The lock scope of a run: its schedule's, or its task name's when it has none."""
+    if scheduled_task_id is not None:
+        return schedule_scope(scheduled_task_id)
+    return task_name_scope(task_name)
+
+
+def schedule_id_of_scope(scope: str) -> int | None:
+    """The schedule id a ``task:<id>`` scope names; None for any other scope."""
+    prefix, _, rest = scope.partition(":")
+    return int(rest) if prefix == "task" and rest.isascii() and rest.isdigit() else None
+
+
+# ---------------------------------------------------------------- keys
 
 
 class Keys:
@@ -66,18 +109,7 @@ class Keys:
     __slots__ = ("_prefix",)
 
     def __init__(self, prefix: str) -> None:
-        if not isinstance(prefix, str) or not prefix:
-            raise ConfigurationError(
-                f"key_prefix must be a non-empty string, got {prefix!r}", field="key_prefix"
-            )
-        bad = sorted(set(prefix) & _GLOB_CHARS)
-        if bad or any(ch.isspace() for ch in prefix):
-            raise ConfigurationError(
-                f"key_prefix {prefix!r} must not contain whitespace or the glob characters "
-                "* ? [ ] \\ (SCAN patterns are built from it)",
-                field="key_prefix",
-            )
-        self._prefix = prefix
+        self._prefix = check_key_prefix(prefix)
 
     @property
     def prefix(self) -> str:
@@ -85,6 +117,17 @@ class Keys:
 
     def __repr__(self) -> str:
         return f"Keys({self._prefix!r})"
+
+    def all_pattern(self) -> str:
+        """SCAN pattern matching every key under the prefix."""
+        return f"{self._prefix}:*"
+
+    def namespace(self, name: str) -> str:
+        """The prefix (ending in ``:``) of keys a component named ``name`` writes on its
+        own (a demo's broker and result backend, as kombu's ``global_keyprefix``)."""
+        if not name or ":" in name:
+            raise ConfigurationError(f"namespace name {name!r} is invalid", field="name")
+        return f"{self._prefix}:{name}:"
 
     # ---- locks
 
@@ -134,33 +177,31 @@ def _execution(execution_id: int) -> int:
     return execution_id
 
 
-@contextmanager
-def backend_errors(action: str) -> Iterator[None]:
-    """Re-raise redis-py connection and timeout errors as ``BackendUnavailable``."""
+# ---------------------------------------------------------------- live messages
+
+
+def encode_live_line(line: LogLine) -> str:
+    """The wire form of a live line: ``{"seq": n, "line": "..."}``."""
+    return json.dumps({"seq": line.seq, "line": line.text}, ensure_ascii=False)
+
+
+def encode_live_end(end: LogEnd) -> str:
+    """The wire form of the end event: ``{"end": "<status>"}``."""
+    return json.dumps({"end": end.status}, ensure_ascii=False)
+
+
+def decode_live_message(data: str | bytes) -> LogLine | LogEnd | None:
+    """Parse a live message; None when it is not one of the two shapes."""
     try:
-        yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        raise BackendUnavailable(f"Redis is unavailable while {action}: {exc}") from exc
-
-
-def open_pubsub(client: redis.Redis, channel: str, *, timeout: float = 5.0) -> redis.client.PubSub:
-    """A PubSub subscribed to ``channel``, returned once the server confirmed it.
-
-    Waiting for the confirmation is what lets the ports promise that a message published
-    after ``subscribe()``/``listen()`` returned is received.
-    """
-    # redis-py leaves Redis.pubsub() unannotated; it returns a PubSub.
-    pubsub: redis.client.PubSub = client.pubsub()  # type: ignore[no-untyped-call]
-    try:
-        with backend_errors(f"subscribing to {channel}"):
-            pubsub.subscribe(channel)
-            deadline = time.monotonic() + timeout
-            while (remaining := deadline - time.monotonic()) > 0:
-                message = pubsub.get_message(timeout=remaining)
-                if message is not None and message.get("type") == "subscribe":
-                    return pubsub
-    except BaseException:
-        pubsub.close()
-        raise
-    pubsub.close()
-    raise BackendUnavailable(f"Redis did not confirm the subscription to {channel} in {timeout} s")
+        payload = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    end = payload.get("end")
+    if isinstance(end, str):
+        return LogEnd(status=end)
+    seq, text = payload.get("seq"), payload.get("line")
+    if isinstance(seq, int) and not isinstance(seq, bool) and isinstance(text, str):
+        return LogLine(seq=seq, text=text)
+    return None

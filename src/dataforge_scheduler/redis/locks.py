@@ -17,10 +17,12 @@ from typing import Any
 
 import redis
 
-from dataforge_scheduler.core.clock import Clock, SystemClock, ensure_utc
-from dataforge_scheduler.core.ports import Acquired, LockInfo, LockOwner, ttl_milliseconds
+from dataforge_scheduler.core.clock import Clock, SystemClock
+from dataforge_scheduler.core.timing import stored_utc
+from dataforge_scheduler.core.values import Acquired, LockInfo, LockOwner, ttl_milliseconds
 from dataforge_scheduler.errors import LockLost
-from dataforge_scheduler.redis.keys import Keys, backend_errors
+from dataforge_scheduler.redis.connection import backend_errors
+from dataforge_scheduler.redis.keys import Keys
 
 __all__ = ["RedisLockManager"]
 
@@ -215,7 +217,7 @@ def _build_info(key: str, scope: str, fields: dict[str, str], pttl: int) -> Lock
 
 def _parse_instant(text: str) -> datetime:
     try:
-        return ensure_utc(datetime.fromisoformat(text))
+        return stored_utc(datetime.fromisoformat(text))
     except ValueError:
         # A hash written by hand or by a foreign tool: keep the lock visible anyway.
         logger.warning("lock hash has an unreadable acquired_at %r", text)

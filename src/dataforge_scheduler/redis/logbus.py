@@ -2,8 +2,9 @@
 
 One Lua script appends a batch and publishes each line with its ``seq`` computed from the
 list's new length, so seq numbers are exact even when several processes append to the
-same run at once. Live messages are the JSON shapes ``core.ports`` defines, which the
-API's SSE stream decodes with ``decode_live_message``.
+same run at once. Live messages are the JSON shapes ``redis.keys`` defines (the script
+writes the line shape with ``cjson``), which every live reader decodes with
+``decode_live_message``.
 """
 
 from __future__ import annotations
@@ -18,16 +19,10 @@ from typing import Any, Self
 import redis
 import redis.client
 
-from dataforge_scheduler.core.ports import (
-    LogEnd,
-    LogLine,
-    decode_live_message,
-    encode_live_end,
-    ttl_milliseconds,
-    writable_line,
-)
+from dataforge_scheduler.core.values import LogEnd, LogLine, ttl_milliseconds, writable_line
 from dataforge_scheduler.errors import ConfigurationError
-from dataforge_scheduler.redis.keys import Keys, backend_errors, open_pubsub
+from dataforge_scheduler.redis.connection import backend_errors, open_pubsub
+from dataforge_scheduler.redis.keys import Keys, decode_live_message, encode_live_end
 
 __all__ = ["RedisLogBus", "RedisLogSubscription"]
 

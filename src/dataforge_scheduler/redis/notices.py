@@ -16,7 +16,8 @@ from typing import Self
 import redis
 import redis.client
 
-from dataforge_scheduler.redis.keys import Keys, backend_errors, open_pubsub
+from dataforge_scheduler.redis.connection import backend_errors, open_pubsub
+from dataforge_scheduler.redis.keys import Keys
 
 __all__ = ["RedisChangeNotices", "RedisNoticeListener"]
 

@@ -23,9 +23,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from dataforge_scheduler.errors import BackendUnavailable
-
-__all__ = ["create_engine", "make_session_factory", "ping"]
+__all__ = ["create_engine", "make_session_factory"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,16 +106,3 @@ def _dispose_pools_in_child() -> None:
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions bound to ``engine`` whose objects stay readable after commit."""
     return sessionmaker(bind=engine, expire_on_commit=False)
-
-
-def ping(engine: Engine) -> None:
-    """Run ``SELECT 1``; raise ``BackendUnavailable`` when the database cannot answer."""
-    try:
-        with engine.connect() as connection:
-            connection.execute(sa.text("SELECT 1"))
-    except (sa.exc.DBAPIError, OSError) as exc:
-        where = engine.url.render_as_string(hide_password=True)
-        logger.warning("database at %s is unreachable: %s", where, exc)
-        raise BackendUnavailable(
-            f"the database at {where} is unreachable: {exc}", url=where
-        ) from exc

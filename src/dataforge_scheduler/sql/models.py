@@ -1,4 +1,5 @@
-"""The two tables, ``scheduled_tasks`` and ``task_executions``, on one ``metadata``.
+"""The tables, ``scheduled_tasks``, ``task_executions`` and ``audit_log``, on one
+``metadata``.
 
 Every column a raw INSERT may leave out (the seed's own SQL among them) has a server-side
 default or is nullable, and every closed vocabulary is guarded by a named CHECK
@@ -32,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from dataforge_scheduler.core.enums import (
+    AuditAction,
     ExecutionStatus,
     ExecutionTrigger,
     MisfirePolicy,
@@ -45,6 +47,7 @@ __all__ = [
     "NAMING_CONVENTION",
     "UNINITIALISED_PREDICATE",
     "UNSENT_PREDICATE",
+    "AuditEntry",
     "Base",
     "ScheduledTask",
     "TaskExecution",
@@ -68,7 +71,7 @@ _ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
 # The predicates of the two partial indexes, written with literals: the queries in
-# ``sql.claims`` spell out the same constants, so PostgreSQL's generic plans (psycopg
+# ``sql.store.claims`` spell out the same constants, so PostgreSQL's generic plans (psycopg
 # prepares a statement after five runs) and SQLite's planner both match them.
 _DUE_TYPE_VALUES = ", ".join(f"'{t.value}'" for t in TaskType if t is not TaskType.MANUAL)
 UNINITIALISED_PREDICATE = (
@@ -241,6 +244,37 @@ class TaskExecution(Base):
         )
 
 
+class AuditEntry(Base):
+    """One change made through the API; ``before``/``after`` are JSON snapshots (None
+    where absent). Append-only: the store inserts and reads, never updates or deletes."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        CheckConstraint(
+            column("action", String).in_([a.value for a in AuditAction]), name="action"
+        ),
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_target", "target_type", "target_id"),
+    )
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - SQLAlchemy reads a plain dict
+
+    id: Mapped[int] = mapped_column(_ID, Identity(), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, server_default=func.now())
+    principal: Mapped[str] = mapped_column(String(200), nullable=False)
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    target_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    target_id: Mapped[int | None] = mapped_column(BigInteger)
+    before: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    after: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+
+    def __repr__(self) -> str:
+        return (
+            f"<AuditEntry id={self.id} {self.action} {self.target_type}:{self.target_id} "
+            f"by {self.principal!r} at {self.at}>"
+        )
+
+
 def create_all(engine: Engine) -> None:
     """Create the tables and indexes that do not exist yet (safe to call again)."""
     metadata.create_all(engine, checkfirst=True)
@@ -249,9 +283,3 @@ def create_all(engine: Engine) -> None:
 def drop_all(engine: Engine) -> None:
     """Drop the library's tables (those that exist)."""
     metadata.drop_all(engine, checkfirst=True)
-
-
-# audit_log's model lives in sql.audit, which imports this module; importing it here puts
-# its table on ``metadata`` (what create_all and a host's Alembic read) whichever module a
-# caller loads first.
-from dataforge_scheduler.sql import audit as _audit  # noqa: E402, F401

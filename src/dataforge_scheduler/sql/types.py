@@ -1,16 +1,17 @@
 """Column types shared by the models: aware UTC datetimes, JSON/JSONB and str enums.
 
-Storage is UTC everywhere. ``UTCDateTime`` refuses naive datetimes on the way in (a naive
-value has no defined instant) and hands back aware UTC on the way out, including on
-SQLite, which stores ``DateTime(timezone=True)`` as naive text. ``JSONType`` is JSONB on
-PostgreSQL (indexable, compact) and plain JSON elsewhere. ``StrEnumType`` stores a
-``StrEnum`` as its value in a ``VARCHAR`` (the table's CHECK constraint lists the values,
-so raw SQL such as the seed's INSERT keeps working) and loads it back as the enum member.
+Storage is UTC everywhere. ``UTCDateTime`` applies the library's naive-datetime rule
+(``core.timing``): a naive value is refused on the way in, and a value read back is
+aware UTC, including on SQLite, which stores ``DateTime(timezone=True)`` as naive text.
+``JSONType`` is JSONB on PostgreSQL (indexable, compact) and plain JSON elsewhere.
+``StrEnumType`` stores a ``StrEnum`` as its value in a ``VARCHAR`` (the table's CHECK
+constraint lists the values, so raw SQL such as the seed's INSERT keeps working) and
+loads it back as the enum member.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
@@ -18,7 +19,7 @@ from sqlalchemy import JSON, DateTime, Dialect, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
-from dataforge_scheduler.core.clock import ensure_utc
+from dataforge_scheduler.core.timing import aware_utc, stored_utc
 
 __all__ = ["JSONType", "StrEnumType", "UTCDateTime"]
 
@@ -39,14 +40,12 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if not isinstance(value, datetime):
             raise TypeError(f"expected an aware datetime, got {type(value).__name__}: {value!r}")
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"naive datetime {value.isoformat()} has no timezone; pass aware UTC")
-        utc = value.astimezone(UTC)
+        utc = aware_utc(value, field="datetime")
         # SQLite's DATETIME storage drops the offset; store the UTC wall time, read it as UTC.
         return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return None if value is None else ensure_utc(value)
+        return None if value is None else stored_utc(value)
 
 
 class StrEnumType(TypeDecorator[E], Generic[E]):

@@ -31,9 +31,9 @@ from dataforge_scheduler.testing.services import (
     DATABASE_ENV,
     REDIS_ENV,
     build_test_settings,
-    delete_redis_keys,
     env_url,
     isolated_database,
+    purge_backend,
     truncate_tables,
 )
 from dataforge_scheduler.testing.worker import InProcessWorker, WorkerPool
@@ -151,10 +151,8 @@ def _tune_app(app: Any) -> None:
 
 def _clean_up(runtime: Runtime) -> None:
     try:
-        truncate_tables(runtime.engine)
-        if not runtime.uses_memory_backend:
-            pattern = f"{runtime.settings.key_prefix}:*"
-            delete_redis_keys(runtime.settings.effective_redis_url, pattern)
+        truncate_tables(runtime)
+        purge_backend(runtime)
     finally:
         runtime.close()
 

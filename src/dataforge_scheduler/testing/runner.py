@@ -1,10 +1,10 @@
 """``TaskRunner``: run one task through the full path and hand back its execution row.
 
-The path is the API's "run now": a ``pending`` execution row (trigger ``manual``) is
-committed with the Celery task id about to be used, the message goes through the
-runtime's dispatcher (``app.send_task`` on the ``memory://`` broker), the in-process
-worker moves that row to ``running`` (``task_prerun``), ``DataForgeTask`` takes the
-schedule's lock (or skips the run when another holds it), the body runs with
+The path is the API's "run now" (``control.run_now``): a ``pending`` execution row
+(trigger ``manual``) is committed with the Celery task id about to be used, the message
+goes through the runtime's dispatcher (``app.send_task`` on the ``memory://`` broker),
+the in-process worker moves that row to ``running`` (``task_prerun``), ``DataForgeTask``
+takes the schedule's lock (or skips the run when another holds it), the body runs with
 ``task_log`` bound, and ``task_postrun`` records the outcome, the whole log and the
 schedule's counters, and releases the lock. The runner waits until the row is
 finished (through any retries) and returns it, detached from its session.
@@ -15,23 +15,16 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from dataforge_scheduler.celery.task import lock_scope
-from dataforge_scheduler.core.enums import ExecutionTrigger
-from dataforge_scheduler.core.headers import EXECUTION_ID, TRIGGER
-from dataforge_scheduler.core.ports import Acquired, LockInfo, LockOwner
-from dataforge_scheduler.errors import (
-    ConfigurationError,
-    InvalidParams,
-    LockNotAcquired,
-    UnknownTask,
-)
+from dataforge_scheduler.control import run_now
+from dataforge_scheduler.core.values import Acquired, LockInfo, LockOwner
+from dataforge_scheduler.errors import InvalidParams, LockNotAcquired, UnknownTask
+from dataforge_scheduler.redis.keys import run_scope
 from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.sql import store
-from dataforge_scheduler.sql.manual_runs import create_manual_execution
 from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution
 
 __all__ = ["RunTimeout", "Target", "TaskRunner"]
@@ -72,10 +65,7 @@ class TaskRunner:
 
     def send(self, target: Target, /, **kwargs_override: Any) -> str:
         """Record the ``pending`` row and send the run; return its Celery task id."""
-        schedule_id, task_name, kwargs = self._resolve(target)
-        kwargs.update(kwargs_override)
-        if schedule_id is not None:
-            kwargs["scheduled_task_id"] = schedule_id
+        schedule_id, task_name, _ = self._resolve(target)
         if task_name not in self.app.tasks:
             raise UnknownTask(
                 f"task {task_name!r} is not registered on Celery app {self.app.main!r}: "
@@ -83,23 +73,15 @@ class TaskRunner:
                 field="task_name",
                 task_name=task_name,
             )
-        dispatcher = self.runtime.dispatcher
-        if dispatcher is None:
-            raise ConfigurationError("the runtime has no dispatcher: was setup() called?")
-        celery_task_id = str(uuid.uuid4())
-        with self.runtime.session() as session:
-            execution = create_manual_execution(
-                session,
-                scheduled_task_id=schedule_id,
-                task_name=task_name,
-                celery_task_id=celery_task_id,
-                kwargs=kwargs,
-                now=self.runtime.clock.now(),
-            )
-            execution_id = execution.id
-        headers = {TRIGGER: ExecutionTrigger.MANUAL.value, EXECUTION_ID: execution_id}
-        dispatcher.send(task_name, kwargs=kwargs, task_id=celery_task_id, headers=headers)
-        return celery_task_id
+        done = run_now(
+            self.runtime,
+            schedule_id=schedule_id,
+            task_name=None if schedule_id is not None else task_name,
+            kwargs=kwargs_override,
+            # a host's tasks need not be described in the registry to be run by a test
+            validate=False,
+        )
+        return done.run.celery_task_id
 
     def wait(self, celery_task_id: str, *, timeout: float | None = None) -> TaskExecution:
         """Wait until run ``celery_task_id`` is finished and return its row."""
@@ -120,7 +102,7 @@ class TaskRunner:
 
     def execution(self, celery_task_id: str) -> TaskExecution | None:
         """The run's row as it is now (detached), or None."""
-        with self.runtime.session_factory() as session:
+        with self.runtime.session() as session:
             row = store.get_execution_by_celery_id(session, celery_task_id)
             if row is not None:
                 session.expunge(row)
@@ -131,7 +113,7 @@ class TaskRunner:
         """Hold the lock a run of ``target`` would take, as another run would; a run
         started inside the block is skipped. Yields the holder; released on exit."""
         schedule_id, task_name, _ = self._resolve(target)
-        scope = lock_scope(task_name, schedule_id)
+        scope = run_scope(task_name, schedule_id)
         owner = LockOwner(
             celery_task_id=f"dataforge-test-holder-{uuid.uuid4().hex[:12]}",
             hostname="pytest",
@@ -155,7 +137,7 @@ class TaskRunner:
     def lock(self, target: Target, /) -> LockInfo | None:
         """Who holds the lock a run of ``target`` takes, or None (released)."""
         schedule_id, task_name, _ = self._resolve(target)
-        return self.runtime.locks.get(lock_scope(task_name, schedule_id))
+        return self.runtime.locks.get(run_scope(task_name, schedule_id))
 
     def _resolve(self, target: Target) -> tuple[int | None, str, dict[str, Any]]:
         if isinstance(target, str):
@@ -171,7 +153,6 @@ class TaskRunner:
                 value=target,
                 errors=[{"loc": ["target"], "msg": message, "type": "type_error"}],
             )
-        with self.runtime.session_factory() as session:
+        with self.runtime.session() as session:
             row = store.get_schedule(session, schedule_id)
-            stored: Mapping[str, Any] = row.handler_kwargs or {}
-            return row.id, row.task_name, dict(stored)
+            return row.id, row.task_name, dict(row.handler_kwargs or {})

@@ -3,7 +3,8 @@
 Each ``tick()`` is one ``run_pass(clock.now())``: the scheduler claims what is due in
 the database (a ``pending`` execution row per slot, ``next_run_at`` advanced by the
 trigger and the misfire policy) and sends it through a ``RecordingDispatcher``, which
-keeps each send instead of publishing it. ``advance()`` moves the clock and ticks at
+keeps each message instead of publishing it (the same double this project's own tests
+use; it passes the ``Dispatcher`` contract suite). ``advance()`` moves the clock and ticks at
 every ``next_run_at`` on the way, so a long jump fires each slot on time, as a beat
 that never slept would, instead of turning them into one misfire; use ``clock.set()``
 then ``tick()`` to see the misfire policy at work after downtime.
@@ -18,9 +19,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from dataforge_scheduler.celery.beat import DatabaseScheduler
-from dataforge_scheduler.core.clock import ManualClock, ensure_utc
-from dataforge_scheduler.core.headers import SLOT
-from dataforge_scheduler.errors import ConfigurationError
+from dataforge_scheduler.core.clock import ManualClock
+from dataforge_scheduler.core.messages import SLOT, RunMessage
+from dataforge_scheduler.core.messages import message_for as default_message
+from dataforge_scheduler.core.slots import ClaimedSlot
+from dataforge_scheduler.core.timing import aware_utc
+from dataforge_scheduler.errors import BackendUnavailable, ConfigurationError
 from dataforge_scheduler.runtime import Runtime
 
 __all__ = ["RecordingDispatcher", "SchedulerDriver", "SentTask"]
@@ -43,7 +47,7 @@ class SentTask:
     def slot(self) -> datetime | None:
         """The slot (aware UTC) this run was claimed for; None for a send without one."""
         value = self.headers.get(SLOT)
-        return ensure_utc(datetime.fromisoformat(value)) if isinstance(value, str) else None
+        return aware_utc(datetime.fromisoformat(value)) if isinstance(value, str) else None
 
     @property
     def scheduled_task_id(self) -> int | None:
@@ -57,26 +61,37 @@ class SentTask:
 
 
 class RecordingDispatcher:
-    """A ``Dispatcher`` that records each send and publishes nothing."""
+    """A ``Dispatcher`` that records each message and publishes nothing.
+
+    Set ``down`` to make it refuse every run as a broker that cannot be reached does
+    (``BackendUnavailable``, nothing recorded), to test what a host does then.
+    """
 
     def __init__(self) -> None:
         self.sent: list[SentTask] = []
+        self.down = False
         self._lock = threading.Lock()
 
-    def send(
-        self,
-        task_name: str,
-        *,
-        kwargs: dict[str, Any],
-        task_id: str,
-        options: dict[str, Any] | None = None,
-        headers: dict[str, Any] | None = None,
-    ) -> None:
+    def message_for(self, run: ClaimedSlot) -> RunMessage:
+        return default_message(run)
+
+    def dispatch(self, run: ClaimedSlot) -> RunMessage:
+        if self.down:
+            raise BackendUnavailable(
+                f"could not send task {run.task_name!r} (id {run.celery_task_id}): the broker "
+                "is down (RecordingDispatcher.down)"
+            )
+        message = self.message_for(run)
         record = SentTask(
-            task_name, dict(kwargs), task_id, dict(headers or {}), dict(options or {})
+            message.task_name,
+            dict(message.kwargs),
+            message.task_id,
+            dict(message.headers),
+            dict(message.options),
         )
         with self._lock:
             self.sent.append(record)
+        return message
 
 
 class SchedulerDriver:
@@ -113,7 +128,7 @@ class SchedulerDriver:
 
     def advance_to(self, instant: datetime) -> list[SentTask]:
         """Like ``advance``, up to the aware ``instant``."""
-        target = ensure_utc(instant)
+        target = aware_utc(instant, field="instant")
         sent = self.tick()
         for _ in range(MAX_TICKS):
             due = self._next_run_at

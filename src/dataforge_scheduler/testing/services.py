@@ -16,14 +16,16 @@ whose ``DeprecationWarning`` fails test suites that turn warnings into errors.
 
 from __future__ import annotations
 
-import logging
 import os
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from dataforge_scheduler.backends import MEMORY_URL
+from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.settings import Settings
+from dataforge_scheduler.sql import store
 
 __all__ = [
     "DATABASE_ENV",
@@ -31,17 +33,15 @@ __all__ = [
     "REDIS_ENV",
     "SESSION_ID",
     "build_test_settings",
-    "delete_redis_keys",
     "isolated_database",
+    "purge_backend",
     "truncate_tables",
     "unique_key_prefix",
 ]
 
-logger = logging.getLogger(__name__)
 
 DATABASE_ENV = "DATAFORGE_TEST_DATABASE_URL"
 REDIS_ENV = "DATAFORGE_TEST_REDIS_URL"
-MEMORY_URL = "memory://"
 #: Names this test session's databases and Redis keys.
 SESSION_ID = uuid.uuid4().hex[:10]
 
@@ -88,53 +88,16 @@ def build_test_settings(
 def isolated_database(url: str) -> Iterator[str]:
     """A PostgreSQL database made for this session from ``url`` (dropped after), or
     ``url`` itself for any other dialect."""
-    import sqlalchemy as sa
-
-    admin_url = sa.engine.make_url(url)
-    if admin_url.get_backend_name() != "postgresql":
-        yield url
-        return
-    name = f"dataforge_plugin_{SESSION_ID}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except Exception:
-        admin.dispose()
-        raise
-    logger.debug("created test database %s", name)
-    try:
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with store.isolated_database(url, name=f"dataforge_plugin_{SESSION_ID}") as isolated:
+        yield isolated
 
 
-def truncate_tables(engine: Any) -> None:
+def truncate_tables(runtime: Runtime) -> None:
     """Empty the library's tables (and only those), restarting their identities."""
-    import sqlalchemy as sa
-
-    from dataforge_scheduler.sql.models import metadata
-
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            names = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
-            conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-        else:
-            for table in reversed(metadata.sorted_tables):
-                conn.execute(table.delete())
+    store.truncate_tables(runtime.engine)
 
 
-def delete_redis_keys(url: str, pattern: str) -> int:
-    """Delete every key of the Redis at ``url`` matching ``pattern`` (SCAN, not KEYS)."""
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=pattern, count=500))
-        if keys:
-            client.delete(*keys)
-        return len(keys)
-    finally:
-        client.close()
+def purge_backend(runtime: Runtime) -> int:
+    """Delete what the runtime's backend stored under its key prefix (every Redis key
+    of the test, or the in-process locks and logs)."""
+    return runtime.backend.purge()

@@ -6,7 +6,7 @@ it) consumes the ``memory://`` broker in a daemon thread of the test process, wi
 ``task_prerun``, ``before_start`` (the lock), the body, ``task_failure``/``task_retry``
 and ``task_postrun`` (history, log, lock release). Eager mode would not: with
 ``task_eager_propagates`` it skips ``on_failure`` and ``task_failure``, and it ignores
-retry countdowns (celery-5.7-facts §6.4).
+retry countdowns (docs/internals.md §14).
 
 One worker is kept for the whole session per Celery app, because stopping one costs
 up to two seconds (Celery's synchronous consumer loop drains the broker with a 2 s

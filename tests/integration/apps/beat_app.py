@@ -21,8 +21,9 @@ from typing import Any
 import redis
 from celery import Celery, Task
 
-from dataforge_scheduler.celery.beat import ClaimedSlot, DatabaseScheduler, Message
+from dataforge_scheduler.celery.beat import ClaimedSlot, DatabaseScheduler
 from dataforge_scheduler.celery.headers import EXECUTION_ID, SLOT, TRIGGER, header
+from dataforge_scheduler.core.messages import RunMessage, message_for
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.settings import Settings
 from dataforge_scheduler.wiring import setup
@@ -68,19 +69,30 @@ def build_app(env: Mapping[str, str]) -> Celery:
             "kwargs": kwargs,
             "headers": {name: header(self.request, name) for name in (TRIGGER, SLOT, EXECUTION_ID)},
         }
-        runtime.redis.rpush(key, json.dumps(entry))
+        runtime.backend.client.rpush(key, json.dumps(entry))
 
     for name in RECORDING_TASKS:
         app.task(bind=True, name=name, shared=False)(record)
     return app
 
 
+class _KillOnSend:
+    """A dispatcher that SIGKILLs its own process instead of publishing."""
+
+    def message_for(self, run: ClaimedSlot) -> RunMessage:
+        return message_for(run)
+
+    def dispatch(self, run: ClaimedSlot) -> RunMessage:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return message_for(run)  # pragma: no cover - the process is gone
+
+
 class CrashingScheduler(DatabaseScheduler):
     """Dies by SIGKILL between its first committed claim and its send."""
 
-    def message_for(self, slot: ClaimedSlot) -> Message:
-        os.kill(os.getpid(), signal.SIGKILL)
-        return super().message_for(slot)  # pragma: no cover - the process is gone
+    def __init__(self, app: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("dispatcher", _KillOnSend())
+        super().__init__(app, **kwargs)
 
 
 def __getattr__(name: str) -> Any:

@@ -64,7 +64,7 @@ def _lock_tasks(app: Celery, runtime: Runtime) -> None:
     prefix = runtime.settings.key_prefix
 
     def mark(task: str, scheduled_task_id: Any) -> None:
-        runtime.redis.incr(f"{prefix}:body:{task}:{scheduled_task_id}")
+        runtime.backend.client.incr(f"{prefix}:body:{task}:{scheduled_task_id}")
 
     @app.task(base=DataForgeTask, bind=True, name="wt.hello")
     def hello(self: DataForgeTask, scheduled_task_id: int | None = None, **kwargs: Any) -> dict:
@@ -100,7 +100,7 @@ def _other_tasks(app: Celery, runtime: Runtime) -> None:
     prefix = runtime.settings.key_prefix
 
     def mark(task: str, scheduled_task_id: Any) -> None:
-        runtime.redis.incr(f"{prefix}:body:{task}:{scheduled_task_id}")
+        runtime.backend.client.incr(f"{prefix}:body:{task}:{scheduled_task_id}")
 
     @app.task(
         base=DataForgeTask, bind=True, name="wt.extender", lock_ttl=1.0, lock_auto_renew=False
@@ -144,7 +144,7 @@ def _other_tasks(app: Celery, runtime: Runtime) -> None:
 
     @app.task(name="wt.plain")
     def plain(marker: str) -> str:
-        runtime.redis.incr(f"{prefix}:body:plain:{marker}")
+        runtime.backend.client.incr(f"{prefix}:body:plain:{marker}")
         return marker
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from dataforge_scheduler.api.schemas.runs import ExecutionOut, LockOut
 from dataforge_scheduler.api.schemas.tasks import TaskOut
-from dataforge_scheduler.core.ports import LockInfo, schedule_id_of_scope
+from dataforge_scheduler.core.values import LockInfo
+from dataforge_scheduler.redis.keys import schedule_id_of_scope
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution
 from dataforge_scheduler.sql.store import Page

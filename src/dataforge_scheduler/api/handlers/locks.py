@@ -7,15 +7,14 @@ lives in Redis, so the two cannot be one atomic act; the audit records what was 
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
-
 from dataforge_scheduler.api.context import Context
 from dataforge_scheduler.api.handlers.common import lock_out
 from dataforge_scheduler.api.http import Response, json_response
 from dataforge_scheduler.api.schemas.runs import LockList, LockState, ReleaseResult
-from dataforge_scheduler.core.ports import schedule_scope
+from dataforge_scheduler.core.enums import AuditAction
+from dataforge_scheduler.redis.keys import schedule_scope
 from dataforge_scheduler.sql import store
-from dataforge_scheduler.sql.audit import AuditAction, record_audit
+from dataforge_scheduler.sql.store import Session, record_audit
 
 __all__ = ["get_lock", "list_locks", "release_lock"]
 

@@ -6,10 +6,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.orm import Session
-
 from dataforge_scheduler.api.context import Context
-from dataforge_scheduler.api.errors import error_item, validation_failed
 from dataforge_scheduler.api.handlers.common import page_of
 from dataforge_scheduler.api.http import Response, json_response
 from dataforge_scheduler.api.schemas.misc import (
@@ -21,9 +18,9 @@ from dataforge_scheduler.api.schemas.misc import (
     PreviewResponse,
     RegisteredTasks,
 )
-from dataforge_scheduler.core.enums import TaskType
+from dataforge_scheduler.core.timing import refuse_past_run_at
 from dataforge_scheduler.core.triggers import fire_times, trigger_for, validate_timezone
-from dataforge_scheduler.sql.audit import list_audit
+from dataforge_scheduler.sql.store import Session, list_audit
 
 __all__ = ["health", "list_audit_entries", "preview_schedule", "registered_tasks"]
 
@@ -50,16 +47,7 @@ class _Probe:
 
 def _preview(body: PreviewRequest, *, now: datetime, default_timezone: str) -> PreviewResponse:
     zone = validate_timezone(body.timezone or default_timezone)
-    if body.task_type is TaskType.DATE and body.run_at is not None and body.run_at <= now:
-        raise validation_failed(
-            [
-                error_item(
-                    ["body", "run_at"],
-                    f"run_at {body.run_at.isoformat()} is not in the future "
-                    f"(now is {now.isoformat()}): a date schedule would never fire",
-                )
-            ]
-        )
+    refuse_past_run_at(body.task_type, body.run_at, now=now)
     probe = _Probe(**body.model_dump(exclude={"count"}), created_at=now)
     trigger = trigger_for(probe, default_timezone)
     try:

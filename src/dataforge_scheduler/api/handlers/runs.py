@@ -1,20 +1,15 @@
 """Run now, pause, resume, and the run history of a schedule or one run.
 
-"Run now" records a ``pending`` execution (trigger ``manual``, a fresh Celery task id)
-and its audit row in one transaction, commits, then sends through the runtime's
-``Dispatcher`` port (the API never imports Celery) and records ``sent_at``. If the broker
-refuses the message, the row is finished as ``failed`` with the reason (not counted as a
-run: it never started). If this process dies between the commit and the send, the row
-stays ``pending`` unsent until the reaper ends it as ``lost``.
+"Run now" is ``control.run_now``: the ``pending`` row and its audit row are committed in
+one transaction, then the run is published through the runtime's ``Dispatcher`` (the API
+never imports Celery) exactly as the beat publishes a slot. A refused send answers 503
+and the row says so.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
-
-from sqlalchemy.orm import Session
 
 from dataforge_scheduler.api.context import Context
 from dataforge_scheduler.api.errors import HTTPError, error_item, validation_failed
@@ -28,12 +23,18 @@ from dataforge_scheduler.api.schemas.runs import (
     RunAccepted,
     RunRequest,
 )
-from dataforge_scheduler.core import headers as headers_
-from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
-from dataforge_scheduler.errors import InvalidParams, UnknownTask
+from dataforge_scheduler.control import run_now
+from dataforge_scheduler.core.enums import AuditAction, ExecutionStatus
+from dataforge_scheduler.core.slots import ClaimedSlot
+from dataforge_scheduler.errors import (
+    BackendUnavailable,
+    ConfigurationError,
+    InvalidParams,
+    UnknownTask,
+)
 from dataforge_scheduler.sql import store
-from dataforge_scheduler.sql.audit import AuditAction, record_audit, schedule_snapshot
-from dataforge_scheduler.sql.manual_runs import create_manual_execution, mark_manual_sent
+from dataforge_scheduler.sql.models import ScheduledTask
+from dataforge_scheduler.sql.store import Session, record_audit, schedule_snapshot
 
 __all__ = [
     "get_execution",
@@ -48,113 +49,57 @@ logger = logging.getLogger(__name__)
 _TARGET = "schedule"
 
 
-def _run_kwargs(
-    ctx: Context, task_name: str, stored: dict[str, Any], body: RunRequest | None
-) -> dict[str, Any]:
-    registry = ctx.runtime.registry
+async def run_task(ctx: Context) -> Response:
+    schedule_id: int = ctx.path["id"]
+    body = await ctx.optional_body(RunRequest)
     override = (body.kwargs if body is not None else None) or {}
+    now = ctx.now()
+
+    def audit(session: Session, run: ClaimedSlot, schedule: ScheduledTask | None) -> None:
+        record_audit(
+            session,
+            principal=ctx.principal_name,
+            action=AuditAction.RUN,
+            target_type=_TARGET,
+            target_id=schedule_id,
+            before=None,
+            after=_accepted(run, schedule_id).model_dump(mode="json"),
+            request_id=ctx.request.request_id,
+            now=now,
+        )
+
     try:
-        registry.get(task_name)
+        done = await ctx.offload(
+            lambda: run_now(ctx.runtime, schedule_id=schedule_id, kwargs=override, on_record=audit)
+        )
     except UnknownTask as exc:
         raise HTTPError(422, f"the schedule's task_name cannot run: {exc.message}") from None
-    try:
-        kwargs = registry.validate_kwargs(task_name, {**stored, **override})
     except InvalidParams as exc:
         items = [
             error_item(["body", "kwargs", *item["loc"][1:]], item["msg"], item["type"])
             for item in exc.errors
         ]
         raise validation_failed(items) from None
-    return kwargs
-
-
-async def run_task(ctx: Context) -> Response:
-    schedule_id: int = ctx.path["id"]
-    body = await ctx.optional_body(RunRequest)
-    dispatcher = ctx.runtime.dispatcher
-    if dispatcher is None:
-        raise HTTPError(503, "no dispatcher is configured: call dataforge_scheduler.setup()")
-    celery_task_id = str(uuid.uuid4())
-    now = ctx.now()
-
-    def record(session: Session) -> tuple[RunAccepted, dict[str, Any]]:
-        row = store.get_schedule(session, schedule_id)
-        kwargs = _run_kwargs(ctx, row.task_name, dict(row.handler_kwargs), body)
-        kwargs["scheduled_task_id"] = row.id
-        execution = create_manual_execution(
-            session,
-            scheduled_task_id=row.id,
-            task_name=row.task_name,
-            celery_task_id=celery_task_id,
-            kwargs=kwargs,
-            now=now,
-        )
-        accepted = RunAccepted(
-            task_id=celery_task_id,
-            execution_id=execution.id,
-            scheduled_task_id=row.id,
-            task_name=row.task_name,
-            status=ExecutionStatus.PENDING,
-            kwargs=kwargs,
-        )
-        record_audit(
-            session,
-            principal=ctx.principal_name,
-            action=AuditAction.RUN,
-            target_type=_TARGET,
-            target_id=row.id,
-            before=None,
-            after=accepted.model_dump(mode="json"),
-            request_id=ctx.request.request_id,
-            now=now,
-        )
-        options = {"queue": row.queue, "priority": row.priority, "expires": row.expire_seconds}
-        return accepted, {key: value for key, value in options.items() if value is not None}
-
-    accepted, options = await ctx.in_session(record)
-    headers = {
-        headers_.TRIGGER: ExecutionTrigger.MANUAL.value,
-        headers_.EXECUTION_ID: accepted.execution_id,
-    }
-    try:
-        await ctx.offload(
-            lambda: dispatcher.send(
-                accepted.task_name,
-                kwargs=dict(accepted.kwargs),
-                task_id=celery_task_id,
-                options=options,
-                headers=headers,
-            )
-        )
-    except Exception as exc:  # any broker failure: record it on the run, answer 503
-        logger.warning("sending run %s of schedule %s failed: %s", celery_task_id, schedule_id, exc)
-        await _mark_unsent(ctx, celery_task_id, exc)
+    except ConfigurationError as exc:
+        if exc.field != "dispatcher":
+            raise
+        raise HTTPError(
+            503, "no dispatcher is configured: call dataforge_scheduler.setup()"
+        ) from None
+    except BackendUnavailable as exc:
         raise HTTPError(503, f"the run was recorded but could not be sent: {exc}") from exc
-    await _mark_sent(ctx, accepted.execution_id)
-    return json_response(accepted, status=202)
+    return json_response(_accepted(done.run, schedule_id), status=202)
 
 
-async def _mark_sent(ctx: Context, execution_id: int) -> None:
-    try:
-        await ctx.in_session(lambda session: mark_manual_sent(session, execution_id, now=ctx.now()))
-    except Exception:  # the run is on its way; only the reaper's clock starts earlier
-        logger.exception("could not record the send of execution %s", execution_id)
-
-
-async def _mark_unsent(ctx: Context, celery_task_id: str, exc: Exception) -> None:
-    def finish(session: Session) -> None:
-        store.finish_execution(
-            session,
-            celery_task_id=celery_task_id,
-            status=ExecutionStatus.FAILED,
-            now=ctx.now(),
-            error=f"not sent: the broker refused the message ({exc})",
-        )
-
-    try:
-        await ctx.in_session(finish)
-    except Exception:  # the database may be the thing that is down; the 503 says enough
-        logger.exception("could not mark unsent run %s as failed", celery_task_id)
+def _accepted(run: ClaimedSlot, schedule_id: int) -> RunAccepted:
+    return RunAccepted(
+        task_id=run.celery_task_id,
+        execution_id=run.execution_id,
+        scheduled_task_id=schedule_id,
+        task_name=run.task_name,
+        status=ExecutionStatus.PENDING,
+        kwargs=run.kwargs,
+    )
 
 
 async def _pause_or_resume(ctx: Context, action: AuditAction) -> Response:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from dataforge_scheduler.api.context import Context
 from dataforge_scheduler.api.errors import HTTPError
 from dataforge_scheduler.api.handlers.common import (
@@ -32,10 +30,11 @@ from dataforge_scheduler.api.schemas.tasks import (
     TaskPage,
     TaskUpdate,
 )
-from dataforge_scheduler.core.ports import schedule_scope
+from dataforge_scheduler.core.enums import AuditAction
 from dataforge_scheduler.errors import ConflictError, ExecutionNotFound
+from dataforge_scheduler.redis.keys import schedule_scope
 from dataforge_scheduler.sql import store
-from dataforge_scheduler.sql.audit import AuditAction, record_audit, schedule_snapshot
+from dataforge_scheduler.sql.store import Session, record_audit, schedule_snapshot
 
 __all__ = ["create_task", "delete_task", "get_task", "list_tasks", "update_task"]
 

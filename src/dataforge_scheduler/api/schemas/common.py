@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
-from dataforge_scheduler.sql.store.common import MAX_PAGE_SIZE
+from dataforge_scheduler.core.timing import within_calendar
+from dataforge_scheduler.errors import InvalidSchedule
+from dataforge_scheduler.sql.store import MAX_PAGE_SIZE
 
 __all__ = [
     "MAX_PAGE_SIZE",
@@ -17,22 +19,19 @@ __all__ = [
     "UTCDateTimeIn",
 ]
 
-_MIN_YEAR, _MAX_YEAR = 1900, 9000
-
 
 def _bounded(value: datetime) -> datetime:
-    """Aware UTC within years 1900-9000, so trigger arithmetic can never overflow."""
+    """The library's naive-datetime rule and calendar bounds (``core.timing``), so
+    trigger arithmetic can never overflow."""
     try:
-        utc = value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("datetime is out of range") from None
-    if not _MIN_YEAR <= utc.year <= _MAX_YEAR:
-        raise ValueError(f"datetime must fall between the years {_MIN_YEAR} and {_MAX_YEAR}")
-    return utc
+        return within_calendar(value, field="datetime")
+    except InvalidSchedule as exc:
+        raise ValueError(exc.message) from None
 
 
 UTCDateTimeIn = Annotated[AwareDatetime, AfterValidator(_bounded)]
-"""A timezone-aware datetime (ISO 8601 with an offset), stored as UTC."""
+"""A timezone-aware datetime (ISO 8601 with an offset) between the years 1900 and 9000,
+stored as UTC."""
 
 
 class ErrorItem(BaseModel):

@@ -8,8 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from dataforge_scheduler.api.schemas.common import PageQuery, UTCDateTimeIn
-from dataforge_scheduler.core.enums import TaskType
-from dataforge_scheduler.sql.audit import AuditAction
+from dataforge_scheduler.core.enums import AuditAction, TaskType
 
 __all__ = [
     "AuditOut",

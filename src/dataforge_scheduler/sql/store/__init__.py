@@ -1,25 +1,57 @@
-"""Every SQL statement the library runs, as functions over a SQLAlchemy ``Session``.
+"""The store: every SQL statement the library runs, as functions over a ``Session``.
 
-Schedules (``schedules``), executions (``executions``) and the field rules of a schedule
-(``fields``) live in their own modules; this one gathers their public names so callers
-write ``from dataforge_scheduler.sql import store`` and ``store.create_schedule(...)``.
-No function commits: the caller owns the transaction (``with session.begin(): ...``).
+One module per subject: ``schedules`` (create, read, list, update, pause, resume,
+delete), ``claims`` (what a beat pass runs), ``runs`` (a run starts, retries and
+finishes), ``executions`` (reading runs back, manual runs, sends), ``maintenance``
+(the reaper's and retention's statements), ``audit`` (the API's trail) and ``admin``
+(ping, schema check, test databases). ``fields`` holds the rules of a schedule's fields
+and ``common`` the transaction and its error boundary. The only SQL outside this package
+is the schema itself: the tables' DDL (``sql.models``: ``create_all``), the Alembic
+revisions (``migrations``) and the SQLite connection pragmas (``sql.engine``).
+
+Every call runs in ``transaction()`` (``Runtime.session()``), which commits or rolls
+back and turns SQLAlchemy's errors into the library's (``BackendUnavailable``,
+``ConflictError``, ``ConfigurationError``, ``DatabaseError``), so callers catch only
+``DataForgeError``. No function commits: the caller owns the transaction. The names
+below are the store's surface; ``from dataforge_scheduler.sql import store`` and
+``store.create_schedule(...)``.
 """
 
 from __future__ import annotations
 
-from dataforge_scheduler.sql.store.common import MAX_PAGE_SIZE, Page
+from dataforge_scheduler.sql.store.admin import (
+    database_label,
+    isolated_database,
+    missing_tables,
+    ping,
+    truncate_tables,
+)
+from dataforge_scheduler.sql.store.audit import list_audit, record_audit, schedule_snapshot
+from dataforge_scheduler.sql.store.common import (
+    MAX_PAGE_SIZE,
+    ClaimFilter,
+    Engine,
+    Page,
+    Session,
+    SessionFactory,
+    database_error,
+    transaction,
+)
 from dataforge_scheduler.sql.store.executions import (
-    DEFAULT_RESULT_MAX_BYTES,
-    RunStart,
-    begin_execution,
-    finish_execution,
+    create_manual_run,
     get_execution,
     get_execution_by_celery_id,
     list_executions,
-    start_execution,
+    mark_sent,
 )
 from dataforge_scheduler.sql.store.fields import SCHEDULE_FIELDS, TRIGGER_FIELDS
+from dataforge_scheduler.sql.store.runs import (
+    DEFAULT_RESULT_MAX_BYTES,
+    RunFinished,
+    RunStarted,
+    finish_run,
+    start_run,
+)
 from dataforge_scheduler.sql.store.schedules import (
     compute_next_run,
     create_schedule,
@@ -37,21 +69,37 @@ __all__ = [
     "MAX_PAGE_SIZE",
     "SCHEDULE_FIELDS",
     "TRIGGER_FIELDS",
+    "ClaimFilter",
+    "Engine",
     "Page",
-    "RunStart",
-    "begin_execution",
+    "RunFinished",
+    "RunStarted",
+    "Session",
+    "SessionFactory",
     "compute_next_run",
+    "create_manual_run",
     "create_schedule",
+    "database_error",
+    "database_label",
     "delete_schedule",
-    "finish_execution",
+    "finish_run",
     "get_execution",
     "get_execution_by_celery_id",
     "get_schedule",
     "get_schedule_by_name",
+    "isolated_database",
+    "list_audit",
     "list_executions",
     "list_schedules",
+    "mark_sent",
+    "missing_tables",
     "pause_schedule",
+    "ping",
+    "record_audit",
     "resume_schedule",
-    "start_execution",
+    "schedule_snapshot",
+    "start_run",
+    "transaction",
+    "truncate_tables",
     "update_schedule",
 ]

@@ -1,45 +1,119 @@
-"""What the store's schedule and execution functions share: pages, dialect inserts,
-database error classification and JSON-safe values.
+"""What the store's modules share: the transaction and its error boundary, pages,
+dialect inserts and JSON-safe values.
 
-Nothing here runs SQL by itself except ``fetch_page``, which counts and slices a query
-the caller built.
+**The boundary.** Every store call runs inside ``transaction()`` (``Runtime.session()``
+is that), which commits on success, rolls back on error, and turns whatever SQLAlchemy
+raises into the library's own errors (``database_error``): an outage (connection refused,
+dropped, timed out, a deadlock) is ``BackendUnavailable``, a broken constraint
+``ConflictError``, a missing table ``ConfigurationError`` telling to run ``init-db``, and
+anything else ``DatabaseError``, each with the driver's error as its ``__cause__``. A
+host therefore needs to catch only ``DataForgeError``. ``Session`` and ``ClaimFilter``
+are re-exported so the faces can name the types without importing SQLAlchemy.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
-from typing import Any, Generic, TypeVar
+from datetime import date, datetime, time
+from typing import Any, Generic, TypeAlias, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Engine, Select, func, select
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
-from dataforge_scheduler.errors import ConfigurationError, InvalidParams
+from dataforge_scheduler.core.timing import aware_utc
+from dataforge_scheduler.errors import (
+    BackendUnavailable,
+    ConfigurationError,
+    ConflictError,
+    DatabaseError,
+    DataForgeError,
+    InvalidParams,
+)
 
 __all__ = [
     "MAX_PAGE_SIZE",
+    "ClaimFilter",
+    "Engine",
     "Page",
+    "Session",
+    "SessionFactory",
     "aware_now",
     "capped_json",
     "clean_text",
+    "database_error",
     "dialect_insert",
     "fetch_page",
     "invalid_param",
     "is_unique_violation",
     "json_safe",
+    "transaction",
 ]
+
+logger = logging.getLogger(__name__)
+
+#: An extra condition on the ``scheduled_tasks`` rows a scheduler claims (a SQLAlchemy
+#: expression on ``ScheduledTask``), or None for every row.
+ClaimFilter: TypeAlias = ColumnElement[bool] | None
+#: What ``Runtime.session_factory`` is: sessions bound to the runtime's engine.
+SessionFactory: TypeAlias = sessionmaker[Session]
 
 T = TypeVar("T")
 
 MAX_PAGE_SIZE = 200
 _MAX_JSON_DEPTH = 32
 _PG_UNIQUE_VIOLATION = "23505"
+_PG_UNDEFINED = frozenset({"42P01", "42703"})  # undefined table, undefined column
+_OUTAGES = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def database_error(exc: sa_exc.SQLAlchemyError) -> DataForgeError:
+    """The library's error for what SQLAlchemy raised (see the module docstring)."""
+    reason = _first_line(exc)
+    if isinstance(exc, _OUTAGES) and "no such " not in reason:
+        return BackendUnavailable(f"the database is unavailable: {reason}", backend="database")
+    if isinstance(exc, sa_exc.IntegrityError):
+        return ConflictError(f"the database refused the change: {reason}")
+    orig = getattr(exc, "orig", None)
+    missing = getattr(orig, "sqlstate", None) in _PG_UNDEFINED or any(
+        marker in reason for marker in ("no such table", "no such column")
+    )
+    if missing:
+        return ConfigurationError(
+            f"the database lacks the library's schema ({reason}): run "
+            "`dataforge-scheduler migrate` (or `init-db`)"
+        )
+    return DatabaseError(f"the database refused a statement: {reason}")
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session in a transaction: committed on success, rolled back on error, every
+    SQLAlchemy error turned into the library's own (``database_error``)."""
+    try:
+        with factory.begin() as session:
+            yield session
+    except DataForgeError:
+        raise
+    except sa_exc.SQLAlchemyError as exc:
+        raise database_error(exc) from exc
 
 
 @dataclass(frozen=True)
@@ -102,7 +176,7 @@ def dialect_insert(session: Session) -> Callable[..., Any]:
     )
 
 
-def is_unique_violation(exc: IntegrityError) -> bool:
+def is_unique_violation(exc: sa_exc.IntegrityError) -> bool:
     """Whether the database refused a row because a unique key was taken."""
     if getattr(exc.orig, "sqlstate", None) == _PG_UNIQUE_VIOLATION:
         return True
@@ -110,10 +184,8 @@ def is_unique_violation(exc: IntegrityError) -> bool:
 
 
 def aware_now(now: datetime) -> datetime:
-    """``now`` as aware UTC; a naive value is a caller's bug, so it raises."""
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError(f"now must be an aware datetime, got naive {now.isoformat()}")
-    return now.astimezone(UTC)
+    """``now`` as aware UTC, by the one naive-datetime rule (``core.timing``)."""
+    return aware_utc(now, field="now")
 
 
 def clean_text(value: str | None) -> str | None:

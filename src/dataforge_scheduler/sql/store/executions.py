@@ -1,379 +1,45 @@
-"""Execution statements: a run starts, retries, finishes, and is read back.
+"""Execution statements for readers and for "run now": read runs back, list them, make
+the ``pending`` row of a manual run, and record that a run's message was sent.
 
-These sit on every run's path, so each step is as few statements as the dialects allow:
-starting is one upsert, finishing is one UPDATE of the run plus one arithmetic UPDATE of
-its schedule's counters in the same transaction (no read-modify-write). A run whose row
-is already past ``pending`` is never started twice: a duplicate delivery gets ``None``.
-Retries keep one row per Celery task id; ``retries`` on the row is the attempt number,
-which orders the overlapping attempts Celery produces (the next attempt can start before
-the previous one has recorded ``retrying``, celery-5.7-facts §2). A ``retrying`` row is
-started only by the attempt it waits for. A run's real outcome replaces a ``lost``
-verdict on the same attempt (the reaper can be wrong: a lock lost with a Redis restart),
-undoing the failure it counted. A run that never started (``started_at`` NULL) is not
-counted as a run. Functions never commit: the caller owns the transaction. The worker's
-signal handlers use ``begin_run``/``finish_run``: the same statements prebuilt in Core,
-answering plain values instead of ORM rows (a run's start and finish cost a third of
-the CPU that way).
+"Run now" inserts a ``pending`` row with trigger ``manual`` (and the Celery task id it
+is about to use) in the caller's transaction, commits, and only then sends the message,
+exactly as a scheduler claims a slot before sending it; the worker then moves that same
+row to ``running`` and on (``store.runs``). Once the broker took a message, ``mark_sent``
+records ``sent_at`` (the first send wins), for a manual run and a claimed slot alike: the
+reaper judges a ``pending`` row by how long ago it was sent (or made, when never sent).
+Manual runs have ``scheduled_for`` NULL, so they never collide with claimed slots.
+Functions never commit: the caller owns the transaction.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
-from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger, OverlapPolicy
+from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
+from dataforge_scheduler.core.slots import ClaimedSlot
 from dataforge_scheduler.errors import ExecutionNotFound
 from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution
+from dataforge_scheduler.sql.store.claims import claimed_run
 from dataforge_scheduler.sql.store.common import (
     Page,
     aware_now,
-    capped_json,
-    clean_text,
-    dialect_insert,
     fetch_page,
     invalid_param,
     json_safe,
 )
-from dataforge_scheduler.sql.types import UTCDateTime
 
 __all__ = [
-    "DEFAULT_RESULT_MAX_BYTES",
-    "RunBegun",
-    "RunStart",
-    "begin_execution",
-    "begin_run",
-    "finish_execution",
-    "finish_run",
+    "create_manual_run",
     "get_execution",
     "get_execution_by_celery_id",
     "list_executions",
-    "start_execution",
+    "mark_sent",
 ]
-
-logger = logging.getLogger(__name__)
-
-DEFAULT_RESULT_MAX_BYTES = 65536
-
-_OPEN = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.RETRYING)
-# a body ran: these count as runs; skipped and revoked ones never started the work
-_COUNTED = frozenset({ExecutionStatus.SUCCESS, ExecutionStatus.FAILED, ExecutionStatus.LOST})
-_FAILURES = frozenset({ExecutionStatus.FAILED, ExecutionStatus.LOST})
-_RETURNING = {"populate_existing": True}
-
-
-@dataclass(frozen=True)
-class RunStart:
-    """A run moved to ``running``, with its schedule's overlap policy (None: no schedule)."""
-
-    execution: TaskExecution
-    overlap_policy: OverlapPolicy | None
-
-
-# The schedule's policy rides on the RETURNING of the start statement, so a run learns it
-# without a second round trip. Written as text because SQLite renders RETURNING columns
-# unqualified, which makes a generated correlated subquery ambiguous there.
-_SCHEDULE_OVERLAP = sa.literal_column(
-    "(SELECT s.overlap_policy FROM scheduled_tasks AS s"
-    " WHERE s.id = task_executions.scheduled_task_id)",
-    sa.String,
-).label("schedule_overlap_policy")
-
-
-def begin_execution(
-    session: Session,
-    *,
-    celery_task_id: str,
-    task_name: str,
-    scheduled_task_id: int | None,
-    trigger: str,
-    worker_hostname: str | None,
-    worker_pid: int | None,
-    kwargs: Mapping[str, Any],
-    retries: int,
-    now: datetime,
-    redelivered: bool = False,
-) -> RunStart | None:
-    """Move the run to ``running`` and return it with its schedule's overlap policy.
-
-    The row is its ``pending`` row if one exists (claimed by a scheduler or the API), its
-    ``retrying`` row when this is the attempt the row waits for (``retries`` equal: the
-    retry of attempt N is attempt N+1, and ``retrying`` stored N+1), or the ``running``
-    row of an earlier attempt that has not yet recorded ``retrying`` (``retries`` lower
-    than this attempt's), else a new row. ``None`` when the row is already running this
-    attempt, waits for another attempt, or finished: a duplicate delivery, whose body
-    must not run. ``redelivered`` (a broker redelivery of a task that requeues its
-    message when its worker is lost) may also restart the ``running`` row of this same
-    attempt: that worker died, and Celery sent no signal for it.
-
-    One statement (``begin_run``'s): ``INSERT ... ON CONFLICT (celery_task_id) DO UPDATE
-    ... WHERE ... RETURNING``, then the row is loaded. The existing row keeps its schedule,
-    slot, trigger and kwargs; only the worker's side is written. A ``scheduled_task_id``
-    that names no schedule is stored as NULL (the run is kept, the dangling reference is
-    not).
-    """
-    begun = begin_run(
-        session,
-        celery_task_id=celery_task_id,
-        task_name=task_name,
-        scheduled_task_id=scheduled_task_id,
-        trigger=trigger,
-        worker_hostname=worker_hostname,
-        worker_pid=worker_pid,
-        kwargs=kwargs,
-        retries=retries,
-        now=now,
-        redelivered=redelivered,
-    )
-    if begun is None:
-        return None
-    # the worker's statement, then the row as an ORM object (one more SELECT, off the
-    # worker's path: the signal handlers call begin_run directly)
-    execution = session.get(TaskExecution, begun.execution_id, populate_existing=True)
-    if execution is None:  # pragma: no cover - the row was just written in this transaction
-        raise ExecutionNotFound(f"execution {begun.execution_id} vanished", field="id")
-    return RunStart(execution=execution, overlap_policy=begun.overlap_policy)
-
-
-def start_execution(
-    session: Session,
-    *,
-    celery_task_id: str,
-    task_name: str,
-    scheduled_task_id: int | None,
-    trigger: str,
-    worker_hostname: str | None,
-    worker_pid: int | None,
-    kwargs: Mapping[str, Any],
-    retries: int,
-    now: datetime,
-) -> TaskExecution | None:
-    """``begin_execution`` without the overlap policy: the running row, or ``None`` for a
-    duplicate delivery (see there)."""
-    started = begin_execution(
-        session,
-        celery_task_id=celery_task_id,
-        task_name=task_name,
-        scheduled_task_id=scheduled_task_id,
-        trigger=trigger,
-        worker_hostname=worker_hostname,
-        worker_pid=worker_pid,
-        kwargs=kwargs,
-        retries=retries,
-        now=now,
-    )
-    return None if started is None else started.execution
-
-
-def finish_execution(
-    session: Session,
-    *,
-    celery_task_id: str,
-    status: ExecutionStatus,
-    now: datetime,
-    result: Any = None,
-    error: str | None = None,
-    traceback: str | None = None,
-    log_output: str | None = None,
-    result_max_bytes: int = DEFAULT_RESULT_MAX_BYTES,
-    attempt: int | None = None,
-) -> TaskExecution | None:
-    """Record the run's outcome and, in the same transaction, its schedule's counters.
-
-    ``result`` is stored JSON-safe, replaced by ``{"truncated": true, "preview": ...}``
-    when its JSON exceeds ``result_max_bytes``. ``retrying`` records the error and counts
-    the retry but leaves the schedule alone; given ``attempt`` (the attempt's
-    ``request.retries``), it acts only while the row is still at that attempt, so a late
-    ``retrying`` never overwrites the next attempt, which may already be running.
-    ``log_output`` None keeps the stored log (an earlier attempt's, or none).
-    ``None`` when the row is already finished (or retrying, for a second ``retrying``)
-    or unknown: finishing is idempotent. One exception: the outcome of the run itself
-    (``attempt`` given) replaces a ``lost`` verdict on that same attempt, reversing the
-    failure it counted, with a WARNING.
-    """
-    now = aware_now(now)
-    status = ExecutionStatus(status)
-    if status is ExecutionStatus.RETRYING:
-        return _mark_retrying(
-            session,
-            celery_task_id,
-            error=error,
-            traceback=traceback,
-            log_output=log_output,
-            attempt=attempt,
-        )
-    if not status.finished:
-        raise ValueError(f"status {status.value!r} does not finish a run")
-    execution_id = _finish_open(
-        session,
-        celery_task_id=celery_task_id,
-        status=status,
-        now=now,
-        result=result,
-        error=error,
-        traceback=traceback,
-        log_output=log_output,
-        result_max_bytes=result_max_bytes,
-    )
-    if execution_id is not None:
-        return session.get(TaskExecution, execution_id, populate_existing=True)
-    if attempt is None or status is ExecutionStatus.LOST:
-        return None
-    dialect = session.get_bind().dialect.name
-    values: dict[str, Any] = {
-        "status": status,
-        "finished_at": now,
-        "duration_ms": _elapsed_ms(
-            dialect, TaskExecution.started_at, sa.literal(now, UTCDateTime())
-        ),
-        "result": capped_json(result, max_bytes=result_max_bytes),
-        "error": clean_text(error),
-        "traceback": clean_text(traceback),
-    }
-    if log_output is not None:
-        values["log_output"] = clean_text(log_output)
-    return _replace_lost(session, celery_task_id, values=values, status=status, attempt=attempt)
-
-
-def _replace_lost(
-    session: Session,
-    celery_task_id: str,
-    *,
-    values: dict[str, Any],
-    status: ExecutionStatus,
-    attempt: int,
-) -> TaskExecution | None:
-    """The run's own outcome over a ``lost`` verdict on its attempt (the rare path)."""
-    same_attempt = (
-        TaskExecution.celery_task_id == celery_task_id,
-        TaskExecution.status == ExecutionStatus.LOST,
-        TaskExecution.retries == attempt,
-    )
-    lost = session.scalars(
-        select(TaskExecution).where(*same_attempt).with_for_update(),
-        execution_options=_RETURNING,
-    ).first()
-    if lost is None:
-        return None
-    # what the verdict counted: a run and a failure, when the run had started
-    counted_ms = (lost.duration_ms or 0) if lost.started_at is not None else None
-    verdict = lost.error
-    statement = update(TaskExecution).where(*same_attempt).values(values).returning(TaskExecution)
-    finished: TaskExecution | None = session.scalars(
-        statement, execution_options=_RETURNING
-    ).first()
-    if finished is None:
-        return None
-    logger.warning(
-        "execution %d (%s, task %s) was marked lost (%s) but its run ended %s: "
-        "the lost verdict is replaced by the real outcome",
-        finished.id,
-        finished.task_name,
-        celery_task_id,
-        verdict,
-        status.value,
-    )
-    if finished.scheduled_task_id is not None:
-        _record_outcome(session, finished, status=status, replaced_lost_ms=counted_ms)
-    return finished
-
-
-def _elapsed_ms(
-    dialect: str, start: ColumnElement[Any] | Any, end: ColumnElement[datetime]
-) -> ColumnElement[int]:
-    """Milliseconds from ``start`` (the row's ``started_at``) to ``end``."""
-    if dialect == "postgresql":
-        seconds: ColumnElement[Any] = sa.extract("epoch", end - start)
-    else:  # SQLite keeps datetimes as text; julianday() reads them as days
-        seconds = (sa.func.julianday(end) - sa.func.julianday(start)) * 86400
-    return sa.cast(sa.func.round(seconds * 1000), sa.Integer)
-
-
-def _counters(
-    status: ExecutionStatus,
-    *,
-    started: bool,
-    duration_ms: int | None,
-    replaced_lost_ms: int | None = None,
-) -> tuple[int, int, int, int]:
-    """What one outcome adds to a schedule's runs, successes, failures and runtime."""
-    counted = started and status in _COUNTED
-    runs = int(counted)
-    successes = int(counted and status is ExecutionStatus.SUCCESS)
-    failures = int(counted and status in _FAILURES)
-    runtime = (duration_ms or 0) if counted else 0
-    if replaced_lost_ms is not None:
-        runs, failures, runtime = runs - 1, failures - 1, runtime - replaced_lost_ms
-    return runs, successes, failures, runtime
-
-
-def _record_outcome(
-    session: Session,
-    execution: TaskExecution,
-    *,
-    status: ExecutionStatus,
-    replaced_lost_ms: int | None = None,
-) -> None:
-    """Update the schedule's counters. A run that never started is no run: it sets only
-    ``last_status``/``last_execution_id``. ``replaced_lost_ms`` undoes a ``lost``
-    verdict that counted a run, a failure and that many milliseconds."""
-    started = execution.started_at is not None
-    runs, successes, failures, runtime = _counters(
-        status,
-        started=started,
-        duration_ms=execution.duration_ms,
-        replaced_lost_ms=replaced_lost_ms,
-    )
-    values: dict[str, Any] = {
-        "last_status": status,
-        "last_execution_id": execution.id,
-        "run_count": ScheduledTask.run_count + runs,
-        "success_count": ScheduledTask.success_count + successes,
-        "failure_count": ScheduledTask.failure_count + failures,
-        "total_runtime_ms": ScheduledTask.total_runtime_ms + runtime,
-    }
-    if started:
-        values["last_run_at"] = execution.started_at
-    session.execute(
-        update(ScheduledTask).where(ScheduledTask.id == execution.scheduled_task_id).values(values)
-    )
-
-
-def _mark_retrying(
-    session: Session,
-    celery_task_id: str,
-    *,
-    error: str | None,
-    traceback: str | None,
-    log_output: str | None,
-    attempt: int | None,
-) -> TaskExecution | None:
-    values: dict[str, Any] = {
-        "status": ExecutionStatus.RETRYING,
-        "retries": TaskExecution.retries + 1,
-        "error": clean_text(error),
-        "traceback": clean_text(traceback),
-    }
-    if log_output is not None:
-        values["log_output"] = clean_text(log_output)
-    conditions = [
-        TaskExecution.celery_task_id == celery_task_id,
-        TaskExecution.status.in_((ExecutionStatus.PENDING, ExecutionStatus.RUNNING)),
-    ]
-    if attempt is not None:
-        conditions.append(TaskExecution.retries == attempt)
-    statement = update(TaskExecution).where(*conditions).values(values).returning(TaskExecution)
-    retrying: TaskExecution | None = session.scalars(
-        statement, execution_options=_RETURNING
-    ).first()
-    return retrying
 
 
 def get_execution(session: Session, execution_id: int) -> TaskExecution:
@@ -419,243 +85,47 @@ def list_executions(
     return fetch_page(session, query, order_by=order_by, page=page, page_size=page_size)
 
 
-# ---------------------------------------------------------------- the worker's path
-#
-# ``begin_run`` and ``finish_run`` write exactly what ``begin_execution`` and
-# ``finish_execution`` write, with Core statements built once per dialect and variant
-# (values as bind parameters) and rows read as plain tuples: no statement is rebuilt and
-# no ORM object loaded per run. They suit a fresh transaction (a worker's), which holds
-# no ORM objects those would refresh; everything else uses the ORM functions above.
-
-_RUNS_TABLE = cast(sa.Table, TaskExecution.__table__)
-_SCHEDULES_TABLE = cast(sa.Table, ScheduledTask.__table__)
-_RUNS = _RUNS_TABLE.c
-_SCHEDULES = _SCHEDULES_TABLE.c
-
-
-@dataclass(frozen=True)
-class RunBegun:
-    """What a worker needs of the run ``begin_run`` moved to ``running``."""
-
-    execution_id: int
-    scheduled_task_id: int | None
-    overlap_policy: OverlapPolicy | None
-
-
-def _param(name: str, column: sa.ColumnElement[Any]) -> sa.BindParameter[Any]:
-    # prefixed: a bind parameter may not take a column's name in INSERT or UPDATE
-    return sa.bindparam(f"p_{name}", type_=column.type)
-
-
-def _params(**values: Any) -> dict[str, Any]:
-    return {f"p_{name}": value for name, value in values.items()}
-
-
-@functools.cache
-def _begin_statement(insert: Callable[..., Any], *, redelivered: bool) -> Any:
-    schedule_ref = (
-        select(_SCHEDULES.id).where(_SCHEDULES.id == _param("schedule_id", _SCHEDULES.id))
-    ).scalar_subquery()
-    now = _param("now", _RUNS.started_at)
-    statement = insert(_RUNS_TABLE).values(
-        celery_task_id=_param("celery_task_id", _RUNS.celery_task_id),
-        task_name=_param("task_name", _RUNS.task_name),
-        scheduled_task_id=schedule_ref,
-        trigger=_param("trigger", _RUNS.trigger),
-        status=ExecutionStatus.RUNNING,
-        created_at=now,
-        started_at=now,
-        worker_hostname=_param("worker_hostname", _RUNS.worker_hostname),
-        worker_pid=_param("worker_pid", _RUNS.worker_pid),
-        retries=_param("retries", _RUNS.retries),
-        kwargs=_param("kwargs", _RUNS.kwargs),
-    )
-    attempt = statement.excluded.retries
-    running = _RUNS.status == ExecutionStatus.RUNNING
-    startable = [
-        _RUNS.status == ExecutionStatus.PENDING,
-        sa.and_(_RUNS.status == ExecutionStatus.RETRYING, _RUNS.retries == attempt),
-        sa.and_(running, _RUNS.retries < attempt),
-    ]
-    if redelivered:
-        startable.append(sa.and_(running, _RUNS.retries == attempt))
-    worker_side = ("status", "started_at", "worker_hostname", "worker_pid", "retries")
-    return statement.on_conflict_do_update(
-        index_elements=[_RUNS.celery_task_id],
-        set_={name: getattr(statement.excluded, name) for name in worker_side},
-        where=sa.or_(*startable),
-    ).returning(_RUNS.id, _RUNS.scheduled_task_id, _SCHEDULE_OVERLAP)
-
-
-def begin_run(
+def create_manual_run(
     session: Session,
     *,
-    celery_task_id: str,
+    schedule: ScheduledTask | None,
     task_name: str,
-    scheduled_task_id: int | None,
-    trigger: str,
-    worker_hostname: str | None,
-    worker_pid: int | None,
+    celery_task_id: str,
     kwargs: Mapping[str, Any],
-    retries: int,
     now: datetime,
-    redelivered: bool = False,
-) -> RunBegun | None:
-    """``begin_execution``'s statement and rules, answering only the run's id, schedule
-    and overlap policy; ``None`` for a duplicate delivery."""
-    statement = _begin_statement(dialect_insert(session), redelivered=redelivered)
-    params = _params(
-        celery_task_id=celery_task_id,
+) -> ClaimedSlot:
+    """Insert the ``pending`` row of a manual run of ``schedule`` (or of a bare task name,
+    with no schedule) and return it ready to send (flushed, not committed)."""
+    now = aware_now(now)
+    execution = TaskExecution(
+        scheduled_task_id=None if schedule is None else schedule.id,
         task_name=task_name,
-        schedule_id=scheduled_task_id,
-        trigger=ExecutionTrigger(trigger),
-        now=aware_now(now),
-        worker_hostname=worker_hostname,
-        worker_pid=worker_pid,
-        retries=retries,
+        celery_task_id=celery_task_id,
+        trigger=ExecutionTrigger.MANUAL,
+        status=ExecutionStatus.PENDING,
+        created_at=now,
         kwargs=json_safe(dict(kwargs)),
     )
-    row = session.execute(statement, params).first()
-    if row is None:
-        return None
-    policy = row[2]
-    return RunBegun(
-        execution_id=row[0],
-        scheduled_task_id=row[1],
-        overlap_policy=None if policy is None else OverlapPolicy(policy),
+    session.add(execution)
+    session.flush()
+    return claimed_run(
+        execution.id,
+        celery_task_id,
+        schedule=schedule,
+        task_name=task_name,
+        scheduled_for=None,
+        kwargs=dict(execution.kwargs),
+        trigger=ExecutionTrigger.MANUAL,
+        claimed_at=now,
     )
 
 
-@functools.cache
-def _finish_statement(dialect: str, *, with_log: bool) -> Any:
-    values: dict[str, Any] = {
-        "status": _param("status", _RUNS.status),
-        "finished_at": _param("now", _RUNS.finished_at),
-        "duration_ms": _elapsed_ms(dialect, _RUNS.started_at, _param("now", _RUNS.finished_at)),
-        "result": _param("result", _RUNS.result),
-        "error": _param("error", _RUNS.error),
-        "traceback": _param("traceback", _RUNS.traceback),
-    }
-    if with_log:
-        values["log_output"] = _param("log_output", _RUNS.log_output)
-    return (
-        update(_RUNS_TABLE)
-        .where(
-            _RUNS.celery_task_id == _param("celery_task_id", _RUNS.celery_task_id),
-            _RUNS.status.in_(_OPEN),
-        )
-        .values(values)
-        .returning(_RUNS.id, _RUNS.scheduled_task_id, _RUNS.started_at, _RUNS.duration_ms)
+def mark_sent(session: Session, execution_ids: Sequence[int], *, now: datetime) -> None:
+    """Record that these runs' messages reached the broker (the first send wins)."""
+    if not execution_ids:
+        return
+    session.execute(
+        update(TaskExecution)
+        .where(TaskExecution.id.in_(list(execution_ids)), TaskExecution.sent_at.is_(None))
+        .values(sent_at=aware_now(now))
     )
-
-
-@functools.cache
-def _outcome_statement(*, started: bool) -> Any:
-    values: dict[str, Any] = {
-        "last_status": _param("last_status", _SCHEDULES.last_status),
-        "last_execution_id": _param("execution_id", _SCHEDULES.last_execution_id),
-        "run_count": _SCHEDULES.run_count + sa.bindparam("p_runs", type_=sa.Integer),
-        "success_count": _SCHEDULES.success_count + sa.bindparam("p_successes", type_=sa.Integer),
-        "failure_count": _SCHEDULES.failure_count + sa.bindparam("p_failures", type_=sa.Integer),
-        "total_runtime_ms": _SCHEDULES.total_runtime_ms
-        + sa.bindparam("p_runtime", type_=sa.Integer),
-    }
-    if started:
-        values["last_run_at"] = _param("last_run_at", _SCHEDULES.last_run_at)
-    schedule_id = _param("schedule_id", _SCHEDULES.id)
-    return update(_SCHEDULES_TABLE).where(_SCHEDULES.id == schedule_id).values(values)
-
-
-def finish_run(
-    session: Session,
-    *,
-    celery_task_id: str,
-    status: ExecutionStatus,
-    now: datetime,
-    result: Any = None,
-    error: str | None = None,
-    traceback: str | None = None,
-    log_output: str | None = None,
-    result_max_bytes: int = DEFAULT_RESULT_MAX_BYTES,
-    attempt: int | None = None,
-) -> bool:
-    """``finish_execution`` answering only whether the row was finished (or marked
-    ``retrying``), without loading it. The rare paths (``retrying``, an outcome that
-    replaces a ``lost`` verdict) are ``finish_execution``'s own."""
-    status = ExecutionStatus(status)
-    if status.finished:
-        finished = _finish_open(
-            session,
-            celery_task_id=celery_task_id,
-            status=status,
-            now=aware_now(now),
-            result=result,
-            error=error,
-            traceback=traceback,
-            log_output=log_output,
-            result_max_bytes=result_max_bytes,
-        )
-        if finished is not None:
-            return True
-    # retrying, or no open row: finish_execution's own paths (a lost verdict replaced)
-    return (
-        finish_execution(
-            session,
-            celery_task_id=celery_task_id,
-            status=status,
-            now=now,
-            result=result,
-            error=error,
-            traceback=traceback,
-            log_output=log_output,
-            result_max_bytes=result_max_bytes,
-            attempt=attempt,
-        )
-        is not None
-    )
-
-
-def _finish_open(
-    session: Session,
-    *,
-    celery_task_id: str,
-    status: ExecutionStatus,
-    now: datetime,
-    result: Any,
-    error: str | None,
-    traceback: str | None,
-    log_output: str | None,
-    result_max_bytes: int,
-) -> int | None:
-    """Finish the run if its row is open, and count it on its schedule; its id, or None."""
-    dialect = session.get_bind().dialect.name
-    statement = _finish_statement(dialect, with_log=log_output is not None)
-    params = _params(
-        celery_task_id=celery_task_id,
-        status=status,
-        now=now,
-        result=capped_json(result, max_bytes=result_max_bytes),
-        error=clean_text(error),
-        traceback=clean_text(traceback),
-        log_output=clean_text(log_output),
-    )
-    row = session.execute(statement, params).first()
-    if row is None:
-        return None
-    execution_id, schedule_id, started_at, duration_ms = row
-    if schedule_id is not None:
-        runs, successes, failures, runtime = _counters(
-            status, started=started_at is not None, duration_ms=duration_ms
-        )
-        outcome = _params(
-            schedule_id=schedule_id,
-            last_status=status,
-            execution_id=execution_id,
-            runs=runs,
-            successes=successes,
-            failures=failures,
-            runtime=runtime,
-            last_run_at=started_at,
-        )
-        session.execute(_outcome_statement(started=started_at is not None), outcome)
-    return int(execution_id)

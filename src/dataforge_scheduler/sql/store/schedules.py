@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
 from dataforge_scheduler.core.enums import TaskStatus, TaskType
+from dataforge_scheduler.core.timing import next_run_after_change, refuse_past_run_at
 from dataforge_scheduler.core.triggers import trigger_for
 from dataforge_scheduler.errors import ConflictError, InvalidSchedule, ScheduleNotFound
 from dataforge_scheduler.sql.models import ScheduledTask
@@ -60,25 +61,14 @@ _PREVIEW_FIELDS = (*sorted(TRIGGER_FIELDS), "status", "created_at")
 def compute_next_run(
     schedule: ScheduledTask, *, now: datetime, default_timezone: str
 ) -> datetime | None:
-    """The schedule's first fire strictly after ``now``; ``None`` unless it is active.
-
-    The trigger is built (and so validated) whatever the status.
-    """
+    """The schedule's ``next_run_at`` after a configuration change (``core.timing``); the
+    trigger is built (and so validated) whatever the status."""
     trigger = trigger_for(schedule, default_timezone)
-    if schedule.status is not TaskStatus.ACTIVE:
-        return None
-    return trigger.next_after(now)
+    return next_run_after_change(trigger, status=schedule.status, now=now)
 
 
 def _refuse_past_run_at(schedule: ScheduledTask, *, now: datetime) -> None:
-    run_at = schedule.run_at
-    if schedule.task_type is TaskType.DATE and run_at is not None and run_at <= now:
-        raise InvalidSchedule(
-            f"run_at {run_at.isoformat()} is not in the future "
-            f"(now is {now.isoformat()}): a date schedule would never fire",
-            field="run_at",
-            value=run_at,
-        )
+    refuse_past_run_at(schedule.task_type, schedule.run_at, now=now)
 
 
 def create_schedule(

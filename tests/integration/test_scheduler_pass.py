@@ -1,140 +1,25 @@
 """One claim-and-send pass of DatabaseScheduler, driven by a ManualClock.
 
 Every test runs on PostgreSQL and SQLite (the ``engine`` fixture). Nothing sleeps: the
-clock moves, ``run_pass()`` runs, and the test reads what was sent and stored.
-``Harness`` is shared with the other ``test_scheduler_*`` modules.
+clock moves, ``run_pass()`` runs, and the test reads what was sent and stored
+(``tests/scheduler_harness.py``).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from celery import Celery
+from tests.scheduler_harness import RECORD, SEED_INSERT, T0, Harness, seconds
 
-from dataforge_scheduler.celery.beat import DatabaseScheduler, PassResult
-from dataforge_scheduler.core.clock import ManualClock
+from dataforge_scheduler.celery.beat import DatabaseScheduler
 from dataforge_scheduler.core.enums import ExecutionStatus, TaskStatus
-from dataforge_scheduler.errors import BackendUnavailable
-from dataforge_scheduler.registry import TaskRegistry
-from dataforge_scheduler.runtime import Runtime
-from dataforge_scheduler.settings import Settings
 from dataforge_scheduler.sql import store
-from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution
-
-T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday, on the minute
-RECORD = "scheduler_unit.record"
-SEED_INSERT = """\
-INSERT INTO scheduled_tasks (name, description, task_type, task_name, interval_seconds, handler_kwargs, status)
-VALUES ('sync_accounts_hourly', '每小时同步账号', 'interval', 'dataforge.sync_accounts', 3600, '{}', 'active');
-"""  # noqa: E501 - the seed's statement, byte for byte
-
-
-def seconds(n: float) -> timedelta:
-    return timedelta(seconds=n)
-
-
-@dataclass
-class Sent:
-    task_name: str
-    kwargs: dict[str, Any]
-    task_id: str
-    options: dict[str, Any]
-    headers: dict[str, Any]
-
-
-@dataclass
-class RecordingDispatcher:
-    """A Dispatcher that records sends; ``down`` makes it refuse like a dead broker."""
-
-    sent: list[Sent] = field(default_factory=list)
-    down: bool = False
-
-    def send(
-        self,
-        task_name: str,
-        *,
-        kwargs: dict[str, Any],
-        task_id: str,
-        options: dict[str, Any] | None = None,
-        headers: dict[str, Any] | None = None,
-    ) -> None:
-        if self.down:
-            raise BackendUnavailable("the broker is down (test)")
-        self.sent.append(Sent(task_name, kwargs, task_id, dict(options or {}), dict(headers or {})))
-
-
-class Harness:
-    """A scheduler on ``engine`` with a ManualClock, a recording dispatcher and a Celery
-    app that registers ``RECORD`` (not shared: other test modules' apps never see it)."""
-
-    def __init__(
-        self,
-        engine: Any,
-        *,
-        scheduler_cls: type[DatabaseScheduler] = DatabaseScheduler,
-        start: datetime = T0,
-        **settings: Any,
-    ) -> None:
-        self.clock = ManualClock(start)
-        self.settings = Settings(
-            database_url=engine.url.render_as_string(hide_password=False),
-            redis_url="memory://",
-            celery_broker_url="memory://",
-            celery_result_backend="cache+memory://",
-            **settings,
-        )
-        self.runtime = Runtime(
-            self.settings, engine=engine, clock=self.clock, registry=TaskRegistry()
-        )
-        self.app = Celery("scheduler-unit", set_as_current=False)
-        self.app.task(name=RECORD, shared=False)(_record)
-        self.dispatcher = RecordingDispatcher()
-        self._names = itertools.count(1)
-        self.scheduler_cls = scheduler_cls
-        self.scheduler = self.new_scheduler()
-
-    def new_scheduler(self, **kwargs: Any) -> DatabaseScheduler:
-        return self.scheduler_cls(
-            self.app, runtime=self.runtime, dispatcher=self.dispatcher, **kwargs
-        )
-
-    def create(self, **fields: Any) -> int:
-        fields.setdefault("task_name", RECORD)
-        fields.setdefault("name", f"schedule-{next(self._names)}")
-        with self.runtime.session() as session:
-            row = store.create_schedule(
-                session, fields, now=self.clock.now(), default_timezone="UTC"
-            )
-            return row.id
-
-    def at(self, when: datetime) -> PassResult:
-        self.clock.set(when)
-        return self.scheduler.run_pass()
-
-    def schedule(self, schedule_id: int) -> ScheduledTask:
-        with self.runtime.session() as session:
-            return store.get_schedule(session, schedule_id)
-
-    def executions(self, schedule_id: int | None = None) -> list[TaskExecution]:
-        query = sa.select(TaskExecution).order_by(TaskExecution.scheduled_for, TaskExecution.id)
-        if schedule_id is not None:
-            query = query.where(TaskExecution.scheduled_task_id == schedule_id)
-        with self.runtime.session() as session:
-            return list(session.scalars(query))
-
-    def sql(self, statement: str, **params: Any) -> None:
-        with self.runtime.engine.begin() as connection:
-            connection.execute(sa.text(statement), params)
-
-
-def _record(**kwargs: Any) -> dict[str, Any]:
-    return kwargs
+from dataforge_scheduler.sql.models import ScheduledTask
+from dataforge_scheduler.testing import RecordingDispatcher
 
 
 @pytest.fixture
@@ -404,16 +289,16 @@ def test_resuming_a_paused_schedule_never_bursts(h: Harness) -> None:
     assert [slot.scheduled_for for slot in result.sent] == [T0 + timedelta(hours=3, minutes=1)]
 
 
-class _CrashAfterCommit(DatabaseScheduler):
+class _CrashOnSend(RecordingDispatcher):
     """Dies (like SIGKILL would, as far as this pass is concerned) right before sending."""
 
-    def message_for(self, slot: Any) -> Any:
+    def dispatch(self, run: Any) -> Any:
         raise KeyboardInterrupt("crash between claim and send")
 
 
 def test_a_crash_between_claim_and_send_loses_no_slot(h: Harness) -> None:
     sid = h.create(task_type="interval", interval_seconds=60)
-    crashing = _CrashAfterCommit(h.app, runtime=h.runtime, dispatcher=h.dispatcher)
+    crashing = DatabaseScheduler(h.app, runtime=h.runtime, dispatcher=_CrashOnSend())
     h.clock.set(T0 + seconds(60))
     with pytest.raises(KeyboardInterrupt):
         crashing.run_pass()

@@ -9,235 +9,27 @@ configuration that ``setup()`` applies and the configuration table the docs embe
 
 from __future__ import annotations
 
-import json
-import re
-import zoneinfo
-from collections.abc import Callable, Iterable
-from typing import Annotated, Any, ClassVar, Self
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from collections.abc import Iterable
+from typing import Any, ClassVar, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic_core import PydanticCustomError
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from dataforge_scheduler.errors import ConfigurationError
+from dataforge_scheduler.settings.checks import (
+    CHECKS,
+    ERROR,
+    MASK,
+    REDIS_BACKEND_SCHEMES,
+    REDIS_URL_SCHEMES,
+    KeyList,
+    cross_check,
+    mask_url,
+    split_keys,
+)
 
 __all__ = ["REDIS_URL_SCHEMES", "Settings", "mask_url", "settings_table_markdown"]
-
-#: Schemes ``redis_url`` accepts; ``memory://`` is the in-process stand-in (demo, fixtures).
-REDIS_URL_SCHEMES = frozenset({"redis", "rediss", "unix", "memory"})
-_REDIS_BACKEND_SCHEMES = frozenset({"redis", "rediss", "redis+socket", "sentinel"})
-_ERROR = "dataforge_settings"
-_MASK = "***"
-_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd", "secret", "token"})
-_GLOB_CHARS = frozenset("*?[]")
-
-# Durations, counts and sizes: must be > 0. Retries may be 0; a prefetch multiplier of 0
-# is Celery's "no limit".
-_POSITIVE = (
-    "celery_broker_visibility_timeout",
-    "celery_task_default_timeout",
-    "celery_task_retry_delay",
-    "celery_worker_concurrency",
-    "celery_beat_sync_every",
-    "lock_ttl_seconds",
-    "log_max_bytes",
-    "log_ttl_seconds",
-    "log_flush_interval",
-    "log_flush_lines",
-    "result_max_bytes",
-    "execution_retention_days",
-    "lost_run_grace_seconds",
-    "misfire_grace_seconds",
-    "catch_up_max_runs",
-    "api_max_body_bytes",
-    "sse_max_streams",
-)
-_NON_NEGATIVE = ("celery_task_default_max_retries", "celery_worker_prefetch_multiplier")
-
-KeyList = Annotated[list[str], NoDecode]
-
-
-def _problem(reason: str, *fields: str) -> PydanticCustomError:
-    # "{reason}" keeps braces inside values from being read as template fields; "fields"
-    # lets from_env() name every env var behind a rule that spans several fields.
-    return PydanticCustomError(_ERROR, "{reason}", {"reason": reason, "fields": fields})
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password (userinfo or ``?password=``) replaced by ``***``.
-
-    Works part by part on ``;``-separated failover lists, and on strings that are not
-    valid URLs, so error messages can quote bad input without leaking a secret.
-    """
-    return ";".join(_mask_one(part) for part in url.split(";"))
-
-
-def _mask_one(url: str) -> str:
-    head, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    netloc, tail = rest[:cut], rest[cut:]
-    userinfo, at, hostport = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.partition(':')[0]}:{_MASK}@{hostport}"
-    path, qmark, query = tail.partition("?")
-    if qmark:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        masked = [(k, _MASK if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs]
-        tail = f"{path}?{urlencode(masked, safe='*/')}"
-    return f"{head}://{netloc}{tail}"
-
-
-def _check_url(field: str, url: str) -> None:
-    """Raise unless ``url`` has a scheme and a well-formed authority."""
-    if not _URL_RE.match(url):
-        raise _problem(f"{field} ({mask_url(url)!r}) is not a URL: it needs a scheme", field)
-    try:
-        urlsplit(url).port  # noqa: B018 -- reading .port is what validates it
-    except ValueError as exc:
-        raise _problem(
-            f"{field} ({mask_url(url)!r}) does not parse as a URL: {exc}", field
-        ) from exc
-
-
-def _check_broker_url(field: str, value: str) -> None:
-    for part in value.split(";"):
-        _check_url(field, part.strip())
-
-
-def _check_redis_url(field: str, url: str | None) -> None:
-    if url is None:
-        return
-    _check_url(field, url)
-    parts = urlsplit(url)
-    if parts.scheme not in REDIS_URL_SCHEMES:
-        accepted = ", ".join(f"{s}://" for s in sorted(REDIS_URL_SCHEMES))
-        raise _problem(f"{field} ({mask_url(url)!r}) must use one of {accepted}", field)
-    db = parts.path.strip("/")
-    if parts.scheme in {"redis", "rediss"} and db and not db.isdigit():
-        raise _problem(f"{field} ({mask_url(url)!r}): path must be a database number", field)
-
-
-def _check_database_url(field: str, url: str) -> None:
-    try:
-        make_url(url)
-    except (ArgumentError, ValueError) as exc:
-        raise _problem(
-            f"{field} ({mask_url(url)!r}) is not a SQLAlchemy URL, "
-            "e.g. postgresql+psycopg://user@host/db",
-            field,
-        ) from exc
-
-
-def _check_timezone(field: str, value: str) -> None:
-    try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise _problem(
-            f"{field} ({value!r}) is not a known IANA time zone, e.g. 'UTC' or 'Asia/Shanghai'",
-            field,
-        ) from exc
-
-
-def _check_positive(field: str, value: float) -> None:
-    if value <= 0:
-        raise _problem(f"{field} must be greater than 0, got {value!r}", field)
-
-
-def _check_non_negative(field: str, value: int) -> None:
-    if value < 0:
-        raise _problem(f"{field} must be 0 or more, got {value!r}", field)
-
-
-def _check_keys(field: str, keys: list[str]) -> None:
-    for index, key in enumerate(keys):  # never quote a key: it is a secret
-        if not key.strip():
-            raise _problem(f"{field}[{index}] is empty", field)
-        if key != key.strip():
-            raise _problem(f"{field}[{index}] has leading or trailing whitespace", field)
-
-
-def _check_key_prefix(field: str, value: str) -> None:
-    bad = "".join(sorted({c for c in value if c.isspace() or c in _GLOB_CHARS}))
-    if not value or bad:
-        why = f"contains {bad!r}" if bad else "is empty"
-        raise _problem(
-            f"{field} ({value!r}) {why}: it must be non-empty, without whitespace "
-            "or the glob characters * ? [ ]",
-            field,
-        )
-
-
-def _check_task_name_prefix(field: str, value: str) -> None:
-    if any(c.isspace() for c in value):
-        raise _problem(f"{field} ({value!r}) contains whitespace", field)
-
-
-_CHECKS: dict[str, Callable[[str, Any], None]] = {
-    **dict.fromkeys(_POSITIVE, _check_positive),
-    **dict.fromkeys(_NON_NEGATIVE, _check_non_negative),
-    **dict.fromkeys(("api_keys", "api_read_only_keys"), _check_keys),
-    "celery_broker_url": _check_broker_url,
-    "celery_result_backend": _check_url,
-    "celery_timezone": _check_timezone,
-    "database_url": _check_database_url,
-    "redis_url": _check_redis_url,
-    "key_prefix": _check_key_prefix,
-    "task_name_prefix": _check_task_name_prefix,
-}
-
-
-def _split_keys(field: str, value: Any) -> Any:
-    """A JSON list or comma-separated keys (as the environment gives them) as a list."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if not text:
-        return []
-    if not text.startswith("["):
-        return [part.strip() for part in text.split(",")]
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _problem(
-            f"{field} starts with '[' but is not a JSON list (line {exc.lineno}, column "
-            f"{exc.colno}); use a JSON list or comma-separated keys",
-            field,
-        ) from exc
-
-
-def _cross_check(s: Settings) -> None:
-    """The rules that span several fields."""
-    timeout, visibility = s.celery_task_default_timeout, s.celery_broker_visibility_timeout
-    if visibility <= 2 * timeout:
-        raise _problem(
-            f"celery_broker_visibility_timeout ({visibility}) must exceed "
-            f"2 × celery_task_default_timeout ({timeout} → {2 * timeout}): "
-            "otherwise Redis redelivers long tasks and they run twice",
-            "celery_broker_visibility_timeout",
-            "celery_task_default_timeout",
-        )
-    if s.redis_url is None:
-        first = s.celery_broker_url.split(";")[0].strip()
-        scheme = urlsplit(first).scheme
-        if scheme not in REDIS_URL_SCHEMES:
-            raise _problem(
-                f"redis_url is unset and celery_broker_url ({mask_url(first)!r}) is not a "
-                f"Redis URL (scheme {scheme!r}): set redis_url for locks and logs",
-                "redis_url",
-                "celery_broker_url",
-            )
-    if set(s.api_keys) & set(s.api_read_only_keys):
-        raise _problem(
-            "a key appears in both api_keys and api_read_only_keys: its access is ambiguous",
-            "api_keys",
-            "api_read_only_keys",
-        )
 
 
 class Settings(BaseSettings):
@@ -344,7 +136,7 @@ class Settings(BaseSettings):
     @field_validator("*")
     @classmethod
     def _check_field(cls, value: Any, info: ValidationInfo) -> Any:
-        check = _CHECKS.get(info.field_name or "")
+        check = CHECKS.get(info.field_name or "")
         if check is not None:
             check(info.field_name or "", value)
         return value
@@ -352,11 +144,11 @@ class Settings(BaseSettings):
     @field_validator("api_keys", "api_read_only_keys", mode="before")
     @classmethod
     def _keys_from_text(cls, value: Any, info: ValidationInfo) -> Any:
-        return _split_keys(info.field_name or "", value)
+        return split_keys(info.field_name or "", value)
 
     @model_validator(mode="after")
     def _check_model(self) -> Self:
-        _cross_check(self)
+        cross_check(self)
         return self
 
     # ------------------------------------------------------------ doors
@@ -397,7 +189,7 @@ class Settings(BaseSettings):
         loc = error.get("loc") or ()
         fields = tuple(ctx.get("fields") or ()) or ((str(loc[0]),) if loc else ("",))
         source = ", ".join(f"{f}=" if f in overrides else cls.env_var(f) for f in fields if f)
-        if error.get("type") == _ERROR:
+        if error.get("type") == ERROR:
             message = str(ctx["reason"])
         else:
             shown = cls._redact_value(fields[0], error.get("input"))
@@ -445,7 +237,7 @@ class Settings(BaseSettings):
         soft = timeout - min(60, max(1, timeout // 10))
         if soft > 0:
             config["task_soft_time_limit"] = soft
-        if urlsplit(self.celery_result_backend).scheme in _REDIS_BACKEND_SCHEMES:
+        if urlsplit(self.celery_result_backend).scheme in REDIS_BACKEND_SCHEMES:
             config["result_backend_transport_options"] = dict(transport)
         return config
 
@@ -459,7 +251,7 @@ class Settings(BaseSettings):
         if value is None:
             return None
         if name in cls.secret_fields:
-            return [_MASK for _ in value] if isinstance(value, list | tuple) else _MASK
+            return [MASK for _ in value] if isinstance(value, list | tuple) else MASK
         if name in cls.url_fields or name.endswith("_url"):
             return mask_url(str(value))
         return value

@@ -1,22 +1,32 @@
 """The subclass hooks, through the documented example (examples/custom_scheduler.py)
-and small tracking subclasses."""
+and small tracking subclasses, and the dispatcher's ``message_for``, which the beat and
+"run now" share."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from examples.custom_scheduler import PartitionedScheduler, WeekdaysOnly
-from tests.unit.test_scheduler_pass import RECORD, T0, Harness, seconds
+from celery import Celery
+from examples.custom_scheduler import (
+    PartitionedScheduler,
+    TenantDispatcher,
+    WeekdaysOnly,
+    tenant_routed,
+)
+from tests.scheduler_harness import RECORD, T0, Harness, seconds
 
-from dataforge_scheduler.celery.beat import ClaimedSlot, DatabaseScheduler, Message
-from dataforge_scheduler.core.enums import TaskStatus
+from dataforge_scheduler.celery.beat import ClaimedSlot, DatabaseScheduler
+from dataforge_scheduler.control import run_now
+from dataforge_scheduler.core.enums import ExecutionTrigger, TaskStatus
+from dataforge_scheduler.core.messages import RunMessage
 from dataforge_scheduler.core.triggers import Trigger
+from dataforge_scheduler.errors import ConfigurationError
 from dataforge_scheduler.sql.models import ScheduledTask
+from dataforge_scheduler.testing import RecordingDispatcher
 
 
 @pytest.fixture
@@ -35,9 +45,9 @@ def test_partitioned_schedulers_each_claim_only_their_queues(h: Harness) -> None
 
     assert [s.scheduled_task_id for s in first.run_pass().sent] == [reports]
     assert [s.scheduled_task_id for s in second.run_pass().sent] == [exports]
-    partitions = {s.headers["x-partition"] for s in h.dispatcher.sent}
-    assert partitions == {"reports", "archive,exports"}
     assert first.sent_per_task == {RECORD: 1}
+    assert isinstance(second, PartitionedScheduler)
+    assert second.sent_per_task == {RECORD: 1}
 
 
 def test_the_partition_filter_also_bounds_the_wait_and_the_resend_sweep(h: Harness) -> None:
@@ -72,8 +82,20 @@ def test_weekdays_only_gives_up_on_a_trigger_that_only_fires_at_weekends() -> No
     assert trigger.next_after(T0 + timedelta(days=5)) is None
 
 
+class TenantRecorder(RecordingDispatcher):
+    """The example's tenant routing on the recording double, counting its calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.built = 0
+
+    def message_for(self, run: ClaimedSlot) -> RunMessage:
+        self.built += 1
+        return tenant_routed(super().message_for(run), run)
+
+
 class Tracking(DatabaseScheduler):
-    """Routes every message to a tenant queue and remembers each hook call."""
+    """Remembers each hook call; fails ``after_send`` for the tenant "bad"."""
 
     def __init__(self, app: Any, **kwargs: Any) -> None:
         self.calls: list[tuple[str, Any]] = []
@@ -83,36 +105,71 @@ class Tracking(DatabaseScheduler):
         self.calls.append(("trigger_for_row", row.id))
         return super().trigger_for_row(row)
 
-    def message_for(self, slot: ClaimedSlot) -> Message:
-        message = super().message_for(slot)
-        self.calls.append(("message_for", slot.execution_id))
-        options = {**message.options, "queue": f"tenant-{slot.kwargs['tenant']}"}
-        return replace(message, options=options, headers={**message.headers, "x-tenant": 1})
-
-    def after_send(self, slot: ClaimedSlot, message: Message) -> None:
-        self.calls.append(("after_send", message.options["queue"]))
+    def after_send(self, slot: ClaimedSlot, message: RunMessage) -> None:
+        self.calls.append(("after_send", message.options.get("queue")))
         if slot.kwargs["tenant"] == "bad":
             raise RuntimeError("metrics backend down")
 
 
-def test_message_for_routes_and_after_send_sees_every_send(engine: Any) -> None:
+def _tenant_harness(engine: Any) -> Harness:
     h = Harness(engine, scheduler_cls=Tracking)
+    h.dispatcher = TenantRecorder()
+    h.runtime.dispatcher = h.dispatcher
+    h.scheduler = h.new_scheduler()
+    return h
+
+
+def test_the_dispatcher_routes_slots_and_after_send_sees_every_send(engine: Any) -> None:
+    h = _tenant_harness(engine)
     sid = h.create(task_type="interval", interval_seconds=60, handler_kwargs={"tenant": "acme"})
     h.at(T0 + seconds(60))
     [sent] = h.dispatcher.sent
     assert sent.options["queue"] == "tenant-acme"
-    assert sent.headers["x-tenant"] == 1
+    assert sent.headers["x-tenant"] == "acme"
     assert sent.headers["df_slot"] == (T0 + seconds(60)).isoformat()
     scheduler = h.scheduler
     assert isinstance(scheduler, Tracking)
-    assert [name for name, _ in scheduler.calls] == ["trigger_for_row", "message_for", "after_send"]
-    assert sid
+    assert scheduler.calls == [("trigger_for_row", sid), ("after_send", "tenant-acme")]
+
+
+def test_run_now_is_published_by_the_same_message_for_as_the_beat(engine: Any) -> None:
+    h = _tenant_harness(engine)
+    sid = h.create(task_type="manual", handler_kwargs={"tenant": "acme"})
+    done = run_now(h.runtime, schedule_id=sid, validate=False)
+    [sent] = h.dispatcher.sent
+    assert h.dispatcher.built == 1
+    assert sent.task_id == done.run.celery_task_id
+    assert sent.options["queue"] == "tenant-acme"
+    assert sent.headers["x-tenant"] == "acme"
+    assert sent.headers["df_trigger"] == ExecutionTrigger.MANUAL.value
+    assert "df_slot" not in sent.headers
+    [row] = h.executions(sid)
+    assert row.sent_at is not None
+
+
+def test_the_example_tenant_dispatcher_routes_only_runs_that_name_a_tenant() -> None:
+    dispatcher = TenantDispatcher(Celery("tenant-example", set_as_current=False))
+    tenant = ClaimedSlot(1, "c-1", 7, "s", RECORD, T0, {"tenant": "acme", "scheduled_task_id": 7})
+    plain = ClaimedSlot(2, "c-2", 7, "s", RECORD, T0, {"scheduled_task_id": 7}, queue="default")
+    assert dispatcher.message_for(tenant).options["queue"] == "tenant-acme"
+    assert dispatcher.message_for(plain).options == {"queue": "default"}
+    assert "x-tenant" not in dispatcher.message_for(plain).headers
+
+
+def test_a_scheduler_subclass_defining_message_for_is_refused_at_class_creation() -> None:
+    with pytest.raises(ConfigurationError, match="dispatcher's hook") as caught:
+
+        class _Old(DatabaseScheduler):
+            def message_for(self, slot: ClaimedSlot) -> RunMessage:
+                raise AssertionError("never called")
+
+    assert caught.value.field == "message_for"
 
 
 def test_a_failing_after_send_is_logged_and_the_send_still_counts(
     engine: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    h = Harness(engine, scheduler_cls=Tracking)
+    h = _tenant_harness(engine)
     sid = h.create(task_type="interval", interval_seconds=60, handler_kwargs={"tenant": "bad"})
     with caplog.at_level(logging.ERROR, logger="dataforge_scheduler"):
         result = h.at(T0 + seconds(60))

@@ -1,5 +1,5 @@
-"""Every SQL statement the maintenance tasks run: find runs that may be lost, re-check one
-under its row lock, and delete old history in bounded batches.
+"""Maintenance statements: find runs that may be lost, re-check one under its row lock,
+and delete old history in bounded batches.
 
 The reaper reads ``running`` rows through the ``(status, started_at)`` index with keyset
 pagination, so a pass over many live runs never re-reads a page; before it marks a run

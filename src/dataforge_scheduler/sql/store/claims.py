@@ -1,4 +1,5 @@
-"""Every SQL statement the beat scheduler runs: find due slots, claim them, record sends.
+"""Claim statements: what the beat scheduler runs to find due slots, claim them and
+record their sends.
 
 A pass of ``DatabaseScheduler`` is a handful of set-based statements whose cost follows
 what is due, never how many schedules exist: each reads through the ``(status,
@@ -12,11 +13,11 @@ once, whoever tries. Functions never commit: the caller owns the transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     ColumnElement,
@@ -31,19 +32,18 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger, TaskStatus, TaskType
+from dataforge_scheduler.core.slots import Advance, ClaimedSlot, NewSlot, RowPlan
 from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution, metadata
 from dataforge_scheduler.sql.store.common import aware_now, dialect_insert, json_safe
 
 __all__ = [
     "DUE_TYPES",
-    "Advance",
-    "ClaimedSlot",
-    "NewSlot",
     "advance_schedules",
+    "claimed_run",
+    "claimed_slots",
     "count_active",
     "earliest_next_run",
     "insert_slots",
-    "mark_sent",
     "select_due",
     "select_uninitialised",
     "select_unsent",
@@ -52,60 +52,8 @@ __all__ = [
 #: The task types a scheduler fires by itself (``manual`` runs only through the API).
 DUE_TYPES = (TaskType.CRON, TaskType.INTERVAL, TaskType.DATE)
 
-# rows per multi-row INSERT: well under SQLite's 32,766 bound parameters (10 per row)
-
 _schedules = metadata.tables[ScheduledTask.__tablename__]
 _executions = metadata.tables[TaskExecution.__tablename__]
-
-
-@dataclass(frozen=True)
-class NewSlot:
-    """An execution row to insert for a slot: ``pending`` to send it, or ``failed`` with
-    ``error`` when it cannot be sent (its task is not registered)."""
-
-    scheduled_task_id: int
-    scheduled_for: datetime
-    task_name: str
-    celery_task_id: str
-    kwargs: dict[str, Any]
-    status: ExecutionStatus = ExecutionStatus.PENDING
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class Advance:
-    """What a pass writes back to one schedule row.
-
-    ``last_status``/``last_execution_id`` of ``None`` leave the stored values alone.
-    """
-
-    schedule_id: int
-    next_run_at: datetime | None
-    status: TaskStatus = TaskStatus.ACTIVE
-    last_status: ExecutionStatus | None = None
-    last_execution_id: int | None = None
-
-
-@dataclass(frozen=True)
-class ClaimedSlot:
-    """A slot whose ``pending`` row exists: everything needed to send it.
-
-    ``kwargs`` are the task's keyword arguments as stored on the execution row
-    (``handler_kwargs`` plus ``scheduled_task_id``); ``resend`` is True when the slot
-    was found unsent by the sweep rather than claimed by this pass.
-    """
-
-    execution_id: int
-    celery_task_id: str
-    scheduled_task_id: int | None
-    schedule_name: str | None
-    task_name: str
-    scheduled_for: datetime
-    kwargs: dict[str, Any]
-    queue: str | None = None
-    priority: int | None = None
-    expire_seconds: int | None = None
-    resend: bool = False
 
 
 def _locked(session: Session, query: Select[Any], *, of: Any = None) -> Select[Any]:
@@ -242,17 +190,6 @@ def advance_schedules(session: Session, advances: Sequence[Advance]) -> None:
     session.execute(statement, params)
 
 
-def mark_sent(session: Session, execution_ids: Sequence[int], *, now: datetime) -> None:
-    """Record that these executions' messages reached the broker (first send wins)."""
-    if not execution_ids:
-        return
-    session.execute(
-        update(_executions)
-        .where(_executions.c.id.in_(list(execution_ids)), _executions.c.sent_at.is_(None))
-        .values(sent_at=aware_now(now))
-    )
-
-
 def select_unsent(
     session: Session,
     *,
@@ -298,21 +235,93 @@ def select_unsent(
         query = query.where(extra)
     query = _locked(session, query, of=_executions)
     return [
-        ClaimedSlot(
-            execution_id=row.id,
-            celery_task_id=row.celery_task_id,
-            scheduled_task_id=row.scheduled_task_id,
-            schedule_name=row.name,
+        claimed_run(
+            row.id,
+            row.celery_task_id,
+            schedule=_Routing(
+                row.scheduled_task_id, row.name, row.queue, row.priority, row.expire_seconds
+            ),
             task_name=row.task_name,
             scheduled_for=row.scheduled_for,
             kwargs=dict(row.kwargs or {}),
-            queue=row.queue,
-            priority=row.priority,
-            expire_seconds=row.expire_seconds,
             resend=True,
         )
         for row in session.execute(query)
     ]
+
+
+def claimed_slots(plans: Sequence[RowPlan], inserted: Mapping[str, int]) -> list[ClaimedSlot]:
+    """The ``pending`` slots of ``plans`` that ``insert_slots`` inserted, ready to send;
+    a slot missing from ``inserted`` belongs to whoever claimed it first."""
+    return [
+        claimed_run(
+            inserted[slot.celery_task_id],
+            slot.celery_task_id,
+            schedule=plan.row,
+            task_name=slot.task_name,
+            scheduled_for=slot.scheduled_for,
+            kwargs=slot.kwargs,
+        )
+        for plan in plans
+        for slot in plan.slots
+        if slot.status is ExecutionStatus.PENDING and slot.celery_task_id in inserted
+    ]
+
+
+@dataclass(frozen=True)
+class _Routing:
+    id: int | None
+    name: str | None
+    queue: str | None
+    priority: int | None
+    expire_seconds: int | None
+
+
+class _Routed(Protocol):
+    """What a slot takes from its schedule (a ``ScheduledTask`` or a swept row)."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def queue(self) -> str | None: ...
+    @property
+    def priority(self) -> int | None: ...
+    @property
+    def expire_seconds(self) -> int | None: ...
+
+
+def claimed_run(
+    execution_id: int,
+    celery_task_id: str,
+    *,
+    schedule: _Routed | None,
+    task_name: str,
+    scheduled_for: datetime | None,
+    kwargs: dict[str, Any],
+    trigger: ExecutionTrigger = ExecutionTrigger.SCHEDULE,
+    claimed_at: datetime | None = None,
+    resend: bool = False,
+) -> ClaimedSlot:
+    """The one place a ``ClaimedSlot`` is built: the run and its schedule's routing
+    (a claimed slot, a swept one, or a manual run, which has no slot and maybe no
+    schedule)."""
+    return ClaimedSlot(
+        execution_id=execution_id,
+        celery_task_id=celery_task_id,
+        scheduled_task_id=None if schedule is None else schedule.id,
+        schedule_name=None if schedule is None else schedule.name,
+        task_name=task_name,
+        scheduled_for=scheduled_for,
+        kwargs=kwargs,
+        queue=None if schedule is None else schedule.queue,
+        priority=None if schedule is None else schedule.priority,
+        expire_seconds=None if schedule is None else schedule.expire_seconds,
+        trigger=trigger,
+        claimed_at=claimed_at,
+        resend=resend,
+    )
 
 
 def earliest_next_run(

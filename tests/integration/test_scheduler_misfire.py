@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from tests.unit.test_scheduler_pass import T0, Harness, seconds
+from tests.scheduler_harness import T0, Harness, seconds
 
 from dataforge_scheduler.core.enums import TaskStatus
 

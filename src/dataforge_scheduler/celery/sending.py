@@ -1,0 +1,111 @@
+"""Sending a pass's slots: publish each claimed slot through the scheduler's dispatcher,
+record the sends, and re-send slots a scheduler claimed but never sent.
+
+A slot refused by an unreachable broker stays claimed and unsent (``sent_at`` NULL), and
+so do the slots after it in that pass: the sweep of any scheduler sends them later. A
+slot a hook failed to publish is kept for the sweep too, and the other slots go on.
+Sending happens after the claim committed, so nothing here can send a slot twice that
+its row does not allow: a worker runs a slot only from ``pending``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from dataforge_scheduler.core.slots import ClaimedSlot
+from dataforge_scheduler.errors import BackendUnavailable, DataForgeError
+from dataforge_scheduler.sql import store
+from dataforge_scheduler.sql.store import claims as sql
+
+if TYPE_CHECKING:
+    from dataforge_scheduler.celery.beat import DatabaseScheduler
+
+__all__ = ["SlotSender"]
+
+logger = logging.getLogger(__name__)
+
+
+class SlotSender:
+    """Sends one scheduler's slots (its dispatcher, clock, hooks and settings)."""
+
+    def __init__(self, scheduler: DatabaseScheduler) -> None:
+        self._scheduler = scheduler
+
+    def send_and_record(
+        self, slots: Sequence[ClaimedSlot]
+    ) -> tuple[list[ClaimedSlot], list[ClaimedSlot]]:
+        """Publish the slots this pass claimed and record ``sent_at``; (sent, unsent)."""
+        if not slots:
+            return [], []
+        sent, unsent = self.publish(slots)
+        if sent:
+            try:
+                with self._scheduler.runtime.session() as session:
+                    store.mark_sent(
+                        session, [s.execution_id for s in sent], now=self._scheduler.clock.now()
+                    )
+            except (DataForgeError, OSError) as exc:
+                logger.warning(
+                    "could not record %d send(s): %s; they may be re-sent", len(sent), exc
+                )
+        return sent, unsent
+
+    def sweep(self, now: datetime) -> tuple[list[ClaimedSlot], list[ClaimedSlot]]:
+        """Re-send slots claimed more than ``resend_after_seconds`` ago and never sent."""
+        before = now - timedelta(seconds=self._scheduler.resend_after_seconds)
+        with self._scheduler.runtime.session() as session:
+            slots = sql.select_unsent(
+                session,
+                created_before=before,
+                limit=self._scheduler.batch_size,
+                extra=self._scheduler.claim_filter(),
+            )
+            if not slots:
+                return [], []
+            logger.warning(
+                "sending %d claimed slot(s) that were never sent (a scheduler stopped between "
+                "its claim and its send, or the broker refused them)",
+                len(slots),
+            )
+            sent, unsent = self.publish(slots)  # the rows stay locked while they are sent
+            store.mark_sent(
+                session, [s.execution_id for s in sent], now=self._scheduler.clock.now()
+            )
+        return sent, unsent
+
+    def publish(self, slots: Sequence[ClaimedSlot]) -> tuple[list[ClaimedSlot], list[ClaimedSlot]]:
+        """Dispatch each slot, calling ``after_send``; stop at an unreachable broker."""
+        sent: list[ClaimedSlot] = []
+        unsent: list[ClaimedSlot] = []
+        for index, slot in enumerate(slots):
+            logger.info(
+                "Sending due task %s (%s) slot %s as %s",
+                slot.schedule_name,
+                slot.task_name,
+                slot.scheduled_for.isoformat() if slot.scheduled_for else None,
+                slot.celery_task_id,
+            )
+            try:
+                message = self._scheduler.dispatcher.dispatch(slot)
+            except BackendUnavailable as exc:
+                logger.error(
+                    "broker unavailable (%s): %d slot(s) stay claimed and unsent; they are "
+                    "sent again after %.0f s",
+                    exc,
+                    len(slots) - index,
+                    self._scheduler.resend_after_seconds,
+                )
+                return sent, [*unsent, *slots[index:]]
+            except Exception:  # a hook or serialisation bug: keep the other slots going
+                logger.exception("could not send slot %s of %s", slot.scheduled_for, slot.task_name)
+                unsent.append(slot)
+                continue
+            sent.append(slot)
+            try:
+                self._scheduler.after_send(slot, message)
+            except Exception:
+                logger.exception("after_send failed for %s", slot.celery_task_id)
+        return sent, unsent

@@ -1,0 +1,149 @@
+"""The values a scheduler pass works with: slots to claim, rows to advance, runs to send.
+
+A pass reads due schedule rows, plans them (``core.timing.plan_row`` gives a ``RowPlan``:
+the ``NewSlot`` execution rows to insert and the ``Advance`` to write back), inserts the
+slots, and sends every slot it inserted as a ``ClaimedSlot``. A manual run ("run now") is
+a ``ClaimedSlot`` too, with trigger ``manual`` and no slot time, so both are published by
+the same code (``core.messages``). All plain frozen values: safe to keep after the
+transaction that produced them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger, TaskStatus
+
+__all__ = ["Advance", "ClaimedSlot", "NewSlot", "PassResult", "PlannableRow", "RowPlan"]
+
+
+class PlannableRow(Protocol):
+    """The schedule attributes a pass plans with; ``ScheduledTask`` has them."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def task_name(self) -> str: ...
+    @property
+    def task_type(self) -> str: ...
+    @property
+    def handler_kwargs(self) -> Any: ...
+    @property
+    def next_run_at(self) -> datetime | None: ...
+    @property
+    def start_at(self) -> datetime | None: ...
+    @property
+    def end_at(self) -> datetime | None: ...
+    @property
+    def created_at(self) -> datetime | None: ...
+    @property
+    def misfire_policy(self) -> str: ...
+    @property
+    def queue(self) -> str | None: ...
+    @property
+    def priority(self) -> int | None: ...
+    @property
+    def expire_seconds(self) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class NewSlot:
+    """An execution row to insert for a slot: ``pending`` to send it, or ``failed`` with
+    ``error`` when it cannot be sent (its task is not registered)."""
+
+    scheduled_task_id: int
+    scheduled_for: datetime
+    task_name: str
+    celery_task_id: str
+    kwargs: dict[str, Any]
+    status: ExecutionStatus = ExecutionStatus.PENDING
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Advance:
+    """What a pass writes back to one schedule row.
+
+    ``last_status``/``last_execution_id`` of ``None`` leave the stored values alone.
+    """
+
+    schedule_id: int
+    next_run_at: datetime | None
+    status: TaskStatus = TaskStatus.ACTIVE
+    last_status: ExecutionStatus | None = None
+    last_execution_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ClaimedSlot:
+    """A run whose ``pending`` row exists: everything needed to send it.
+
+    ``kwargs`` are the task's keyword arguments as stored on the execution row
+    (``handler_kwargs`` plus ``scheduled_task_id``). ``scheduled_for`` is the slot (None
+    for a manual run); ``claimed_at`` when the row was made, from which a manual run's
+    ``expire_seconds`` count (a slot's count from the slot). ``resend`` is True when the
+    slot was found unsent by the sweep rather than claimed by this pass.
+    """
+
+    execution_id: int
+    celery_task_id: str
+    scheduled_task_id: int | None
+    schedule_name: str | None
+    task_name: str
+    scheduled_for: datetime | None
+    kwargs: dict[str, Any]
+    queue: str | None = None
+    priority: int | None = None
+    expire_seconds: int | None = None
+    trigger: ExecutionTrigger = ExecutionTrigger.SCHEDULE
+    claimed_at: datetime | None = None
+    resend: bool = False
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """What a pass does with one due row: the execution rows to insert and what to
+    write back (``advance``)."""
+
+    row: PlannableRow
+    slots: list[NewSlot]
+    next_run_at: datetime | None
+    status: TaskStatus
+
+    def advance(self, inserted: Mapping[str, int]) -> Advance:
+        """The row's write-back; a slot recorded as failed (unregistered task) becomes
+        the row's ``last_status`` and ``last_execution_id``."""
+        failed = [
+            inserted[slot.celery_task_id]
+            for slot in self.slots
+            if slot.status is ExecutionStatus.FAILED and slot.celery_task_id in inserted
+        ]
+        return Advance(
+            schedule_id=self.row.id,
+            next_run_at=self.next_run_at,
+            status=self.status,
+            last_status=ExecutionStatus.FAILED if failed else None,
+            last_execution_id=max(failed) if failed else None,
+        )
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What one claim-and-send pass did.
+
+    ``sent``: slots published (claimed by this pass, or found unsent and re-sent);
+    ``unsent``: slots claimed but refused by the broker, left for a later pass;
+    ``next_run_at``: the earliest ``next_run_at`` after the pass; ``batch_full``: the
+    pass claimed a full batch of schedules, so more may already be due.
+    """
+
+    sent: tuple[ClaimedSlot, ...] = ()
+    unsent: tuple[ClaimedSlot, ...] = ()
+    claimed_schedules: int = 0
+    next_run_at: datetime | None = None
+    batch_full: bool = False

@@ -1,0 +1,196 @@
+"""The Dispatcher contract, run against the recording double the pytest plugin ships and
+against ``CeleryDispatcher`` on a real broker (Redis) and on the in-process ``memory://``
+broker the demo and the plugin use.
+
+What each implementation "published" is read back the way a worker would see it: for
+Celery, the message is taken off its queue with kombu (task name, id, kwargs, headers,
+expiry); for the recording double, from its ``sent`` list.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from dataforge_scheduler.celery.dispatch import CeleryDispatcher
+from dataforge_scheduler.core.enums import ExecutionTrigger
+from dataforge_scheduler.core.messages import EXECUTION_ID, SLOT, TRIGGER, message_for
+from dataforge_scheduler.core.ports import Dispatcher
+from dataforge_scheduler.core.slots import ClaimedSlot
+from dataforge_scheduler.errors import BackendUnavailable
+from dataforge_scheduler.testing import RecordingDispatcher
+
+SLOT_TIME = datetime(2030, 5, 1, 8, 30, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Received:
+    """One published run as a consumer sees it."""
+
+    task_name: str
+    task_id: str
+    kwargs: dict[str, Any]
+    headers: dict[str, Any]
+    expires: datetime | None
+
+
+@dataclass
+class Subject:
+    dispatcher: Dispatcher
+    received: Callable[[], list[Received]]
+    broken: Callable[[], Dispatcher]
+
+
+def _celery_received(app: Celery, queue: str) -> list[Received]:
+    found: list[Received] = []
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+        while (message := channel.basic_get(queue, no_ack=True)) is not None:
+            headers = dict(message.headers)
+            _, kwargs, _ = message.decode()
+            expires = headers.get("expires")
+            found.append(
+                Received(
+                    task_name=headers["task"],
+                    task_id=headers["id"],
+                    kwargs=kwargs,
+                    headers={k: v for k, v in headers.items() if k.startswith("df_")},
+                    expires=datetime.fromisoformat(expires) if expires else None,
+                )
+            )
+    return found
+
+
+def _celery_app(broker: str, key_prefix: str) -> Celery:
+    app = Celery("contract-dispatch", broker=broker, set_as_current=False)
+    app.conf.broker_transport_options = {"global_keyprefix": f"{key_prefix}:broker:"}
+    app.conf.task_publish_retry = False
+    app.conf.broker_connection_retry = False
+    app.conf.broker_connection_timeout = 1
+    return app
+
+
+@pytest.fixture
+def queue() -> str:
+    return f"df-contract-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(
+    params=[
+        "recording",
+        "celery-memory",
+        pytest.param("celery-redis", marks=pytest.mark.redis),
+    ]
+)
+def subject(request: pytest.FixtureRequest, key_prefix: str, queue: str) -> Iterator[Subject]:
+    if request.param == "recording":
+        recording = RecordingDispatcher()
+
+        def recorded() -> list[Received]:
+            return [
+                Received(
+                    task_name=sent.task_name,
+                    task_id=sent.task_id,
+                    kwargs=sent.kwargs,
+                    headers=sent.headers,
+                    expires=sent.options.get("expires"),
+                )
+                for sent in recording.sent
+            ]
+
+        def broken_recording() -> Dispatcher:
+            recording.down = True
+            return recording
+
+        yield Subject(recording, recorded, broken_recording)
+        return
+    if request.param == "celery-memory":
+        broker = f"memory://contract-{uuid.uuid4().hex[:8]}"
+    else:
+        request.getfixturevalue("redis_client")  # deletes the test's keys afterwards
+        broker = request.getfixturevalue("redis_url")
+    app = _celery_app(broker, key_prefix)
+    refusing = _celery_app("redis://127.0.0.1:1/0", key_prefix)
+    yield Subject(
+        CeleryDispatcher(app),
+        lambda: _celery_received(app, queue),
+        lambda: CeleryDispatcher(refusing),
+    )
+
+
+def _run(queue: str, **fields: Any) -> ClaimedSlot:
+    values: dict[str, Any] = {
+        "execution_id": 41,
+        "celery_task_id": str(uuid.uuid4()),
+        "scheduled_task_id": 7,
+        "schedule_name": "hourly",
+        "task_name": "app.sync_accounts",
+        "scheduled_for": SLOT_TIME,
+        "kwargs": {"days": 3, "scheduled_task_id": 7, "label": "账号"},
+        "queue": queue,
+        "priority": 3,
+    }
+    values.update(fields)
+    return ClaimedSlot(**values)
+
+
+def test_a_slot_is_published_once_with_its_own_task_id(subject: Subject, queue: str) -> None:
+    run = _run(queue)
+    sent = subject.dispatcher.dispatch(run)
+
+    [received] = subject.received()
+    assert received.task_id == run.celery_task_id == sent.task_id
+    assert received.task_name == "app.sync_accounts"
+    assert received.kwargs == {"days": 3, "scheduled_task_id": 7, "label": "账号"}
+    assert received.headers == {
+        TRIGGER: "schedule",
+        EXECUTION_ID: 41,
+        SLOT: SLOT_TIME.isoformat(),
+    }
+    assert received.expires is None
+    assert sent == message_for(run)
+
+
+def test_a_manual_run_has_no_slot_and_expires_from_when_it_was_made(
+    subject: Subject, queue: str
+) -> None:
+    made = datetime(2030, 5, 1, 9, 0, tzinfo=UTC)
+    run = _run(
+        queue,
+        scheduled_for=None,
+        trigger=ExecutionTrigger.MANUAL,
+        claimed_at=made,
+        expire_seconds=120,
+    )
+    subject.dispatcher.dispatch(run)
+
+    [received] = subject.received()
+    assert received.headers == {TRIGGER: "manual", EXECUTION_ID: 41}
+    assert received.expires == made + timedelta(seconds=120)
+
+
+def test_a_slot_expires_counting_from_its_slot_time(subject: Subject, queue: str) -> None:
+    subject.dispatcher.dispatch(_run(queue, expire_seconds=30))
+    [received] = subject.received()
+    assert received.expires == SLOT_TIME + timedelta(seconds=30)
+
+
+def test_message_for_builds_what_dispatch_publishes(subject: Subject, queue: str) -> None:
+    run = _run(queue)
+    assert subject.dispatcher.message_for(run) == message_for(run)
+    assert subject.received() == []  # building a message publishes nothing
+
+
+def test_an_unreachable_broker_raises_backend_unavailable_and_publishes_nothing(
+    subject: Subject, queue: str
+) -> None:
+    run = _run(queue)
+    with pytest.raises(BackendUnavailable, match=run.celery_task_id):
+        subject.broken().dispatch(run)
+    assert subject.received() == []
