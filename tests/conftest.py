@@ -61,7 +61,8 @@ def pg_url(pg_admin_url: str) -> Iterator[str]:
     """URL of a database created for this test run and dropped after it."""
     import sqlalchemy as sa
 
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    # pre-ping: the outage tests restart PostgreSQL under this pooled connection
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     name = f"dataforge_test_{RUN_ID}"
     try:
         with admin.connect() as conn:

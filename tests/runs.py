@@ -34,3 +34,9 @@ def manual(session: Session, **arguments: Any) -> TaskExecution:
     found = session.get(TaskExecution, run.execution_id)
     assert found is not None
     return found
+
+
+def celery_id(runtime: Any, execution_id: int) -> str:
+    """The Celery task id of execution ``execution_id``: what names its log."""
+    with runtime.session() as session:
+        return str(store.get_execution(session, execution_id).celery_task_id)

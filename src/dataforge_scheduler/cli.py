@@ -1,4 +1,5 @@
-"""The ``dataforge-scheduler`` command: ``init-db``, ``check``, ``migrate``, ``demo``, ``api``.
+"""The ``dataforge-scheduler`` command: ``init-db``, ``check``, ``migrate``,
+``history-writer``, ``demo``, ``api``.
 
 Each subcommand reads settings from the environment (``DATAFORGE_*``) unless told
 otherwise, prints one line per fact, and exits non-zero when something is wrong. This is
@@ -34,10 +35,15 @@ class Report:
 
     problems: list[str] = field(default_factory=list)
     oks: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def ok(self, line: str) -> None:
         self.oks.append(line)
         print(f"ok    {line}")
+
+    def warn(self, line: str) -> None:
+        self.warnings.append(line)
+        print(f"warn  {line}")
 
     def problem(self, line: str) -> None:
         self.problems.append(line)
@@ -152,6 +158,8 @@ def _check_backends(runtime: Runtime, report: Report) -> bool:
         report.ok(f"redis reachable ({mask_url(runtime.settings.effective_redis_url)})")
     else:
         report.problem(f"redis {mask_url(runtime.settings.effective_redis_url)}: {health['redis']}")
+    if health["redis"].startswith("ok"):
+        _check_outbox(runtime, report)
     if health["database"] != "ok":
         return False
     from dataforge_scheduler.sql.store import missing_tables
@@ -161,6 +169,55 @@ def _check_backends(runtime: Runtime, report: Report) -> bool:
         report.problem(f"tables missing: {', '.join(missing)} (run `dataforge-scheduler init-db`)")
         return False
     return True
+
+
+#: An outbox whose oldest record is older than this has no writer keeping up with it.
+OUTBOX_WARN_SECONDS = 60.0
+
+
+def _check_outbox(runtime: Runtime, report: Report) -> None:
+    """The history outbox: records waiting for a writer, and the oldest one's age."""
+    stats = runtime.backend.journal.stats()
+    age = stats.oldest_age_seconds
+    line = f"history outbox: {stats.length} record(s) waiting ({stats.in_flight} being applied)"
+    if age is None:
+        report.ok(line)
+    elif age < OUTBOX_WARN_SECONDS:
+        report.ok(f"{line}, the oldest {age:.1f} s old")
+    else:
+        report.warn(
+            f"{line}, the oldest {age:.0f} s old: is a history writer running (a Celery "
+            "worker of the app, or `dataforge-scheduler history-writer`) and is the "
+            "database reachable? Run history reaches task_executions when one drains it"
+        )
+
+
+def cmd_history_writer(args: argparse.Namespace) -> int:
+    import signal
+
+    from dataforge_scheduler.history import HistoryWriter
+
+    settings = _settings(args)
+    runtime = Runtime(settings)
+    writer = HistoryWriter(runtime)
+
+    def stop(signum: int, _frame: Any) -> None:
+        print(f"history writer {writer.name}: stopping (signal {signum})", flush=True)
+        writer.stop(timeout=0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    source, target = mask_url(settings.effective_redis_url), mask_url(settings.database_url)
+    print(
+        f"history writer {writer.name}: draining the outbox of {source} into {target}",
+        flush=True,
+    )
+    try:
+        writer.run_forever()
+    finally:
+        runtime.close()
+    print(f"history writer {writer.name}: {writer.stats.records} record(s) applied", flush=True)
+    return EXIT_OK
 
 
 def _iter_schedules(runtime: Runtime) -> Iterator[Any]:
@@ -264,6 +321,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--database-url", help="SQLAlchemy URL (default: DATAFORGE_DATABASE_URL)")
     check.add_argument("--redis-url", help="Redis URL (default: DATAFORGE_REDIS_URL)")
     check.set_defaults(handler=cmd_check)
+    writer = sub.add_parser(
+        "history-writer",
+        help="drain the run-history outbox into the database (runs until stopped)",
+        description=(
+            "Apply the run history workers record in the Redis outbox to task_executions, "
+            "in batches, until SIGTERM or Ctrl-C. Every Celery worker of the app runs one "
+            "already unless history_writer_in_worker is off; run this beside or instead."
+        ),
+    )
+    writer.add_argument("--database-url", help="SQLAlchemy URL (default: DATAFORGE_DATABASE_URL)")
+    writer.add_argument("--redis-url", help="Redis URL (default: DATAFORGE_REDIS_URL)")
+    writer.set_defaults(handler=cmd_history_writer)
     migrations_cli.add_parser(sub)
     demo.add_parser(sub)
     serve.add_parser(sub)

@@ -1,8 +1,9 @@
 """``setup()``: the one place start-up work happens.
 
 It applies the settings to the Celery app, configures the registry's naming rule, builds
-the ``Runtime``, binds it to the app and connects the execution-history signal handlers
-(once per process; they act only on DataForgeTask runs). It opens no connection:
+the ``Runtime``, binds it to the app, connects the execution-history signal handlers
+(once per process; they act only on DataForgeTask runs) and adds the history writer to
+the app's workers. It opens no connection:
 engines and Redis clients are made lazily, per process, on first use.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 from dataforge_scheduler.celery.dispatch import CeleryDispatcher
 from dataforge_scheduler.celery.maintenance import register_maintenance_tasks
 from dataforge_scheduler.celery.signals import connect_signals
+from dataforge_scheduler.celery.writer import add_history_writer
 from dataforge_scheduler.core.clock import Clock
 from dataforge_scheduler.core.ports import Dispatcher
 from dataforge_scheduler.errors import ConfigurationError
@@ -56,6 +58,7 @@ def setup(
     celery_app.conf.update(_celery_config(settings))
     bind_runtime(celery_app, runtime)
     connect_signals()
+    add_history_writer(celery_app)
     register_maintenance_tasks(celery_app, runtime)
     logger.debug("dataforge-scheduler set up on Celery app %r: %r", celery_app.main, runtime)
     return runtime

@@ -156,7 +156,12 @@ async def test_health_and_openapi_need_no_key(app: ApiApp) -> None:
         health = await client.get("/health")
         doc = await client.get("/openapi.json")
     assert health.status_code == 200
-    assert health.json() == {"status": "ok", "database": "ok", "redis": "ok"}
+    assert health.json() == {
+        "status": "ok",
+        "database": "ok",
+        "redis": "ok",
+        "outbox": {"waiting": 0, "oldest_age_seconds": None, "warning": None},
+    }
     assert doc.status_code == 200
 
 
@@ -249,6 +254,7 @@ async def test_health_names_no_host_and_logs_the_details(
         "status": "degraded",
         "database": "unreachable",
         "redis": "unreachable",
+        "outbox": None,
     }
     assert "secretuser" not in response.text
     assert "127.0.0.1" not in response.text

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from tests.api.helpers import RecordingDispatcher, add_schedule
-from tests.runs import finish, manual
+from tests.runs import celery_id, finish, manual
 
 from dataforge_scheduler.core.enums import ExecutionStatus
 from dataforge_scheduler.runtime import Runtime
@@ -63,7 +63,11 @@ async def test_run_now_records_a_pending_manual_row_then_sends(
     assert sent.task_id == accepted["task_id"]
     assert sent.kwargs == {"days": 3, "scheduled_task_id": row.id}
     assert sent.options == {"queue": "reports"}
-    assert sent.headers == {"df_trigger": "manual", "df_execution_id": accepted["execution_id"]}
+    assert sent.headers == {
+        "df_trigger": "manual",
+        "df_execution_id": accepted["execution_id"],
+        "df_overlap": "skip",
+    }
     uuid.UUID(accepted["task_id"])
     with runtime.session() as session:
         execution = store.get_execution(session, accepted["execution_id"])
@@ -210,7 +214,7 @@ async def test_one_run_shows_its_live_log_then_its_stored_log(
 ) -> None:
     row = add_schedule(runtime)
     execution_id = _execution(runtime, row.id)
-    runtime.logbus.append(execution_id, ["first", "second"])
+    runtime.logbus.append(celery_id(runtime, execution_id), ["first", "second"])
 
     live = (await client.get(f"/executions/{execution_id}")).json()
     _finish(runtime, execution_id, ExecutionStatus.SUCCESS, "first\nsecond\nthird")

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from tests.api.helpers import KEY, PREFIX, READ_KEY, RecordingDispatcher, future
 from tests.api.servers import Event, host_app, serve, sse_events
+from tests.runs import celery_id
 
 from dataforge_scheduler.api import ApiApp
 from dataforge_scheduler.core.ports import LockOwner
@@ -154,13 +155,13 @@ def test_sse_through_a_host(api: httpx.Client, runtime: Runtime) -> None:
         "/tasks", json={"name": "m", "task_type": "manual", "task_name": "dftest.sync_accounts"}
     ).json()
     execution_id = api.post(f"/tasks/{created['id']}/run").json()["execution_id"]
-    runtime.logbus.append(execution_id, ["hello"])
+    runtime.logbus.append(celery_id(runtime, execution_id), ["hello"])
     seen: list[str] = []
     with api.stream("GET", f"/executions/{execution_id}/logs") as response:
         for event in sse_events(response):
             if isinstance(event, Event) and event.event == "log":
                 seen.append(event.data)
-                runtime.logbus.finish(execution_id, "success", ttl=60)
+                runtime.logbus.finish(celery_id(runtime, execution_id), "success", ttl=60)
             elif isinstance(event, Event):
                 seen.append(f"end:{event.json()['status']}")
                 break

@@ -14,7 +14,7 @@ import pytest
 from tests.api.helpers import HEADERS, PREFIX, make_registry, make_settings
 from tests.api.servers import Event, serve, sse_events
 from tests.integration.procs import wait_until
-from tests.runs import finish, manual
+from tests.runs import celery_id, finish, manual
 
 from dataforge_scheduler.api import ApiApp, create_app
 from dataforge_scheduler.core.enums import ExecutionStatus
@@ -72,8 +72,8 @@ def _events(base_url: str, execution_id: int, **headers: str) -> list[Event]:
 
 def test_a_finished_run_replays_its_lines_and_ends_at_once(base_url: str, runtime: Runtime) -> None:
     execution_id = _execution(runtime)
-    runtime.logbus.append(execution_id, ["one", "two\nhalf", "three"])
-    runtime.logbus.finish(execution_id, "success", ttl=60)
+    runtime.logbus.append(celery_id(runtime, execution_id), ["one", "two\nhalf", "three"])
+    runtime.logbus.finish(celery_id(runtime, execution_id), "success", ttl=60)
 
     events = _events(base_url, execution_id)
 
@@ -100,7 +100,7 @@ def test_a_run_whose_live_lines_expired_replays_the_stored_log(
 
 def test_lines_arrive_live_then_the_end_event(base_url: str, runtime: Runtime) -> None:
     execution_id = _execution(runtime)
-    runtime.logbus.append(execution_id, ["before"])
+    runtime.logbus.append(celery_id(runtime, execution_id), ["before"])
     received: list[Event | str] = []
 
     client, stream = _stream(base_url, execution_id)
@@ -110,9 +110,9 @@ def test_lines_arrive_live_then_the_end_event(base_url: str, runtime: Runtime) -
             if not isinstance(event, Event):
                 continue
             if event.data == "before":  # replayed: now write while the client listens
-                runtime.logbus.append(execution_id, ["live 1", "live 2"])
+                runtime.logbus.append(celery_id(runtime, execution_id), ["live 1", "live 2"])
             elif event.data == "live 2":
-                runtime.logbus.finish(execution_id, "success", ttl=60)
+                runtime.logbus.finish(celery_id(runtime, execution_id), "success", ttl=60)
             elif event.event == "end":
                 break
 
@@ -128,8 +128,8 @@ def test_lines_arrive_live_then_the_end_event(base_url: str, runtime: Runtime) -
 
 def test_last_event_id_resumes_after_that_line(base_url: str, runtime: Runtime) -> None:
     execution_id = _execution(runtime)
-    runtime.logbus.append(execution_id, ["l0", "l1", "l2", "l3"])
-    runtime.logbus.finish(execution_id, "success", ttl=60)
+    runtime.logbus.append(celery_id(runtime, execution_id), ["l0", "l1", "l2", "l3"])
+    runtime.logbus.finish(celery_id(runtime, execution_id), "success", ttl=60)
 
     by_header = _events(base_url, execution_id, **{"Last-Event-ID": "1"})
     client = httpx.Client(base_url=base_url, headers=HEADERS, timeout=TIMEOUT)
@@ -168,13 +168,13 @@ def test_idle_streams_get_heartbeats_and_end_when_the_row_finishes(
 
 
 def _subscribers(runtime: Runtime, execution_id: int) -> int:
-    channel = Keys(runtime.settings.key_prefix).log_channel(execution_id)
+    channel = Keys(runtime.settings.key_prefix).log_channel(celery_id(runtime, execution_id))
     return int(dict(runtime.backend.client.pubsub_numsub(channel))[channel.encode()])
 
 
 def test_disconnect_closes_the_subscription(base_url: str, app: ApiApp, runtime: Runtime) -> None:
     execution_id = _execution(runtime)
-    runtime.logbus.append(execution_id, ["x"])
+    runtime.logbus.append(celery_id(runtime, execution_id), ["x"])
     client, stream = _stream(base_url, execution_id)
     with client, stream as response:
         for event in sse_events(response):
@@ -215,10 +215,10 @@ def test_the_memory_backend_streams_live_too(pg: Any, pg_url: str) -> None:
         with client, stream as response:
             for event in sse_events(response):
                 if isinstance(event, str) and not seen:
-                    runtime.logbus.append(execution_id, ["mem 1"])
+                    runtime.logbus.append(celery_id(runtime, execution_id), ["mem 1"])
                 elif isinstance(event, Event) and event.event == "log":
                     seen.append(event.data)
-                    runtime.logbus.finish(execution_id, "success", ttl=60)
+                    runtime.logbus.finish(celery_id(runtime, execution_id), "success", ttl=60)
                 elif isinstance(event, Event):
                     seen.append(event.event)
                     break

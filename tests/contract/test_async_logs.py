@@ -10,7 +10,7 @@ import pytest
 
 from dataforge_scheduler.core.ports import AsyncLogFeed, LogBus, LogEnd, LogLine
 
-RUN = 73
+RUN = "c73-run"
 WAIT = 5.0
 
 pytestmark = pytest.mark.anyio
@@ -87,9 +87,9 @@ async def test_close_is_idempotent_and_ends_the_feed(
 
 async def test_runs_are_kept_apart(log_feed: AsyncLogFeed, logbus: LogBus) -> None:
     mine = await log_feed.subscribe(RUN)
-    other = await log_feed.subscribe(RUN + 1)
+    other = await log_feed.subscribe(RUN + "-other")
     try:
-        await asyncio.to_thread(logbus.append, RUN + 1, ["not yours"])
+        await asyncio.to_thread(logbus.append, RUN + "-other", ["not yours"])
         await asyncio.to_thread(logbus.append, RUN, ["yours"])
         assert await mine.get(WAIT) == LogLine(0, "yours")
         assert await other.get(WAIT) == LogLine(0, "not yours")

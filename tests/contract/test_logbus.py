@@ -15,7 +15,7 @@ from dataforge_scheduler.redis.keys import Keys, decode_live_message
 from dataforge_scheduler.redis.logbus import RedisLogBus
 
 TimePasser = Callable[..., None]
-RUN = 41
+RUN = "c41-run"
 WAIT = 5.0
 
 
@@ -48,9 +48,9 @@ def test_read_from_an_offset(logbus: LogBus) -> None:
 
 
 def test_an_unknown_run_is_empty(logbus: LogBus) -> None:
-    assert logbus.read(404) == []
-    assert logbus.length(404) == 0
-    assert logbus.ended(404) is None
+    assert logbus.read("c404") == []
+    assert logbus.length("c404") == 0
+    assert logbus.ended("c404") is None
 
 
 def test_an_empty_batch_changes_nothing(logbus: LogBus) -> None:
@@ -67,12 +67,12 @@ def test_a_single_str_is_refused(logbus: LogBus) -> None:
 
 
 def test_runs_are_separate(logbus: LogBus) -> None:
-    with logbus.subscribe(1) as first:
-        logbus.append(2, ["for run two"])
-        logbus.append(1, ["for run one"])
+    with logbus.subscribe("run-1") as first:
+        logbus.append("run-2", ["for run two"])
+        logbus.append("run-1", ["for run one"])
 
         assert first.get(WAIT) == LogLine(0, "for run one")
-    assert logbus.read(2) == [LogLine(0, "for run two")]
+    assert logbus.read("run-2") == [LogLine(0, "for run two")]
 
 
 def test_subscriber_gets_live_lines_then_the_end(logbus: LogBus) -> None:

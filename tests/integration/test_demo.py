@@ -167,7 +167,12 @@ def test_api_command_serves_health_from_postgresql(
     url = api.base_url()
     health = httpx.get(f"{url}/api/v1/health", timeout=5)
     assert health.status_code == 200, health.text
-    assert health.json() == {"status": "ok", "database": "ok", "redis": "ok"}
+    assert health.json() == {
+        "status": "ok",
+        "database": "ok",
+        "redis": "ok",
+        "outbox": {"waiting": 0, "oldest_age_seconds": None, "warning": None},
+    }
     assert httpx.get(f"{url}/api/v1/tasks", timeout=5).status_code == 401
     listed = httpx.get(f"{url}/api/v1/tasks", headers={"X-API-Key": "k-1"}, timeout=5)
     assert listed.status_code == 200, listed.text

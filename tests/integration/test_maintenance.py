@@ -115,7 +115,7 @@ def test_reaper_judges_runs_by_their_redis_locks(runtime: Runtime) -> None:
     past = now - timedelta(minutes=5)
     schedule_id = _schedule(runtime, now=past - timedelta(hours=1))
     dead = _start(runtime, "dead", at=past, schedule_id=schedule_id)
-    runtime.logbus.append(dead, ["before the crash", "第二行"])
+    runtime.logbus.append("dead", ["before the crash", "第二行"])
     alive = _start(runtime, "alive", at=past)
     runtime.locks.acquire(task_name_scope("dataforge.work"), LockOwner("alive"), ttl=60)
     fresh = _start(runtime, "fresh", at=now - timedelta(seconds=GRACE - 5))
@@ -132,8 +132,8 @@ def test_reaper_judges_runs_by_their_redis_locks(runtime: Runtime) -> None:
         assert schedule_scope(schedule_id) in (row.error or "")
         schedule = store.get_schedule(session, schedule_id)
         assert (schedule.failure_count, schedule.last_status) == (1, ExecutionStatus.LOST)
-    assert runtime.logbus.ended(dead) == "lost"
-    log_key = Keys(runtime.settings.key_prefix).log(dead)
+    assert runtime.logbus.ended("dead") == "lost"
+    log_key = Keys(runtime.settings.key_prefix).log("dead")
     assert 0 < runtime.backend.client.ttl(log_key) <= runtime.settings.log_ttl_seconds
     assert reap_lost_executions(runtime, now=now, traits=_known).lost == []  # idempotent
 
@@ -250,7 +250,7 @@ def test_a_worker_runs_the_reaper_sent_by_name(
 ) -> None:
     # dataforge.work is not the worker's task: judged by the default 4 h time limit
     dead = _start(runtime, "planted-dead", at=utcnow() - timedelta(hours=5))
-    runtime.logbus.append(dead, ["last words"])
+    runtime.logbus.append("planted-dead", ["last words"])
     worker = start_worker(worker_env, tmp_path)
     try:
         result = sender.send_task(REAP_TASK_NAME).get(timeout=30)

@@ -50,6 +50,7 @@ def test_an_interval_slot_is_sent_once_with_kwargs_headers_and_options(h: Harnes
         "df_trigger": "schedule",
         "df_slot": (T0 + seconds(10)).isoformat(),
         "df_execution_id": execution.id,
+        "df_overlap": "skip",
     }
     assert execution.status is ExecutionStatus.PENDING
     assert execution.scheduled_for == T0 + seconds(10)

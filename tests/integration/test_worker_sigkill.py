@@ -112,9 +112,9 @@ def _row(rt: Runtime, celery_task_id: str) -> TaskExecution | None:
 def _run_until_logged(rt: Runtime, sender: Celery, schedule_id: int) -> TaskExecution:
     """Send the run; return its row once its three lines are visible in the log bus."""
     result = sender.send_task(TASK, kwargs={"scheduled_task_id": schedule_id})
-    row = wait_until(lambda: _row(rt, result.id), timeout=30, message="the run's row")
+    wait_until(lambda: _row(rt, result.id), timeout=30, message="the run's row")
     wait_until(
-        lambda: rt.logbus.length(row.id) == len(LINES),
+        lambda: rt.logbus.length(result.id) == len(LINES),
         timeout=15,
         message="the three lines in the log bus",
     )
@@ -135,7 +135,7 @@ def _assert_lost_with_lines(rt: Runtime, execution_id: int, schedule_id: int) ->
     assert (schedule.run_count, schedule.success_count, schedule.failure_count) == (1, 0, 1)
     assert schedule.last_status is ExecutionStatus.LOST
     assert schedule.last_execution_id == execution_id
-    assert rt.logbus.ended(execution_id) == "lost"
+    assert rt.logbus.ended(row.celery_task_id) == "lost"
     return row
 
 

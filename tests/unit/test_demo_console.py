@@ -127,12 +127,14 @@ def test_a_run_is_narrated_from_start_to_outcome(runtime: Runtime) -> None:
     out = io.StringIO()
     narrator = RunNarrator(runtime, Console(out))
     execution_id, celery_id = start_row(runtime)
-    narrator.follow(execution_id, "demo.heartbeat")
-    runtime.logbus.append(execution_id, ["hello", "halfway"])
+    narrator.follow(celery_id, "demo.heartbeat", execution_id=execution_id)
+    runtime.logbus.append(celery_id, ["hello", "halfway"])
     narrator.poll()
-    runtime.logbus.append(execution_id, ["done"])
+    runtime.logbus.append(celery_id, ["done"])
+    runtime.logbus.finish(celery_id, "success", ttl=60)
+    narrator.poll()  # the log ended, the row not yet: the outcome waits for the row
+    assert [kind for kind, _, _ in parsed(out)] == ["start", "log", "log", "log"]
     finish_row(runtime, celery_id, ExecutionStatus.SUCCESS, result={"n": 1})
-    runtime.logbus.finish(execution_id, "success", ttl=60)
     narrator.poll()
     subject = f"demo.heartbeat #{execution_id}"
     rows = parsed(out)
@@ -155,9 +157,9 @@ def test_a_failed_run_shows_its_error(runtime: Runtime) -> None:
     out = io.StringIO()
     narrator = RunNarrator(runtime, Console(out))
     execution_id, celery_id = start_row(runtime, "demo.report")
-    narrator.follow(execution_id, "demo.report")
+    narrator.follow(celery_id, "demo.report", execution_id=execution_id)
     finish_row(runtime, celery_id, ExecutionStatus.FAILED, error="ValueError: boom")
-    runtime.logbus.finish(execution_id, "failed", ttl=60)
+    runtime.logbus.finish(celery_id, "failed", ttl=60)
     narrator.poll()
     assert parsed(out)[-1] == (
         "failed",
@@ -171,11 +173,11 @@ def test_a_failed_run_shows_its_error(runtime: Runtime) -> None:
 def test_a_retry_keeps_following_the_same_feed(runtime: Runtime) -> None:
     out = io.StringIO()
     narrator = RunNarrator(runtime, Console(out))
-    execution_id, _ = start_row(runtime)
-    narrator.follow(execution_id, "demo.heartbeat")
-    runtime.logbus.append(execution_id, ["attempt 1"])
-    narrator.follow(execution_id, "demo.heartbeat")  # the retry's prerun
-    runtime.logbus.append(execution_id, ["attempt 2"])
+    execution_id, celery_id = start_row(runtime)
+    narrator.follow(celery_id, "demo.heartbeat", execution_id=execution_id)
+    runtime.logbus.append(celery_id, ["attempt 1"])
+    narrator.follow(celery_id, "demo.heartbeat", execution_id=execution_id)  # retry's prerun
+    runtime.logbus.append(celery_id, ["attempt 2"])
     narrator.poll()
     logs = [text for kind, _, text in parsed(out) if kind == "log"]
     assert logs == ["attempt 1", "attempt 2"]  # each line once, none lost
@@ -185,9 +187,9 @@ def test_a_retry_keeps_following_the_same_feed(runtime: Runtime) -> None:
 def test_the_thread_shows_what_arrived_before_stop(runtime: Runtime) -> None:
     out = io.StringIO()
     narrator = RunNarrator(runtime, Console(out), poll_seconds=60).start()
-    execution_id, _ = start_row(runtime)
-    narrator.follow(execution_id, "demo.heartbeat")
-    runtime.logbus.append(execution_id, ["late line"])
+    execution_id, celery_id = start_row(runtime)
+    narrator.follow(celery_id, "demo.heartbeat", execution_id=execution_id)
+    runtime.logbus.append(celery_id, ["late line"])
     narrator.stop()
     assert ("log", f"demo.heartbeat #{execution_id}", "late line") in parsed(out)
     narrator.stop()  # twice is fine

@@ -25,10 +25,15 @@ def test_key_layout_matches_the_operator_table() -> None:
     assert keys.lock(schedule_scope(12)) == "dataforge:lock:task:12"
     assert keys.lock(task_name_scope("dataforge.sync")) == "dataforge:lock:name:dataforge.sync"
     assert keys.lock_pattern() == "dataforge:lock:*"
-    assert keys.log(99) == "dataforge:log:99"
-    assert keys.log_channel(99) == "dataforge:log:99:live"
-    assert keys.log_end(99) == "dataforge:log:99:end"
+    assert keys.log("c-99") == "dataforge:log:c-99"
+    assert keys.log_channel("c-99") == "dataforge:log:c-99:live"
+    assert keys.log_end("c-99") == "dataforge:log:c-99:end"
+    assert keys.run("c-99") == "dataforge:run:c-99"
+    assert keys.outbox() == "dataforge:outbox"
+    assert keys.outbox_dead() == "dataforge:outbox:dead"
     assert keys.schedule_changes_channel() == "dataforge:schedules:changed"
+    assert keys.all_pattern() == "dataforge:*"
+    assert keys.namespace("demo") == "dataforge:demo:"
 
 
 def test_a_schedule_scope_reads_back_its_schedule_id() -> None:
@@ -45,9 +50,12 @@ def test_every_name_is_documented_in_the_module_docstring() -> None:
     doc = module.__doc__ or ""
     for name in (
         "<prefix>:lock:<scope>",
-        "<prefix>:log:<execution_id>",
-        "<prefix>:log:<execution_id>:end",
-        "<prefix>:log:<execution_id>:live",
+        "<prefix>:log:<run>",
+        "<prefix>:log:<run>:end",
+        "<prefix>:log:<run>:live",
+        "<prefix>:run:<run>",
+        "<prefix>:outbox",
+        "<prefix>:outbox:dead",
         "<prefix>:schedules:changed",
     ):
         assert f"``{name}``" in doc, name
@@ -81,15 +89,19 @@ def test_a_non_str_prefix_is_refused() -> None:
         Keys(None)  # type: ignore[arg-type]
 
 
-def test_empty_scope_and_bad_execution_ids_are_refused() -> None:
+def test_empty_scope_and_bad_run_ids_are_refused() -> None:
     keys = Keys("p")
 
     with pytest.raises(ConfigurationError, match="scope"):
         keys.lock("")
-    with pytest.raises(ConfigurationError, match="execution_id"):
-        keys.log("7")  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError, match="execution_id"):
-        keys.log_channel(True)
+    for bad in (7, "", "a b", None):
+        with pytest.raises(ConfigurationError, match="run id") as caught:
+            keys.log(bad)  # type: ignore[arg-type]
+        assert caught.value.field == "run_id"
+    with pytest.raises(ConfigurationError, match="run id"):
+        keys.run("")
+    with pytest.raises(ConfigurationError, match="namespace"):
+        keys.namespace("a:b")
 
 
 @pytest.mark.parametrize(

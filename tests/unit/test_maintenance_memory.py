@@ -25,6 +25,7 @@ from dataforge_scheduler.core.clock import ManualClock
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger, OverlapPolicy
 from dataforge_scheduler.core.ports import LockOwner
 from dataforge_scheduler.errors import ConfigurationError
+from dataforge_scheduler.history import HistoryWriter
 from dataforge_scheduler.redis.keys import schedule_scope, task_name_scope
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.runtime import Runtime
@@ -136,7 +137,7 @@ def test_a_run_without_its_lock_is_lost_with_its_log_and_counters(
 ) -> None:
     schedule_id = _schedule(runtime)
     run_id = _start(runtime, "dead-1", schedule_id=schedule_id)
-    runtime.logbus.append(run_id, ["step 1", "step 2 ✓"])
+    runtime.logbus.append("dead-1", ["step 1", "step 2 ✓"])
     clock.advance(GRACE + 1)
 
     report = reap_lost_executions(runtime, traits=_known)
@@ -150,7 +151,7 @@ def test_a_run_without_its_lock_is_lost_with_its_log_and_counters(
     assert "w1" in row.error
     assert row.log_output == "step 1\nstep 2 ✓"
     assert row.finished_at == clock.now()
-    assert runtime.logbus.ended(run_id) == "lost"
+    assert runtime.logbus.ended("dead-1") == "lost"
     schedule = _sched(runtime, schedule_id)
     assert (schedule.run_count, schedule.failure_count, schedule.success_count) == (1, 1, 0)
     assert schedule.last_status is ExecutionStatus.LOST
@@ -316,7 +317,7 @@ def test_a_retrying_run_whose_retry_never_came_is_lost(
     runtime: Runtime, clock: ManualClock
 ) -> None:
     run_id = _start(runtime, "retry-lost")
-    runtime.logbus.append(run_id, ["attempt 0"])
+    runtime.logbus.append("retry-lost", ["attempt 0"])
     with runtime.session() as session:
         finish(
             session,
@@ -337,7 +338,7 @@ def test_a_retrying_run_whose_retry_never_came_is_lost(
     assert row.status is ExecutionStatus.LOST
     assert (row.error or "").startswith("retry never started: the retry message was lost")
     assert row.log_output == "attempt 0"
-    assert runtime.logbus.ended(run_id) == "lost"
+    assert runtime.logbus.ended("retry-lost") == "lost"
 
 
 def test_a_second_pass_changes_nothing(runtime: Runtime, clock: ManualClock) -> None:
@@ -382,7 +383,7 @@ def test_a_long_log_is_capped_with_a_marker(tmp_path: Path, clock: ManualClock) 
     )
     create_all(rt.engine)
     run_id = _start(rt, "chatty")
-    rt.logbus.append(run_id, [f"line {i:02d}" for i in range(10)])
+    rt.logbus.append("chatty", [f"line {i:02d}" for i in range(10)])
     clock.advance(GRACE + 1)
 
     reap_lost_executions(rt, traits=_known)
@@ -600,6 +601,8 @@ def test_a_scheduled_maintenance_run_leaves_a_finished_history_row(tmp_path: Pat
         reaper_id = reaper.id
     result = app.tasks[REAP_TASK_NAME].apply(kwargs={"scheduled_task_id": reaper_id})
     assert result.get()["lost"] == []
+    # no worker here: the history writer a worker runs is run by hand
+    assert HistoryWriter(rt).run_once() == 2  # the run's start and its end
     with rt.session() as session:
         row = get_execution_by_celery_id(session, result.id)
         assert row is not None

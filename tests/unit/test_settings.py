@@ -49,6 +49,12 @@ LIBRARY_DEFAULTS: dict[str, Any] = {
     "catch_up_max_runs": 10,
     "api_max_body_bytes": 1_048_576,
     "sse_max_streams": 100,
+    "history_writer_in_worker": True,
+    "history_batch_size": 500,
+    "history_block_seconds": 0.5,
+    "history_linger_seconds": 0.1,
+    "history_claim_after_seconds": 30,
+    "history_retry_max_seconds": 30.0,
 }
 POSITIVE_FIELDS = [
     "celery_broker_visibility_timeout",
@@ -68,6 +74,10 @@ POSITIVE_FIELDS = [
     "catch_up_max_runs",
     "api_max_body_bytes",
     "sse_max_streams",
+    "history_batch_size",
+    "history_block_seconds",
+    "history_claim_after_seconds",
+    "history_retry_max_seconds",
 ]
 
 
@@ -180,9 +190,14 @@ def test_durations_counts_and_sizes_must_be_positive(field: str, value: int) -> 
 
 
 @pytest.mark.parametrize(
-    "field", ["celery_task_default_max_retries", "celery_worker_prefetch_multiplier"]
+    "field",
+    [
+        "celery_task_default_max_retries",
+        "celery_worker_prefetch_multiplier",
+        "history_linger_seconds",
+    ],
 )
-def test_retries_and_prefetch_may_be_zero_but_not_negative(field: str) -> None:
+def test_retries_prefetch_and_linger_may_be_zero_but_not_negative(field: str) -> None:
     kwargs: dict[str, Any] = {field: 0}
     assert getattr(Settings(**kwargs), field) == 0
     assert f"{field} must be 0 or more, got -1" in _error_text(**{field: -1})

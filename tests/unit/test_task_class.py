@@ -26,7 +26,7 @@ from celery import Celery, signals, states
 from celery.app.task import Context
 from celery.contrib.testing.worker import start_worker
 from celery.exceptions import Ignore, InvalidTaskError, Retry
-from tests.runs import finish, start
+from tests.runs import finish
 
 from dataforge_scheduler.celery.outcomes import TERMINATED, outcome_of
 from dataforge_scheduler.celery.signals import connect_signals
@@ -40,6 +40,7 @@ from dataforge_scheduler.core.context import (
     reset_run,
 )
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
+from dataforge_scheduler.core.journal import StartRecord
 from dataforge_scheduler.core.ports import Acquired, LockOwner
 from dataforge_scheduler.errors import (
     BackendUnavailable,
@@ -48,6 +49,7 @@ from dataforge_scheduler.errors import (
     LockNotAcquired,
 )
 from dataforge_scheduler.memory.backend import MemoryBackend
+from dataforge_scheduler.memory.journal import MemoryRunJournal
 from dataforge_scheduler.memory.locks import MemoryLockManager
 from dataforge_scheduler.memory.logbus import MemoryLogBus
 from dataforge_scheduler.redis.keys import Keys, schedule_scope, task_name_scope
@@ -243,6 +245,9 @@ def h(harness: Harness) -> Iterator[Harness]:
     # fresh in-memory backends per test (schedule ids restart at 1 on SQLite)
     backend = MemoryBackend(clock=harness.runtime.clock, lock_key=Keys("dataforge").lock)
     backend.logbus = CountingLogBus()
+    backend.journal = MemoryRunJournal(
+        locks=backend.locks, logbus=backend.logbus, clock=harness.runtime.clock
+    )
     harness.runtime._backend = backend
     harness.bodies.clear()
     harness.gates.clear()
@@ -269,14 +274,15 @@ def _claim(h: Harness, schedule: ScheduledTask, celery_task_id: str) -> TaskExec
 # ---------------------------------------------------------------- runs
 
 
-def test_a_run_moves_its_pending_row_to_success_in_three_statements(h: Harness) -> None:
+def test_a_run_costs_the_pool_no_sql_and_the_writer_two_statements(h: Harness) -> None:
     schedule = h.schedule()
     claimed = _claim(h, schedule, "claimed-1")
-    statements: list[str] = []
+    statements: list[tuple[str, str]] = []
 
     def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            statements.append(statement.split()[0].upper())
+        thread = threading.current_thread()
+        if thread is not threading.main_thread():
+            statements.append((thread.name, statement.split()[0].upper()))
 
     sa.event.listen(h.runtime.engine, "before_cursor_execute", count)
     try:
@@ -295,14 +301,15 @@ def test_a_run_moves_its_pending_row_to_success_in_three_statements(h: Harness) 
     assert row.result == {"ok": True}
     assert row.log_output == "line 0\nline 1\nline 2"
     assert row.worker_pid is not None
-    # one INSERT at start, one transaction of two UPDATEs at finish
-    assert [s for s in statements if s not in {"BEGIN", "COMMIT", "ROLLBACK"}] == [
-        "INSERT",
-        "UPDATE",
-        "UPDATE",
+    work = [(thread, s) for thread, s in statements if s not in {"BEGIN", "COMMIT", "ROLLBACK"}]
+    # the pool's threads run none; the history writer writes the start and the end of
+    # the run as one row write, then the schedule's counters
+    assert work == [
+        ("dataforge-history-writer", "INSERT"),
+        ("dataforge-history-writer", "UPDATE"),
     ]
-    assert h.bus.appends == 1  # three lines, one round trip
-    assert h.bus.ended(row.id) == "success"
+    assert h.bus.appends == 1  # three lines, pushed in the run's end step
+    assert h.bus.ended("claimed-1") == "success"
     assert h.runtime.locks.get(schedule_scope(schedule.id)) is None
     counted = h.schedule_row(schedule.id)
     assert (counted.run_count, counted.success_count, counted.last_execution_id) == (1, 1, row.id)
@@ -406,9 +413,23 @@ def test_overlap_allow_runs_while_the_lock_is_held(h: Harness) -> None:
 def test_a_schedule_that_allows_overlap_runs_without_the_lock(h: Harness) -> None:
     schedule = h.schedule(overlap_policy="allow")
     h.runtime.locks.acquire(schedule_scope(schedule.id), LockOwner("other"), ttl=60)
-    result = h.app.tasks["u.ok"].delay(scheduled_task_id=schedule.id)
+    # the beat and "run now" say the schedule's policy in the message
+    result = h.app.tasks["u.ok"].apply_async(
+        kwargs={"scheduled_task_id": schedule.id}, headers={"df_overlap": "allow"}
+    )
     assert result.get(timeout=WAIT, interval=0.01) == {"ok": True}
     assert h.finished(result.id).status is ExecutionStatus.SUCCESS
+
+
+def test_a_plain_delay_of_an_allow_schedule_takes_the_lock_without_the_header(
+    h: Harness,
+) -> None:
+    # the worker never asks the database at a run's start: a send that does not carry
+    # the schedule's policy runs by the task's own
+    schedule = h.schedule(overlap_policy="allow")
+    h.runtime.locks.acquire(schedule_scope(schedule.id), LockOwner("other"), ttl=60)
+    result = h.app.tasks["u.ok"].delay(scheduled_task_id=schedule.id)
+    assert h.finished(result.id).status is ExecutionStatus.SKIPPED
 
 
 def test_ignore_raised_by_the_body_is_recorded_as_skipped(h: Harness) -> None:
@@ -466,28 +487,28 @@ def test_a_plain_task_is_untouched(h: Harness) -> None:
     assert h.rows() == []
 
 
-def test_a_bookkeeping_failure_never_fails_the_task(
+def test_a_database_without_the_tables_never_fails_the_task_and_loses_no_history(
     h: Harness, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     tableless = create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
     working = h.runtime.session_factory
     h.runtime._session_factory = make_session_factory(tableless)
     try:
-        with caplog.at_level(logging.ERROR, logger="dataforge_scheduler.celery.signals"):
+        with caplog.at_level(logging.WARNING, logger="dataforge_scheduler.history"):
             result = h.app.tasks["u.ok"].delay(lines=1)
             assert result.get(timeout=WAIT, interval=0.01) == {"ok": True}
             _wait_for(
-                lambda: any(
-                    "could not record the outcome" in r.getMessage() for r in caplog.records
-                ),
-                "the outcome's failure to be logged",
+                lambda: any("lacks the library's schema" in r.getMessage() for r in caplog.records),
+                "the history writer to report the missing tables",
             )
+        assert h.runtime.backend.journal.undrained([result.id]) == {result.id}
     finally:
         h.runtime._session_factory = working
         tableless.dispose()
-    messages = [r.getMessage() for r in caplog.records]
-    assert any(f"could not record the start of task u.ok[{result.id}]" in m for m in messages)
-    assert any("could not record the outcome" in m for m in messages)
+    # the tables are back: the records the writer kept reach them
+    row = h.finished(result.id)
+    assert row.status is ExecutionStatus.SUCCESS
+    assert row.log_output == "line 0"
 
 
 def test_the_start_statement_orders_overlapping_attempts(h: Harness) -> None:
@@ -554,21 +575,23 @@ def test_the_start_statement_orders_overlapping_attempts(h: Harness) -> None:
 def _running(
     h: Harness, celery_task_id: str, schedule: ScheduledTask, *, task_name: str = "u.ok"
 ) -> TaskExecution:
-    with h.runtime.session() as session:
-        started = start(
-            session,
-            celery_task_id=celery_task_id,
-            task_name=task_name,
-            scheduled_task_id=schedule.id,
-            trigger="schedule",
-            worker_hostname="w",
-            worker_pid=1,
-            kwargs={},
-            retries=0,
-            now=datetime.now(UTC),
-        )
-    assert started is not None
-    return started
+    """A run that started as a worker starts one (through the outbox), in the database."""
+    record = StartRecord(
+        celery_task_id=celery_task_id,
+        task_name=task_name,
+        scheduled_task_id=schedule.id,
+        trigger="schedule",
+        worker_hostname="w",
+        worker_pid=1,
+        kwargs={},
+        retries=0,
+        at=datetime.now(UTC),
+    )
+    assert not h.runtime.backend.journal.start(record, lock=None, state_ttl=600).duplicate
+    _wait_for(lambda: h.row(celery_task_id) is not None, "the start to reach the database")
+    row = h.row(celery_task_id)
+    assert row is not None
+    return row
 
 
 def test_a_lost_child_is_recorded_lost_with_its_logs_and_its_lock_freed(h: Harness) -> None:
@@ -576,7 +599,7 @@ def test_a_lost_child_is_recorded_lost_with_its_logs_and_its_lock_freed(h: Harne
     row = _running(h, "killed", schedule)
     scope = schedule_scope(schedule.id)
     h.runtime.locks.acquire(scope, LockOwner("killed"), ttl=60)
-    h.runtime.logbus.append(row.id, ["before the crash"])
+    h.runtime.logbus.append("killed", ["before the crash"])
     task = h.app.tasks["u.ok"]
 
     for _ in range(2):  # sent twice on a hard time limit: the second is a no-op
@@ -589,12 +612,12 @@ def test_a_lost_child_is_recorded_lost_with_its_logs_and_its_lock_freed(h: Harne
             traceback=None,
             einfo=None,
         )
-    lost = h.row("killed")
-    assert lost is not None
+    lost = h.finished("killed")
+    assert lost.id == row.id
     assert lost.status is ExecutionStatus.LOST
     assert (lost.error or "").startswith("WorkerLostError")
     assert lost.log_output == "before the crash"
-    assert h.bus.ended(row.id) == "lost"
+    assert h.bus.ended("killed") == "lost"
     assert h.runtime.locks.get(scope) is None
     assert h.schedule_row(schedule.id).failure_count == 1
 
@@ -649,16 +672,19 @@ def test_a_message_the_worker_rejects_fails_its_row(h: Harness) -> None:
     )
 
 
-class _ReplyLostLocks(MemoryLockManager):
-    """The acquire runs in Redis, then its reply times out."""
+class _ReplyLostJournal(MemoryRunJournal):
+    """The start step runs in Redis (the lock is taken), then its reply times out."""
 
-    def acquire(self, scope: str, owner: LockOwner, *, ttl: float) -> Any:
-        super().acquire(scope, owner, ttl=ttl)
+    def start(self, record: Any, *, lock: Any, state_ttl: float) -> Any:
+        super().start(record, lock=lock, state_ttl=state_ttl)
         raise BackendUnavailable("timed out reading the reply (test)")
 
 
 def test_a_lock_taken_when_its_reply_was_lost_is_released(h: Harness) -> None:
-    h.memory_backend.locks = _ReplyLostLocks()
+    backend = h.memory_backend
+    backend.journal = _ReplyLostJournal(
+        locks=backend.locks, logbus=backend.logbus, clock=h.runtime.clock
+    )
     schedule = h.schedule()
     scope = schedule_scope(schedule.id)
 
@@ -696,9 +722,13 @@ def test_a_requeued_copy_after_a_lost_worker_runs_again(h: Harness) -> None:
 
     # the copy arrives: same id, same attempt, flagged redelivered by the broker
     assert _deliver(task, "requeued", schedule_id=schedule.id, redelivered=True) is False
+    _wait_for(
+        lambda: getattr(h.row("requeued"), "worker_hostname", None) == "w2@host",
+        "the copy's start to reach the database",
+    )
     restarted = h.row("requeued")
     assert restarted is not None
-    assert (restarted.id, restarted.worker_hostname) == (row.id, "w2@host")
+    assert restarted.id == row.id
     # a plain duplicate of a task that does not requeue on loss is still refused
     _running(h, "plain-dup", schedule)
     assert _deliver(h.app.tasks["u.ok"], "plain-dup", schedule_id=schedule.id, redelivered=True)
@@ -728,8 +758,7 @@ def test_a_revoked_run_is_recorded_revoked(h: Harness) -> None:
     signals.task_revoked.send(
         sender=h.app.tasks["u.ok"], request=request, terminated=False, signum=None, expired=True
     )
-    row = h.row("revoked-1")
-    assert row is not None
+    row = h.finished("revoked-1")
     assert row.status is ExecutionStatus.REVOKED
     assert row.error == "expired before it ran"
     assert h.schedule_row(schedule.id).run_count == 0

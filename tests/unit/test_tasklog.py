@@ -14,11 +14,10 @@ import pytest
 from dataforge_scheduler.celery.logbuffer import (
     LogBuffer,
     LogFlusher,
-    capped_log_text,
-    truncation_marker,
 )
 from dataforge_scheduler.celery.tasklog import task_log
 from dataforge_scheduler.core.context import RunContext, bind_run, current_run, reset_run
+from dataforge_scheduler.core.values import capped_log_text, truncation_marker
 from dataforge_scheduler.errors import BackendUnavailable
 from dataforge_scheduler.memory.logbus import MemoryLogBus
 
@@ -39,7 +38,7 @@ class CountingBus(MemoryLogBus):
 def _buffer(bus: MemoryLogBus, **overrides: Any) -> LogBuffer:
     values: dict[str, Any] = {"flush_lines": 100, "max_bytes": 1_000_000}
     values.update(overrides)
-    return LogBuffer(bus, 7, **values)
+    return LogBuffer(bus, "run-7", **values)
 
 
 @pytest.fixture
@@ -74,7 +73,7 @@ def test_lines_are_pushed_in_one_round_trip_when_the_batch_is_full() -> None:
     buffer.write(["d"])
     assert buffer.close() == "a\nb\nc\nd"
     assert bus.appends == [["a", "b", "c"], ["d"]]
-    assert [line.text for line in bus.read(7)] == ["a", "b", "c", "d"]
+    assert [line.text for line in bus.read("run-7")] == ["a", "b", "c", "d"]
 
 
 def test_a_closed_buffer_takes_no_more_lines() -> None:
@@ -90,17 +89,17 @@ def test_a_closed_buffer_takes_no_more_lines() -> None:
 def test_the_flusher_pushes_waiting_lines_of_every_registered_buffer() -> None:
     bus = CountingBus()
     flusher = LogFlusher(interval=3600)  # the thread never wakes on its own here
-    first = LogBuffer(bus, 1, flush_lines=100, max_bytes=1000, flusher=flusher)
-    second = LogBuffer(bus, 2, flush_lines=100, max_bytes=1000, flusher=flusher)
+    first = LogBuffer(bus, "r1", flush_lines=100, max_bytes=1000, flusher=flusher)
+    second = LogBuffer(bus, "r2", flush_lines=100, max_bytes=1000, flusher=flusher)
     first.write(["one"])
     second.write(["two", "three"])
     assert flusher.run_once() == 2
-    assert bus.length(1) == 1
-    assert bus.length(2) == 2
+    assert bus.length("r1") == 1
+    assert bus.length("r2") == 2
     assert flusher.run_once() == 0
     first.close()
     second.close()
-    second_run = LogBuffer(bus, 3, flush_lines=100, max_bytes=1000, flusher=flusher)
+    second_run = LogBuffer(bus, "r3", flush_lines=100, max_bytes=1000, flusher=flusher)
     second_run.write(["x"])
     assert flusher.run_once() == 1  # closed buffers left the flusher
     second_run.close()
@@ -109,8 +108,8 @@ def test_the_flusher_pushes_waiting_lines_of_every_registered_buffer() -> None:
 def test_the_flusher_thread_flushes_on_its_timer() -> None:
     bus = CountingBus()
     flusher = LogFlusher(interval=0.01)
-    buffer = LogBuffer(bus, 1, flush_lines=100, max_bytes=1000, flusher=flusher)
-    with bus.subscribe(1) as subscription:
+    buffer = LogBuffer(bus, "r1", flush_lines=100, max_bytes=1000, flusher=flusher)
+    with bus.subscribe("r1") as subscription:
         buffer.write(["tick"])  # below flush_lines: only the timer can push it
         event = subscription.get(timeout=5)
     assert event is not None
@@ -124,7 +123,7 @@ def test_a_long_log_is_cut_with_a_visible_marker() -> None:
     buffer.write(["12345", "67890", "abcdef", "ghi"])  # 6 + 6 bytes fit; 7 + 4 do not
     text = buffer.close()
     assert text == f"12345\n67890\n{truncation_marker(11)}"
-    live = [line.text for line in bus.read(7)]
+    live = [line.text for line in bus.read("run-7")]
     assert live[:2] == ["12345", "67890"]
     assert live[2].startswith("… [log truncated")
     assert len(live) == 3, "past the cap nothing more is pushed"
@@ -148,7 +147,7 @@ def test_a_failing_bus_never_reaches_the_task_and_is_logged_once(
     assert text == "one\ntwo"
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
-    assert "execution 7" in errors[0].getMessage()
+    assert "run run-7" in errors[0].getMessage()
 
 
 # ---------------------------------------------------------------- task_log

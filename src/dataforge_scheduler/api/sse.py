@@ -53,10 +53,11 @@ def _start_after(ctx: Context) -> int:
     return 0 if query.last_event_id is None else query.last_event_id + 1
 
 
-def _row_status(ctx: Context, execution_id: int) -> tuple[ExecutionStatus, str | None]:
+def _row_status(ctx: Context, execution_id: int) -> tuple[ExecutionStatus, str | None, str]:
+    """The row's status, stored log and Celery task id (which names its live log)."""
     with ctx.runtime.session() as session:
         row = store.get_execution(session, execution_id)
-        return row.status, row.log_output
+        return row.status, row.log_output, row.celery_task_id
 
 
 async def stream_logs(ctx: Context) -> EventStream:
@@ -71,12 +72,12 @@ async def stream_logs(ctx: Context) -> EventStream:
         )
     state.sse_streams += 1
     try:
-        await ctx.offload(_row_status, ctx, execution_id)
-        subscription = await state.log_feed.subscribe(execution_id)
+        _, _, run_id = await ctx.offload(_row_status, ctx, execution_id)
+        subscription = await state.log_feed.subscribe(run_id)
     except BaseException:
         state.sse_streams -= 1
         raise
-    return EventStream(ctx, execution_id, start=start, subscription=subscription)
+    return EventStream(ctx, execution_id, run_id, start=start, subscription=subscription)
 
 
 async def _not_started(message: Any) -> None:
@@ -96,10 +97,17 @@ class EventStream:
     status = 200
 
     def __init__(
-        self, ctx: Context, execution_id: int, *, start: int, subscription: AsyncLogSubscription
+        self,
+        ctx: Context,
+        execution_id: int,
+        run_id: str,
+        *,
+        start: int,
+        subscription: AsyncLogSubscription,
     ) -> None:
         self._ctx = ctx
         self._id = execution_id
+        self._run_id = run_id
         self._next = start
         self._subscription = subscription
         self._send: Send = _not_started
@@ -160,17 +168,17 @@ class EventStream:
 
     async def _catch_up(self) -> None:
         """Send the stored lines from the next expected ``seq`` on."""
-        lines = await self._ctx.offload(self._ctx.runtime.logbus.read, self._id, self._next)
+        lines = await self._ctx.offload(self._ctx.runtime.logbus.read, self._run_id, self._next)
         for line in lines:
             self._from_bus = True
             await self._line(line)
 
     async def _final_status(self) -> str | None:
         """The run's final status if it is over (the bus's end marker, else the row)."""
-        ended = await self._ctx.offload(self._ctx.runtime.logbus.ended, self._id)
+        ended = await self._ctx.offload(self._ctx.runtime.logbus.ended, self._run_id)
         if ended is not None:
             return ended
-        status, stored = await self._ctx.offload(_row_status, self._ctx, self._id)
+        status, stored, _ = await self._ctx.offload(_row_status, self._ctx, self._id)
         if not status.finished:
             return None
         if stored is not None and not self._from_bus:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dataforge_scheduler.core.messages import EXECUTION_ID, SLOT, TRIGGER
+from dataforge_scheduler.core.messages import EXECUTION_ID, OVERLAP, SLOT, TRIGGER
 
-__all__ = ["EXECUTION_ID", "SLOT", "TRIGGER", "header"]
+__all__ = ["EXECUTION_ID", "OVERLAP", "SLOT", "TRIGGER", "header"]
 
 
 def header(request: Any, name: str) -> Any:

@@ -20,34 +20,13 @@ import os
 import threading
 
 from dataforge_scheduler.core.ports import LogBus
+from dataforge_scheduler.core.values import truncation_marker
 
-__all__ = ["LogBuffer", "LogFlusher", "capped_log_text", "default_flusher", "truncation_marker"]
-
-logger = logging.getLogger(__name__)
-
-
-def truncation_marker(dropped_bytes: int) -> str:
-    """The line that ends a log cut at its size limit."""
-    return f"… [log truncated: {dropped_bytes} more bytes]"
-
+__all__ = ["LogBuffer", "LogFlusher", "default_flusher"]
 
 _LIVE_CUT_LINE = "… [log truncated: further lines are not stored]"
 
-
-def capped_log_text(lines: list[str], *, max_bytes: int) -> str | None:
-    """``lines`` joined for ``log_output``, cut at ``max_bytes`` with a visible marker."""
-    kept: list[str] = []
-    used = dropped = 0
-    for line in lines:
-        size = len(line.encode("utf-8", "replace")) + 1
-        if dropped or used + size > max_bytes:
-            dropped += size
-            continue
-        kept.append(line)
-        used += size
-    if dropped:
-        kept.append(truncation_marker(dropped))
-    return "\n".join(kept) if kept else None
+logger = logging.getLogger(__name__)
 
 
 class LogBuffer:
@@ -56,14 +35,14 @@ class LogBuffer:
     def __init__(
         self,
         bus: LogBus,
-        execution_id: int,
+        run_id: str,
         *,
         flush_lines: int,
         max_bytes: int,
         flusher: LogFlusher | None = None,
     ) -> None:
         self._bus = bus
-        self._execution_id = execution_id
+        self._run_id = run_id
         self._flush_lines = max(1, flush_lines)
         self._max_bytes = max_bytes
         self._flusher = flusher
@@ -80,8 +59,8 @@ class LogBuffer:
             flusher.register(self)
 
     @property
-    def execution_id(self) -> int:
-        return self._execution_id
+    def run_id(self) -> str:
+        return self._run_id
 
     def write(self, lines: list[str]) -> None:
         """Queue ``lines``; pushes at once when ``flush_lines`` are waiting."""
@@ -119,22 +98,38 @@ class LogBuffer:
             if not batch:
                 return
             try:
-                self._bus.append(self._execution_id, batch)
+                self._bus.append(self._run_id, batch)
                 self.pushes += 1
             except Exception:
                 self._report_failure(len(batch))
 
     def _report_failure(self, count: int) -> None:
         if self._failed:
-            logger.debug("dropped %d live log lines of execution %s", count, self._execution_id)
+            logger.debug("dropped %d live log lines of run %s", count, self._run_id)
             return
         self._failed = True
         logger.exception(
-            "could not push %d log lines of execution %s to the log bus; the run's stored "
+            "could not push %d log lines of run %s to the log bus; the run's stored "
             "log keeps them, live viewers miss them",
             count,
-            self._execution_id,
+            self._run_id,
         )
+
+    def detach(self) -> tuple[list[str], str | None]:
+        """Stop accepting lines and hand back what was never pushed (the run's end pushes
+        it in the same step that records the outcome) and the run's log text."""
+        with self._push_lock:
+            with self._mutex:
+                self._closed = True
+                batch, self._pending = self._pending, []
+            if self._flusher is not None:
+                self._flusher.unregister(self)
+        return batch, self.text()
+
+    @property
+    def push_failed(self) -> bool:
+        """Whether a push was lost: the live log misses lines the run's copy has."""
+        return self._failed
 
     def close(self) -> str | None:
         """Flush, stop accepting lines, and return the run's log text (None: no lines)."""
@@ -159,8 +154,10 @@ class LogBuffer:
 class LogFlusher:
     """A daemon thread that flushes every registered buffer each ``interval`` seconds.
 
-    It sleeps on a condition while no buffer is registered, so an idle worker process
-    pays nothing. ``run_once`` does one pass in the caller's thread (tests).
+    While runs come and go it ticks every ``interval``; after a whole interval in which
+    no buffer was registered it sleeps until the next registration wakes it, so an idle
+    worker process pays nothing and a busy one pays no wake-up per run. ``run_once``
+    does one pass in the caller's thread (tests).
     """
 
     def __init__(self, interval: float) -> None:
@@ -169,17 +166,21 @@ class LogFlusher:
         self._buffers: set[LogBuffer] = set()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        self._touched = False  # a buffer was registered since the last pass
+        self._sleeping = False  # the thread waits for a registration, not a tick
 
     def register(self, buffer: LogBuffer) -> None:
         with self._cond:
             self._check_fork()
             self._buffers.add(buffer)
+            self._touched = True
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._loop, name="dataforge-log-flusher", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify_all()
+            elif self._sleeping:
+                self._cond.notify_all()
 
     def unregister(self, buffer: LogBuffer) -> None:
         with self._cond:
@@ -199,13 +200,17 @@ class LogFlusher:
             self._pid = os.getpid()
             self._buffers = set()
             self._thread = None
+            self._sleeping = False
 
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._buffers:
-                    self._cond.wait()
-            with self._cond:
+                if not self._buffers and not self._touched:
+                    self._sleeping = True
+                    while not self._buffers:
+                        self._cond.wait()
+                    self._sleeping = False
+                self._touched = False
                 self._cond.wait(self.interval)
             try:
                 self.run_once()

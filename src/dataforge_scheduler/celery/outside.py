@@ -16,9 +16,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from dataforge_scheduler.celery.logbuffer import capped_log_text
 from dataforge_scheduler.celery.outcomes import describe
 from dataforge_scheduler.core.enums import ExecutionStatus
+from dataforge_scheduler.core.values import capped_log_text
 from dataforge_scheduler.errors import ConfigurationError
 from dataforge_scheduler.runtime import Runtime, runtime_for
 from dataforge_scheduler.sql import store
@@ -40,13 +40,14 @@ logger = logging.getLogger(__name__)
 Finder = Callable[[Session], TaskExecution | None]
 
 
-def bus_log(runtime: Runtime, execution_id: int) -> str | None:
-    """Every line of the run in the log bus (all attempts), capped at ``log_max_bytes``;
-    None when there are none or the bus cannot be read (logged)."""
+def bus_log(runtime: Runtime, run_id: str) -> str | None:
+    """Every line of run ``run_id`` (its Celery task id) in the log bus, all attempts,
+    capped at ``log_max_bytes``; None when there are none or the bus cannot be read
+    (logged)."""
     try:
-        lines = [line.text for line in runtime.logbus.read(execution_id)]
+        lines = [line.text for line in runtime.logbus.read(run_id)]
     except Exception:
-        logger.exception("dataforge: could not read the log of execution %s", execution_id)
+        logger.exception("dataforge: could not read the log of run %s", run_id)
         return None
     return capped_log_text(lines, max_bytes=runtime.settings.log_max_bytes)
 
@@ -74,18 +75,17 @@ def finish_outside(
             now=when,
             error=error,
             traceback=traceback,
-            log_output=bus_log(runtime, row.id),
+            log_output=bus_log(runtime, row.celery_task_id),
             result_max_bytes=runtime.settings.result_max_bytes,
         )
+        run_id = row.celery_task_id
     if finished is None:
         return None
     try:
-        runtime.logbus.finish(
-            finished.execution_id, status.value, ttl=runtime.settings.log_ttl_seconds
-        )
+        runtime.logbus.finish(run_id, status.value, ttl=runtime.settings.log_ttl_seconds)
     except Exception:
         # the row is already right; only the Redis copy keeps no TTL
-        logger.exception("dataforge: could not end the log of execution %d", finished.execution_id)
+        logger.exception("dataforge: could not end the log of run %s", run_id)
     return finished
 
 

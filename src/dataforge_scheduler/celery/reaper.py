@@ -18,10 +18,13 @@ wait unacknowledged before Redis redelivers it):
   it ended) plus the visibility timeout (the retry's countdown must be shorter) plus the
   grace.
 
-A lost row gets an ``error`` saying why, the run's log from the log bus, and its
-schedule's counters (a failure, when the run had started). When the verdict was wrong
-after all (a lock lost with a Redis restart, a force release, an expired lock without
-auto-renew), the run's real outcome still replaces it (``store.finish_run``).
+A run with a history record still in the outbox is never judged: its start or end is on
+its way to the database (``RunJournal.undrained``); when the outbox cannot be asked
+(Redis down), no run is judged. A lost row gets an ``error`` saying why, the run's log
+from the log bus, and its schedule's counters (a failure, when the run had started).
+When the verdict was wrong after all (a lock lost with a Redis restart, a force release,
+an expired lock without auto-renew), the run's real outcome still replaces it
+(``store.finish_run``).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 
 from dataforge_scheduler.celery.outside import Finder, finish_outside
 from dataforge_scheduler.core.enums import ExecutionStatus, OverlapPolicy
-from dataforge_scheduler.errors import ConfigurationError
+from dataforge_scheduler.errors import BackendUnavailable, ConfigurationError
 from dataforge_scheduler.redis.keys import run_scope
 from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.sql.store import maintenance as sql
@@ -115,8 +118,12 @@ def _reap_running(judge: _Judge, report: ReapReport, batch_size: int) -> None:
     while True:
         with runtime.session() as session:
             batch = sql.select_running_before(session, cutoff=cutoff, after=after, limit=batch_size)
+        waiting = judge.undrained([run.celery_task_id for run in batch])
         for run in batch:
             report.examined += 1
+            if run.celery_task_id in waiting:
+                report.alive += 1
+                continue
             reason = judge.death(run)
             if reason is None:
                 report.alive += 1
@@ -138,8 +145,12 @@ def _reap_waiting(
             batch = sql.select_waiting_before(
                 session, status=status, cutoff=cutoff, after_id=after_id, limit=batch_size
             )
+        waiting = judge.undrained([run.celery_task_id for run in batch])
         for run in batch:
             report.examined += 1
+            if run.celery_task_id in waiting:
+                report.alive += 1
+                continue
             reason = judge.never_came(run)
             if reason is None:
                 report.alive += 1
@@ -177,6 +188,16 @@ class _Judge:
         self.grace = timedelta(seconds=settings.lost_run_grace_seconds)
         visibility = timedelta(seconds=settings.celery_broker_visibility_timeout)
         self.message_wait = visibility + self.grace
+
+    def undrained(self, celery_task_ids: list[str]) -> set[str]:
+        """The runs with a history record still in the outbox: alive, as far as the
+        reaper can know (their end may be on its way). Every run, when the outbox cannot
+        be asked: nothing is judged without it."""
+        try:
+            return self.runtime.backend.journal.undrained(celery_task_ids)
+        except BackendUnavailable as exc:
+            logger.warning("reaper: cannot ask the outbox (%s); judging no run this pass", exc)
+            return set(celery_task_ids)
 
     def _limit(self, traits: TaskTraits | None) -> float:
         limit = traits.time_limit if traits is not None else None

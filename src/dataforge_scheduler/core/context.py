@@ -17,6 +17,9 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dataforge_scheduler.core.journal import StartRecord
+from dataforge_scheduler.core.values import LockInfo
+
 __all__ = [
     "Background",
     "LockHold",
@@ -70,19 +73,27 @@ class RunState:
     Every field is touched by the thread running the task, except ``lock.lost``, which
     the lock watchdog may set (a single boolean store, read by ``extend_lock``).
 
-    - ``duplicate``: a delivery of a run already past ``pending``; its body never runs.
-    - ``lock_scope``: the scope ``before_start`` tried to lock, noted before the attempt
-      (a lost reply may have taken it), so the run's end can free it; ``lock`` is the
-      lock actually held.
+    - ``started``: the run's start record, as it went to the outbox (or, Redis down, to
+      the database directly: ``journaled`` False); the end reuses it when Redis is down.
+    - ``duplicate``: a delivery of an attempt that already started (or of a finished
+      run); its body never runs and nothing is recorded.
+    - ``lock_scope``: the scope the start tried to lock, noted before the attempt (a lost
+      reply may have taken it), so the run's end can free it; ``lock`` is the lock
+      actually held; ``holder`` the other run that held it (this run is skipped);
+      ``lock_error`` why no lock could be asked for (Redis unreachable).
     - ``skipped_by``: the holder that made this run skip (JSON for the result).
     - ``error``/``traceback``: what ``task_failure``/``task_retry`` reported.
     - ``watchdog``: the thread renewing the lock, stopped when the run ends.
     - ``retry_logged``: ``retry()`` already wrote the "retrying" line to the log.
     """
 
+    started: StartRecord | None = None
+    journaled: bool = False
     duplicate: bool = False
     lock_scope: str | None = None
     lock: LockHold | None = None
+    holder: LockInfo | None = None
+    lock_error: Exception | None = None
     skipped_by: dict[str, Any] | None = None
     error: str | None = None
     traceback: str | None = None
@@ -95,10 +106,12 @@ class RunState:
 class RunContext:
     """One run of a DataForgeTask as the code running it sees it.
 
-    ``execution_id`` is None when the run has no ``task_executions`` row (the database
-    could not be reached when it started); ``log`` is None when its lines have nowhere
-    to go but the ``logging`` module. ``runtime`` is the ``Runtime`` bound to the app;
-    ``schedule_overlap_policy`` the run's schedule's ``overlap_policy`` (None: no schedule).
+    ``execution_id`` is the id of the run's ``task_executions`` row when the message
+    said it (the beat and "run now" make the row before they send; a plain ``.delay()``
+    gets its row from the history writer); the run's log is named by its Celery task id.
+    ``log`` is None when its lines have nowhere to go but the ``logging`` module.
+    ``runtime`` is the ``Runtime`` bound to the app; ``schedule_overlap_policy`` the run's
+    schedule's ``overlap_policy`` as the message carried it (None: not known).
     """
 
     celery_task_id: str

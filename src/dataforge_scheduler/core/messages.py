@@ -9,7 +9,8 @@ run's from when its row was made. To change how every run is published (routing,
 headers), override ``message_for`` on the dispatcher (``CeleryDispatcher``).
 
 Headers carry what the user's function should not see (the trigger, the slot, the
-execution row's id); ``scheduled_task_id`` travels in kwargs instead, as in the seed.
+execution row's id, the schedule's overlap policy); ``scheduled_task_id`` travels in
+kwargs instead, as in the seed.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from typing import Any
 
 from dataforge_scheduler.core.slots import ClaimedSlot
 
-__all__ = ["EXECUTION_ID", "SLOT", "TRIGGER", "RunMessage", "message_for"]
+__all__ = ["EXECUTION_ID", "OVERLAP", "SLOT", "TRIGGER", "RunMessage", "message_for"]
 
 TRIGGER = "df_trigger"  # "schedule" | "manual" | "retry"
 SLOT = "df_slot"  # ISO-8601 UTC instant of the slot a scheduler claimed
 EXECUTION_ID = "df_execution_id"  # id of the task_executions row made for this send
+OVERLAP = "df_overlap"  # the schedule's overlap_policy ("skip" | "allow")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ def message_for(run: ClaimedSlot) -> RunMessage:
     headers: dict[str, Any] = {TRIGGER: run.trigger.value, EXECUTION_ID: run.execution_id}
     if run.scheduled_for is not None:
         headers[SLOT] = run.scheduled_for.isoformat()
+    if run.overlap_policy is not None:
+        headers[OVERLAP] = str(run.overlap_policy)
     return RunMessage(
         task_name=run.task_name,
         task_id=run.celery_task_id,

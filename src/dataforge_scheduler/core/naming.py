@@ -1,16 +1,18 @@
-"""The rule for ``key_prefix``, the namespace of every Redis key the library writes.
+"""The rules for the names Redis keys are built from: ``key_prefix`` and run ids.
 
-One rule, used by ``Settings`` (when the setting is read) and by ``redis.keys.Keys``
-(when a key is built), so a prefix the settings accept is one every key can be built
-from: non-empty, no whitespace, none of the glob characters ``* ? [ ] \\`` (``SCAN``
-patterns are built from it).
+``check_key_prefix`` is used by ``Settings`` (when the setting is read) and by
+``redis.keys.Keys`` (when a key is built), so a prefix the settings accept is one every
+key can be built from: non-empty, no whitespace, none of the glob characters
+``* ? [ ] \\`` (``SCAN`` patterns are built from it). ``check_run_id`` is what names a
+run's log and state on either backend: its Celery task id, a non-empty string without
+whitespace.
 """
 
 from __future__ import annotations
 
 from dataforge_scheduler.errors import ConfigurationError
 
-__all__ = ["check_key_prefix"]
+__all__ = ["check_key_prefix", "check_run_id"]
 
 _GLOB_CHARS = frozenset("*?[]\\")
 
@@ -29,3 +31,15 @@ def check_key_prefix(prefix: object) -> str:
             field="key_prefix",
         )
     return prefix
+
+
+def check_run_id(run_id: object) -> str:
+    """``run_id`` if it can name a run (its Celery task id); ``ConfigurationError``."""
+    # split() cuts at exactly what str.isspace() calls whitespace, at C speed (hot path)
+    if not isinstance(run_id, str) or run_id.split() != [run_id]:
+        raise ConfigurationError(
+            "a run id (its Celery task id) must be a non-empty string without whitespace, "
+            f"got {run_id!r}",
+            field="run_id",
+        )
+    return run_id

@@ -3,7 +3,9 @@ implementation keeps.
 
 ``LockManager``, ``LogBus`` and ``ChangeNotices`` are the Redis-backed roles (``redis/``
 holds the production implementations, ``memory/`` their in-process twins);
-``AsyncLogFeed`` is the API's non-blocking view of a run's live log; ``Dispatcher``
+``AsyncLogFeed`` is the API's non-blocking view of a run's live log; ``RunJournal`` is a
+run's start and end as one backend step each, and the outbox the history writer drains
+into the database; ``Dispatcher``
 publishes runs to the workers (``celery/dispatch.py``, and the pytest plugin's recording
 double); ``Backend`` bundles the roles of one configured ``redis_url``. Every
 implementation passes the same contract suite in ``tests/contract``, so a behaviour
@@ -19,6 +21,15 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Protocol, Self
 
+from dataforge_scheduler.core.journal import (
+    FinishRecord,
+    LockEnd,
+    LockRequest,
+    OutboxEntry,
+    OutboxStats,
+    StartOutcome,
+    StartRecord,
+)
 from dataforge_scheduler.core.messages import RunMessage
 from dataforge_scheduler.core.slots import ClaimedSlot
 from dataforge_scheduler.core.values import (
@@ -46,6 +57,7 @@ __all__ = [
     "LogLine",
     "LogSubscription",
     "NoticeListener",
+    "RunJournal",
     "ttl_milliseconds",
     "writable_line",
 ]
@@ -149,31 +161,31 @@ class LogBus(Protocol):
       events; on Redis the wire form is documented in ``redis.keys``.
     """
 
-    def append(self, execution_id: int, lines: Sequence[str]) -> int:
+    def append(self, run_id: str, lines: Sequence[str]) -> int:
         """Append ``lines`` in order (one round trip), push them live; the new length."""
         ...
 
-    def read(self, execution_id: int, start: int = 0) -> builtins.list[LogLine]:
+    def read(self, run_id: str, start: int = 0) -> builtins.list[LogLine]:
         """The stored lines from ``seq`` ``start`` on."""
         ...
 
-    def length(self, execution_id: int) -> int:
+    def length(self, run_id: str) -> int:
         """How many lines are stored."""
         ...
 
-    def finish(self, execution_id: int, status: str, *, ttl: float) -> None:
+    def finish(self, run_id: str, status: str, *, ttl: float) -> None:
         """Mark the run ended with ``status``, push ``LogEnd``, keep lines ``ttl`` seconds."""
         ...
 
-    def ended(self, execution_id: int) -> str | None:
+    def ended(self, run_id: str) -> str | None:
         """The final status given to ``finish``, until the retention TTL runs out."""
         ...
 
-    def subscribe(self, execution_id: int) -> LogSubscription:
+    def subscribe(self, run_id: str) -> LogSubscription:
         """A live subscription, active when this returns."""
         ...
 
-    def delete(self, execution_id: int) -> None:
+    def delete(self, run_id: str) -> None:
         """Drop the lines and the end marker."""
         ...
 
@@ -202,8 +214,8 @@ class AsyncLogFeed(Protocol):
     when the backend has gone away. Backend failures raise ``BackendUnavailable``.
     """
 
-    async def subscribe(self, execution_id: int) -> AsyncLogSubscription:
-        """A subscription to ``execution_id``'s log, active when this returns."""
+    async def subscribe(self, run_id: str) -> AsyncLogSubscription:
+        """A subscription to ``run_id``'s log, active when this returns."""
         ...
 
 
@@ -249,6 +261,76 @@ class ChangeNotices(Protocol):
 
     def listen(self) -> NoticeListener:
         """A listener, active when this returns."""
+        ...
+
+
+# ---------------------------------------------------------------- run history
+
+
+class RunJournal(Protocol):
+    """A run's start and end, one backend step each, and the outbox that carries them to
+    the database (the history writer drains it).
+
+    Invariants every implementation keeps:
+
+    - ``start`` is atomic: it decides whether this delivery may start (a first start; the
+      attempt a ``retrying`` run waits for; a later attempt overtaking a running earlier
+      one; or, ``redelivered``, the same attempt again after its worker was lost), then
+      takes ``lock`` if given (re-entrant for the same Celery task id, as
+      ``LockManager.acquire``), then appends the ``StartRecord``. A duplicate records
+      nothing and takes no lock. A lock held by another run is reported in
+      ``StartOutcome.holder``; the start is recorded all the same (the run ends
+      ``skipped``).
+    - ``finish`` is atomic: it appends ``log_lines`` to the run's log (as
+      ``LogBus.append``), ends the log when the record is final (as ``LogBus.finish``
+      with ``log_ttl``), acts on the lock only if the token (or Celery task id) still
+      holds it, and appends the ``FinishRecord``. A finish of an earlier attempt does not
+      change what a later attempt may do.
+    - What a run knows of itself (its attempt, whether it ended, how many of its records
+      are not yet applied) is kept ``state_ttl`` seconds after its last step, so a
+      duplicate delivery within that time is recognised.
+    - Records are read in the order they were appended. ``read`` gives a consumer new
+      records (waiting up to ``block`` seconds for one); a record stays the consumer's,
+      unacknowledged, until ``ack``. ``pending`` gives a consumer back its own
+      unacknowledged records; ``claim`` takes records another consumer has held
+      unacknowledged for ``idle`` seconds (a writer that died). ``ack`` removes records
+      for good and is idempotent.
+    - ``undrained`` names the runs with a record not yet acknowledged; ``stats`` says
+      how many records wait and how old the oldest is.
+    - Backend failures raise ``BackendUnavailable``.
+    """
+
+    def start(
+        self, record: StartRecord, *, lock: LockRequest | None, state_ttl: float
+    ) -> StartOutcome: ...
+
+    def finish(
+        self,
+        record: FinishRecord,
+        *,
+        log_lines: Sequence[str],
+        log_ttl: float,
+        lock: LockEnd | None,
+        state_ttl: float,
+    ) -> bool:
+        """Returns whether the lock step acted (released or extended)."""
+        ...
+
+    def read(self, consumer: str, *, count: int, block: float) -> builtins.list[OutboxEntry]: ...
+
+    def pending(self, consumer: str, *, count: int) -> builtins.list[OutboxEntry]: ...
+
+    def claim(self, consumer: str, *, idle: float, count: int) -> builtins.list[OutboxEntry]: ...
+
+    def ack(self, entries: Sequence[OutboxEntry]) -> None: ...
+
+    def undrained(self, celery_task_ids: Sequence[str]) -> set[str]: ...
+
+    def stats(self) -> OutboxStats: ...
+
+    def reject(self, entry: OutboxEntry, reason: str) -> None:
+        """Set aside a record the database refuses for good (kept for an operator, with
+        ``reason``), and acknowledge it."""
         ...
 
 
@@ -303,6 +385,9 @@ class Backend(Protocol):
 
     @property
     def log_feed(self) -> AsyncLogFeed: ...
+
+    @property
+    def journal(self) -> RunJournal: ...
 
     def check(self) -> str:
         """``"ok"`` (or ``"ok (in-process)"``) when the backend answers."""

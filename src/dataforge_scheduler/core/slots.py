@@ -49,6 +49,8 @@ class PlannableRow(Protocol):
     def priority(self) -> int | None: ...
     @property
     def expire_seconds(self) -> int | None: ...
+    @property
+    def overlap_policy(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,9 @@ class ClaimedSlot:
     ``kwargs`` are the task's keyword arguments as stored on the execution row
     (``handler_kwargs`` plus ``scheduled_task_id``). ``scheduled_for`` is the slot (None
     for a manual run); ``claimed_at`` when the row was made, from which a manual run's
-    ``expire_seconds`` count (a slot's count from the slot). ``resend`` is True when the
-    slot was found unsent by the sweep rather than claimed by this pass.
+    ``expire_seconds`` count (a slot's count from the slot). ``overlap_policy`` is the
+    schedule's (the worker learns it from the message). ``resend`` is True when the slot
+    was found unsent by the sweep rather than claimed by this pass.
     """
 
     execution_id: int
@@ -100,6 +103,7 @@ class ClaimedSlot:
     queue: str | None = None
     priority: int | None = None
     expire_seconds: int | None = None
+    overlap_policy: str | None = None
     trigger: ExecutionTrigger = ExecutionTrigger.SCHEDULE
     claimed_at: datetime | None = None
     resend: bool = False

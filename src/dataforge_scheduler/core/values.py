@@ -20,6 +20,8 @@ __all__ = [
     "LockOwner",
     "LogEnd",
     "LogLine",
+    "capped_log_text",
+    "truncation_marker",
     "ttl_milliseconds",
     "writable_line",
 ]
@@ -102,3 +104,24 @@ def writable_line(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "replace").decode("utf-8")
     return text
+
+
+def truncation_marker(dropped_bytes: int) -> str:
+    """The line that ends a log cut at its size limit."""
+    return f"… [log truncated: {dropped_bytes} more bytes]"
+
+
+def capped_log_text(lines: list[str], *, max_bytes: int) -> str | None:
+    """``lines`` joined for ``log_output``, cut at ``max_bytes`` with a visible marker."""
+    kept: list[str] = []
+    used = dropped = 0
+    for line in lines:
+        size = len(line.encode("utf-8", "replace")) + 1
+        if dropped or used + size > max_bytes:
+            dropped += size
+            continue
+        kept.append(line)
+        used += size
+    if dropped:
+        kept.append(truncation_marker(dropped))
+    return "\n".join(kept) if kept else None

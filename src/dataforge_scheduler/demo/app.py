@@ -241,11 +241,13 @@ class Demo:
         if not isinstance(sender, DataForgeTask) or sender.app is not self.app:
             return
         run = current_run()  # bound by the library's own prerun handler, connected earlier
-        if run is not None and run.execution_id is not None and not run.state.duplicate:
+        if run is not None and not run.state.duplicate:
             try:
-                self.narrator.follow(run.execution_id, run.task_name)
+                self.narrator.follow(
+                    run.celery_task_id, run.task_name, execution_id=run.execution_id
+                )
             except Exception:
-                logger.exception("cannot follow the log of run #%s", run.execution_id)
+                logger.exception("cannot follow the log of run %s", run.celery_task_id)
 
     # ------------------------------------------------------------ stop
 

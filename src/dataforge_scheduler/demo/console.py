@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 _TASK_WIDTH = 20
 _RESULT_CHARS = 200
+_OUTCOME_WAIT = 5.0
 
 
 class Console:
@@ -84,10 +85,12 @@ class NarratingDispatcher:
 
 @dataclass
 class _Followed:
-    execution_id: int
+    run_id: str  # the Celery task id, which names the run's log
+    label: str  # "#<execution id>" when the run's row was made before it was sent
     task_name: str
     subscription: LogSubscription
     since: float
+    ended: str | None = None  # the final status, once the log said so
 
 
 class RunNarrator:
@@ -105,7 +108,7 @@ class RunNarrator:
         self._console = console
         self._poll = poll_seconds
         self._give_up_after = give_up_after
-        self._followed: dict[int, _Followed] = {}
+        self._followed: dict[str, _Followed] = {}
         self._mutex = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dataforge-demo-logs", daemon=True)
@@ -116,16 +119,18 @@ class RunNarrator:
         self._thread.start()
         return self
 
-    def follow(self, execution_id: int, task_name: str) -> None:
-        """Start following a run; call it before the run writes its first line. A retry
-        of a followed run keeps the subscription its first attempt made."""
+    def follow(self, run_id: str, task_name: str, *, execution_id: int | None = None) -> None:
+        """Start following run ``run_id`` (its Celery task id); call it before the run
+        writes its first line. A retry of a followed run keeps the subscription its first
+        attempt made."""
+        label = f"#{execution_id}" if execution_id is not None else run_id[:8]
         with self._mutex:
-            if execution_id not in self._followed:
-                subscription = self._runtime.logbus.subscribe(execution_id)
-                self._followed[execution_id] = _Followed(
-                    execution_id, task_name, subscription, time.monotonic()
+            if run_id not in self._followed:
+                subscription = self._runtime.logbus.subscribe(run_id)
+                self._followed[run_id] = _Followed(
+                    run_id, label, task_name, subscription, time.monotonic()
                 )
-        self._console.line("start", task_name, f"run #{execution_id}")
+        self._console.line("start", task_name, f"run {label}")
 
     def stop(self, *, timeout: float = 2.0) -> None:
         """Show what already arrived, then close every subscription; safe to call twice."""
@@ -151,10 +156,13 @@ class RunNarrator:
             try:
                 self._drain(item)
             except Exception:  # a broken feed must not end the narration of the others
-                logger.exception("could not read the log of run #%s", item.execution_id)
+                logger.exception("could not read the log of run %s", item.label)
                 self._forget(item)
 
     def _drain(self, item: _Followed) -> None:
+        if item.ended is not None:
+            self._show_outcome(item)
+            return
         while True:
             event = item.subscription.get(0)
             if event is None:
@@ -162,24 +170,34 @@ class RunNarrator:
                     self._forget(item)
                 return
             if isinstance(event, LogEnd):
-                self._forget(item)
-                self._show_outcome(item, event.status)
+                item.ended = event.status
+                item.since = time.monotonic()
+                self._show_outcome(item)
                 return
-            self._console.line("log", f"{item.task_name} #{item.execution_id}", event.text)
+            self._console.line("log", f"{item.task_name} {item.label}", event.text)
 
     def _forget(self, item: _Followed) -> None:
         with self._mutex:
-            self._followed.pop(item.execution_id, None)
+            self._followed.pop(item.run_id, None)
         item.subscription.close()
 
-    def _show_outcome(self, item: _Followed, status: str) -> None:
-        self.outcomes[status] += 1
-        subject = f"{item.task_name} #{item.execution_id}"
+    def _show_outcome(self, item: _Followed) -> None:
+        """The outcome from the run's row, once the history writer recorded it (a few ms
+        after the log ended); after ``_OUTCOME_WAIT`` s, the status alone."""
+        status = str(item.ended)
         with self._runtime.session() as session:
-            row = store.get_execution(session, item.execution_id)
-            took = "" if row.duration_ms is None else f"after {row.duration_ms / 1000:.2f} s: "
-            detail = f"result {_detail(row.result)}" if row.error is None else row.error
-        self._console.line(status, subject, took + detail)
+            row = store.get_execution_by_celery_id(session, item.run_id)
+            if row is not None and row.status.finished:
+                took = "" if row.duration_ms is None else f"after {row.duration_ms / 1000:.2f} s: "
+                detail = f"result {_detail(row.result)}" if row.error is None else row.error
+            elif time.monotonic() - item.since < _OUTCOME_WAIT:
+                return  # not recorded yet: the next poll looks again
+            else:
+                detail = "(its row was not recorded in time to show the result)"
+                took = ""
+        self._forget(item)
+        self.outcomes[status] += 1
+        self._console.line(status, f"{item.task_name} {item.label}", took + detail)
 
 
 def _detail(result: Any) -> str:

@@ -28,10 +28,10 @@ class PollingAsyncLogFeed:
         self._bus = bus
         self._poll_interval = poll_interval
 
-    async def subscribe(self, execution_id: int) -> PollingAsyncLogSubscription:
-        """A subscription to ``execution_id``'s log, active when this returns."""
+    async def subscribe(self, run_id: str) -> PollingAsyncLogSubscription:
+        """A subscription to ``run_id``'s log, active when this returns."""
         return PollingAsyncLogSubscription(
-            self._bus.subscribe(execution_id), poll_interval=self._poll_interval
+            self._bus.subscribe(run_id), poll_interval=self._poll_interval
         )
 
 

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Self
 
 from dataforge_scheduler.core.clock import Clock, SystemClock
+from dataforge_scheduler.core.naming import check_run_id
 from dataforge_scheduler.core.values import LogEnd, LogLine, ttl_milliseconds, writable_line
 from dataforge_scheduler.errors import ConfigurationError
 
@@ -42,9 +43,9 @@ class MemoryLogBus:
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._mutex = threading.Lock()
-        self._logs: dict[int, _Log] = {}
-        self._ends: dict[int, _End] = {}
-        self._subscribers: dict[int, set[MemoryLogSubscription]] = {}
+        self._logs: dict[str, _Log] = {}
+        self._ends: dict[str, _End] = {}
+        self._subscribers: dict[str, set[MemoryLogSubscription]] = {}
 
     def clear(self) -> int:
         """Drop every log and end marker (test clean-up); how many logs there were."""
@@ -54,79 +55,87 @@ class MemoryLogBus:
             self._ends.clear()
         return count
 
-    def append(self, execution_id: int, lines: Sequence[str]) -> int:
+    def append(self, run_id: str, lines: Sequence[str]) -> int:
+        check_run_id(run_id)
         if isinstance(lines, str):
             raise TypeError("append() takes a sequence of lines, not one str")
         texts = [writable_line(line) for line in lines]
         with self._mutex:
-            log = self._log(execution_id, self._clock.now())
+            log = self._log(run_id, self._clock.now())
             if not texts:
                 return 0 if log is None else len(log.lines)
             if log is None:
-                log = self._logs[execution_id] = _Log()
+                log = self._logs[run_id] = _Log()
             first = len(log.lines)
             log.lines.extend(texts)
-            for subscription in self._subscribers.get(execution_id, ()):
+            for subscription in self._subscribers.get(run_id, ()):
                 for offset, text in enumerate(texts):
                     subscription.push(LogLine(seq=first + offset, text=text))
             return len(log.lines)
 
-    def read(self, execution_id: int, start: int = 0) -> builtins.list[LogLine]:
+    def read(self, run_id: str, start: int = 0) -> builtins.list[LogLine]:
+        check_run_id(run_id)
         if start < 0:
             raise ConfigurationError(f"start must be >= 0, got {start}", field="start")
         with self._mutex:
-            log = self._log(execution_id, self._clock.now())
+            log = self._log(run_id, self._clock.now())
             lines = [] if log is None else log.lines[start:]
         return [LogLine(seq=start + index, text=text) for index, text in enumerate(lines)]
 
-    def length(self, execution_id: int) -> int:
+    def length(self, run_id: str) -> int:
+        check_run_id(run_id)
         with self._mutex:
-            log = self._log(execution_id, self._clock.now())
+            log = self._log(run_id, self._clock.now())
             return 0 if log is None else len(log.lines)
 
-    def finish(self, execution_id: int, status: str, *, ttl: float) -> None:
+    def finish(self, run_id: str, status: str, *, ttl: float) -> None:
+        check_run_id(run_id)
         lifetime = timedelta(milliseconds=ttl_milliseconds(ttl))
         with self._mutex:
             now = self._clock.now()
-            self._ends[execution_id] = _End(status, now + lifetime)
-            log = self._log(execution_id, now)
+            self._ends[run_id] = _End(status, now + lifetime)
+            log = self._log(run_id, now)
             if log is not None:
                 log.expires_at = now + lifetime
-            for subscription in self._subscribers.get(execution_id, ()):
+            for subscription in self._subscribers.get(run_id, ()):
                 subscription.push(LogEnd(status))
 
-    def ended(self, execution_id: int) -> str | None:
+    def ended(self, run_id: str) -> str | None:
+        check_run_id(run_id)
         with self._mutex:
-            end = self._ends.get(execution_id)
+            end = self._ends.get(run_id)
             if end is not None and end.expires_at <= self._clock.now():
-                del self._ends[execution_id]
+                del self._ends[run_id]
                 return None
             return None if end is None else end.status
 
-    def subscribe(self, execution_id: int) -> MemoryLogSubscription:
+    def subscribe(self, run_id: str) -> MemoryLogSubscription:
+        check_run_id(run_id)
+
         def unsubscribe(subscription: MemoryLogSubscription) -> None:
             with self._mutex:
-                group = self._subscribers.get(execution_id)
+                group = self._subscribers.get(run_id)
                 if group is not None:
                     group.discard(subscription)
                     if not group:
-                        del self._subscribers[execution_id]
+                        del self._subscribers[run_id]
 
         subscription = MemoryLogSubscription(unsubscribe)
         with self._mutex:
-            self._subscribers.setdefault(execution_id, set()).add(subscription)
+            self._subscribers.setdefault(run_id, set()).add(subscription)
         return subscription
 
-    def delete(self, execution_id: int) -> None:
+    def delete(self, run_id: str) -> None:
+        check_run_id(run_id)
         with self._mutex:
-            self._logs.pop(execution_id, None)
-            self._ends.pop(execution_id, None)
+            self._logs.pop(run_id, None)
+            self._ends.pop(run_id, None)
 
-    def _log(self, execution_id: int, now: datetime) -> _Log | None:
+    def _log(self, run_id: str, now: datetime) -> _Log | None:
         """The unexpired log of a run; drops an expired one. Call under the mutex."""
-        log = self._logs.get(execution_id)
+        log = self._logs.get(run_id)
         if log is not None and log.expires_at is not None and log.expires_at <= now:
-            del self._logs[execution_id]
+            del self._logs[run_id]
             return None
         return log
 

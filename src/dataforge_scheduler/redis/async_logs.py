@@ -38,9 +38,9 @@ class RedisAsyncLogFeed:
         self._keys = keys
         self._subscribe_timeout = subscribe_timeout
 
-    async def subscribe(self, execution_id: int) -> RedisAsyncLogSubscription:
-        """A subscription to ``execution_id``'s log, active (confirmed) when this returns."""
-        channel = self._keys.log_channel(execution_id)
+    async def subscribe(self, run_id: str) -> RedisAsyncLogSubscription:
+        """A subscription to ``run_id``'s log, active (confirmed) when this returns."""
+        channel = self._keys.log_channel(run_id)
         client: Any = redis.asyncio.Redis.from_url(self._url, socket_connect_timeout=5)
         pubsub: Any = client.pubsub()
         subscription = RedisAsyncLogSubscription(client, pubsub, channel)

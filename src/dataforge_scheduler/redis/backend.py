@@ -17,6 +17,7 @@ from dataforge_scheduler.core.clock import Clock
 from dataforge_scheduler.errors import BackendUnavailable
 from dataforge_scheduler.redis.async_logs import RedisAsyncLogFeed
 from dataforge_scheduler.redis.connection import backend_errors
+from dataforge_scheduler.redis.journal import RedisRunJournal
 from dataforge_scheduler.redis.keys import Keys
 from dataforge_scheduler.redis.locks import RedisLockManager
 from dataforge_scheduler.redis.logbus import RedisLogBus
@@ -44,6 +45,7 @@ class RedisBackend:
         self._logbus: RedisLogBus | None = None
         self._notices: RedisChangeNotices | None = None
         self._log_feed: RedisAsyncLogFeed | None = None
+        self._journal: RedisRunJournal | None = None
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self.keys!r}>"
@@ -86,6 +88,13 @@ class RedisBackend:
                 self._log_feed = RedisAsyncLogFeed(self.url, self.keys)
             return self._log_feed
 
+    @property
+    def journal(self) -> RedisRunJournal:
+        with self._mutex:
+            if self._journal is None:
+                self._journal = RedisRunJournal(self.client, self.keys, clock=self._clock)
+            return self._journal
+
     def check(self) -> str:
         try:
             with backend_errors("answering a ping"):
@@ -111,5 +120,6 @@ class RedisBackend:
         with self._mutex:
             client, self._client = self._client, None
             self._locks = self._logbus = self._notices = None
+            self._journal = None
         if client is not None:
             client.close()

@@ -6,65 +6,62 @@ face, the API, the reaper, the pytest plugin) asks this module, and the in-proce
 get the same names by injection. A lock *scope* says what a lock guards: one schedule
 (``task:<scheduled_task_id>``) or every run of a task name (``name:<celery task name>``);
 a run takes its schedule's scope, or its task name's when it has none (``run_scope``).
+A run's log and state are named by its Celery task id (``<run>`` below), which the worker
+knows without asking the database.
 
-Key layout, for operators (``<prefix>`` is ``Settings.key_prefix``; ``<scope>`` is
-``task:<scheduled_task_id>`` or ``name:<celery task name>``):
+Key layout, for operators (``<prefix>`` is ``Settings.key_prefix``):
 
-===================================  ======  ====================  ============================
-key                                  type    TTL                   written by
-===================================  ======  ====================  ============================
-``<prefix>:lock:<scope>``            hash    the lock TTL; the     worker (acquire, extend,
-                                             running task extends  release); worker main process
-                                             it                    and reaper (release by task
-                                                                   id); API (force release)
-``<prefix>:log:<execution_id>``      list    none while the run    worker (``task_log``)
-                                             is live; log
-                                             retention after
-                                             ``finish``
-``<prefix>:log:<execution_id>:end``  string  log retention         worker, when the run ends
-===================================  ======  ====================  ============================
-
-- A lock hash has the fields ``token`` (random, proves ownership), ``celery_task_id`` (the
-  holder's identity; a retry of the same task re-enters), ``execution_id``, ``hostname``,
-  ``pid`` and ``acquired_at`` (ISO 8601, UTC); an empty string means unknown.
-- A log list holds one element per line, in order: the element index is the line's ``seq``.
-- An end marker holds the run's final execution status.
+- ``<prefix>:lock:<scope>`` (hash, the lock TTL, extended while the task runs): the
+  lock. Fields ``token`` (random, proves ownership), ``celery_task_id`` (the holder; a
+  retry of the same task re-enters), ``execution_id``, ``hostname``, ``pid`` and
+  ``acquired_at`` (ISO 8601, UTC); an empty string means unknown. Written by the worker
+  (take, extend, release), its main process and the reaper (release by task id) and the
+  API (force release).
+- ``<prefix>:log:<run>`` (list, no TTL while the run is live, the log retention after it
+  ends): one element per ``task_log`` line, in order; the index is the line's ``seq``.
+- ``<prefix>:log:<run>:end`` (string, the log retention): the run's final status.
+- ``<prefix>:run:<run>`` (hash, ``celery_broker_visibility_timeout`` plus
+  ``lost_run_grace_seconds`` after its last step): what the run knows of itself, so a
+  duplicate delivery is recognised without the database. Fields ``state`` (``running``,
+  ``retrying``, ``done``), ``attempt``, ``undrained`` (its records not yet in the
+  database: the reaper leaves such a run alone).
+- ``<prefix>:outbox`` (stream, no TTL): run history on its way to the database, one
+  entry per start or end (field ``r``, a JSON record), read by the consumer group
+  ``history`` (one consumer per history writer) and deleted once applied. Its length and
+  the age of its first entry say how far behind the writers are.
+- ``<prefix>:outbox:dead`` (stream, no TTL): records the database refused for good, with
+  the reason (field ``why``); kept for an operator.
 
 Pub/sub channels (not keys: they hold nothing and never show in SCAN):
 
-========================================  =================================================
-channel                                   messages
-========================================  =================================================
-``<prefix>:log:<execution_id>:live``      JSON ``{"seq": n, "line": "..."}`` per appended
-                                          line, then ``{"end": "<status>"}`` once
-``<prefix>:schedules:changed``            JSON ``{"schedule_id": n | null}`` per change
-                                          made through the API; wakes the beat scheduler
-========================================  =================================================
+- ``<prefix>:log:<run>:live``: JSON ``{"seq": n, "line": "..."}`` per appended line,
+  then ``{"end": "<status>"}`` once.
+- ``<prefix>:schedules:changed``: JSON ``{"schedule_id": n | null}`` per change made
+  through the API; wakes the beat scheduler.
 
-Live messages are built by ``encode_live_line``/``encode_live_end`` and read by
-``decode_live_message`` (the append script in ``redis.logbus`` writes the same line shape
-with ``cjson``; the log-bus contract tests decode what it publishes). Brokers and result
-backends a demo or test runs on Redis are namespaced under ``<prefix>:<name>:``
-(``Keys.namespace``).
+Live messages are written by the Lua functions in ``redis.logbus`` (``cjson``) and read
+by ``decode_live_message`` here; the log-bus contract tests decode what they publish.
+Brokers and result backends a demo or test runs on Redis are namespaced under
+``<prefix>:<name>:`` (``Keys.namespace``). On Redis Cluster, put the prefix in braces
+(``{dataforge}``) so every key of one run is in one slot, as its scripts need.
 
 To see the held locks: ``redis-cli --scan --pattern '<prefix>:lock:*'``, then ``HGETALL``
 and ``PTTL`` on each. Deleting a lock key by hand force-releases it; the running task
-notices at its next ``extend_lock()`` (``LockLost``).
+notices at its next ``extend_lock()`` (``LockLost``). To see the history backlog:
+``XLEN <prefix>:outbox`` and ``XPENDING <prefix>:outbox history``.
 """
 
 from __future__ import annotations
 
 import json
 
-from dataforge_scheduler.core.naming import check_key_prefix
+from dataforge_scheduler.core.naming import check_key_prefix, check_run_id
 from dataforge_scheduler.core.values import LogEnd, LogLine
 from dataforge_scheduler.errors import ConfigurationError
 
 __all__ = [
     "Keys",
     "decode_live_message",
-    "encode_live_end",
-    "encode_live_line",
     "run_scope",
     "schedule_id_of_scope",
     "schedule_scope",
@@ -150,17 +147,31 @@ class Keys:
 
     # ---- logs
 
-    def log(self, execution_id: int) -> str:
-        """The list of a run's log lines."""
-        return f"{self._prefix}:log:{_execution(execution_id)}"
+    def log(self, run_id: str) -> str:
+        """The list of a run's log lines (``run_id``: its Celery task id)."""
+        return f"{self._prefix}:log:{_run(run_id)}"
 
-    def log_channel(self, execution_id: int) -> str:
+    def log_channel(self, run_id: str) -> str:
         """The pub/sub channel of a run's live log."""
-        return f"{self._prefix}:log:{_execution(execution_id)}:live"
+        return f"{self._prefix}:log:{_run(run_id)}:live"
 
-    def log_end(self, execution_id: int) -> str:
+    def log_end(self, run_id: str) -> str:
         """The string holding a finished run's final status."""
-        return f"{self._prefix}:log:{_execution(execution_id)}:end"
+        return f"{self._prefix}:log:{_run(run_id)}:end"
+
+    # ---- run history
+
+    def run(self, run_id: str) -> str:
+        """The hash of what a run knows of itself (state, attempt, undrained records)."""
+        return f"{self._prefix}:run:{_run(run_id)}"
+
+    def outbox(self) -> str:
+        """The stream of run history on its way to the database."""
+        return f"{self._prefix}:outbox"
+
+    def outbox_dead(self) -> str:
+        """The stream of records the database refused for good."""
+        return f"{self._prefix}:outbox:dead"
 
     # ---- schedule changes
 
@@ -169,25 +180,11 @@ class Keys:
         return f"{self._prefix}:schedules:changed"
 
 
-def _execution(execution_id: int) -> int:
-    if isinstance(execution_id, bool) or not isinstance(execution_id, int):
-        raise ConfigurationError(
-            f"execution_id must be an int, got {execution_id!r}", field="execution_id"
-        )
-    return execution_id
+def _run(run_id: str) -> str:
+    return check_run_id(run_id)
 
 
 # ---------------------------------------------------------------- live messages
-
-
-def encode_live_line(line: LogLine) -> str:
-    """The wire form of a live line: ``{"seq": n, "line": "..."}``."""
-    return json.dumps({"seq": line.seq, "line": line.text}, ensure_ascii=False)
-
-
-def encode_live_end(end: LogEnd) -> str:
-    """The wire form of the end event: ``{"end": "<status>"}``."""
-    return json.dumps({"end": end.status}, ensure_ascii=False)
 
 
 def decode_live_message(data: str | bytes) -> LogLine | LogEnd | None:

@@ -24,49 +24,62 @@ from dataforge_scheduler.errors import LockLost
 from dataforge_scheduler.redis.connection import backend_errors
 from dataforge_scheduler.redis.keys import Keys
 
-__all__ = ["RedisLockManager"]
+__all__ = ["LOCK_FUNCTIONS", "RedisLockManager", "acquire_args", "lock_outcome"]
 
 logger = logging.getLogger(__name__)
 
 _LIST_BATCH = 500
 
-# KEYS[1] lock key; ARGV: token, celery_task_id, execution_id, hostname, pid, acquired_at, ttl_ms
-# Returns {1, token} (acquired), {2, token} (re-entered) or {0, HGETALL, PTTL} (held by other).
-_ACQUIRE = """
-local key = KEYS[1]
-if redis.call('EXISTS', key) == 0 then
-  redis.call('HSET', key, 'token', ARGV[1], 'celery_task_id', ARGV[2],
-             'execution_id', ARGV[3], 'hostname', ARGV[4], 'pid', ARGV[5],
-             'acquired_at', ARGV[6])
-  redis.call('PEXPIRE', key, ARGV[7])
-  return {1, ARGV[1]}
+# The lock operations as Lua functions, shared by the scripts below and by the run
+# journal's start and finish scripts (redis.journal), so a lock has one implementation.
+# acquire returns {1, token} (acquired), {2, token} (re-entered) or {0, HGETALL, PTTL}
+# (held by another task); the others return 1 when they acted, 0 when not held as given.
+LOCK_FUNCTIONS = """
+local function acquire(key, token, task_id, execution_id, hostname, pid, acquired_at, ttl_ms)
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('HSET', key, 'token', token, 'celery_task_id', task_id,
+               'execution_id', execution_id, 'hostname', hostname, 'pid', pid,
+               'acquired_at', acquired_at)
+    redis.call('PEXPIRE', key, ttl_ms)
+    return {1, token}
+  end
+  if redis.call('HGET', key, 'celery_task_id') == task_id then
+    if execution_id ~= '' then redis.call('HSET', key, 'execution_id', execution_id) end
+    if hostname ~= '' then redis.call('HSET', key, 'hostname', hostname) end
+    if pid ~= '' then redis.call('HSET', key, 'pid', pid) end
+    redis.call('PEXPIRE', key, ttl_ms)
+    return {2, redis.call('HGET', key, 'token')}
+  end
+  return {0, redis.call('HGETALL', key), redis.call('PTTL', key)}
 end
-if redis.call('HGET', key, 'celery_task_id') == ARGV[2] then
-  if ARGV[3] ~= '' then redis.call('HSET', key, 'execution_id', ARGV[3]) end
-  if ARGV[4] ~= '' then redis.call('HSET', key, 'hostname', ARGV[4]) end
-  if ARGV[5] ~= '' then redis.call('HSET', key, 'pid', ARGV[5]) end
-  redis.call('PEXPIRE', key, ARGV[7])
-  return {2, redis.call('HGET', key, 'token')}
+local function extend(key, token, ttl_ms)
+  if redis.call('HGET', key, 'token') == token then
+    redis.call('PEXPIRE', key, ttl_ms)
+    return 1
+  end
+  return 0
 end
-return {0, redis.call('HGETALL', key), redis.call('PTTL', key)}
+local function release_if(key, field, expected)
+  if redis.call('HGET', key, field) == expected then
+    return redis.call('DEL', key)
+  end
+  return 0
+end
 """
+
+# KEYS[1] lock key; ARGV: token, celery_task_id, execution_id, hostname, pid, acquired_at, ttl_ms
+_ACQUIRE = (
+    LOCK_FUNCTIONS
+    + """
+return acquire(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+"""
+)
 
 # KEYS[1] lock key; ARGV: token, ttl_ms. Returns 1 when extended, 0 when not held by token.
-_EXTEND = """
-if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
+_EXTEND = LOCK_FUNCTIONS + "return extend(KEYS[1], ARGV[1], ARGV[2])"
 
 # KEYS[1] lock key; ARGV: field name, expected value. Deletes only on a match.
-_RELEASE_IF = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
+_RELEASE_IF = LOCK_FUNCTIONS + "return release_if(KEYS[1], ARGV[1], ARGV[2])"
 
 # KEYS[1] lock key. Returns {HGETALL, PTTL} of what it deleted ({{}, -2} when nothing).
 _FORCE_RELEASE = """
@@ -92,23 +105,10 @@ class RedisLockManager:
 
     def acquire(self, scope: str, owner: LockOwner, *, ttl: float) -> Acquired | LockInfo:
         key = self._keys.lock(scope)
-        args: builtins.list[str | int] = [
-            secrets.token_hex(16),
-            owner.celery_task_id,
-            _optional(owner.execution_id),
-            _optional(owner.hostname),
-            _optional(owner.pid),
-            self._clock.now().isoformat(),
-            ttl_milliseconds(ttl),
-        ]
+        args = acquire_args(owner, ttl=ttl, now=self._clock.now())
         with backend_errors(f"acquiring lock {scope!r}"):
             result = self._acquire(keys=[key], args=args)
-        outcome = int(result[0])
-        if outcome == 0:
-            return _build_info(key, scope, _pairs(result[1]), int(result[2]))
-        if outcome == 2:
-            logger.debug("re-entered lock %s for task %s", scope, owner.celery_task_id)
-        return Acquired(token=_text(result[1]), reentered=outcome == 2)
+        return lock_outcome(key, scope, owner, result)
 
     def extend(self, scope: str, token: str, *, ttl: float) -> None:
         key = self._keys.lock(scope)
@@ -174,6 +174,29 @@ class RedisLockManager:
             info = _lock_info(name, self._keys.scope_of(name), _mapping(fields), int(pttl))
             if info is not None:
                 yield info
+
+
+def acquire_args(owner: LockOwner, *, ttl: float, now: datetime) -> builtins.list[str | int]:
+    """The arguments of ``acquire()`` in ``LOCK_FUNCTIONS``, a fresh token first."""
+    return [
+        secrets.token_hex(16),
+        owner.celery_task_id,
+        _optional(owner.execution_id),
+        _optional(owner.hostname),
+        _optional(owner.pid),
+        now.isoformat(),
+        ttl_milliseconds(ttl),
+    ]
+
+
+def lock_outcome(key: str, scope: str, owner: LockOwner, result: Any) -> Acquired | LockInfo:
+    """What ``acquire()`` in ``LOCK_FUNCTIONS`` answered, as the port's values."""
+    outcome = int(result[0])
+    if outcome == 0:
+        return _build_info(key, scope, _pairs(result[1]), int(result[2]))
+    if outcome == 2:
+        logger.debug("re-entered lock %s for task %s", scope, owner.celery_task_id)
+    return Acquired(token=_text(result[1]), reentered=outcome == 2)
 
 
 def _optional(value: object | None) -> str:

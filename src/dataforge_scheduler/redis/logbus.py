@@ -22,27 +22,56 @@ import redis.client
 from dataforge_scheduler.core.values import LogEnd, LogLine, ttl_milliseconds, writable_line
 from dataforge_scheduler.errors import ConfigurationError
 from dataforge_scheduler.redis.connection import backend_errors, open_pubsub
-from dataforge_scheduler.redis.keys import Keys, decode_live_message, encode_live_end
+from dataforge_scheduler.redis.keys import Keys, decode_live_message
 
-__all__ = ["RedisLogBus", "RedisLogSubscription"]
+__all__ = ["LOG_FUNCTIONS", "RedisLogBus", "RedisLogSubscription"]
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1] log list; ARGV[1] live channel, ARGV[2..] the lines. Returns the new length.
-# RPUSH in chunks: Lua's unpack() is bounded by the C stack (~8000 values).
-_APPEND = """
-local count = #ARGV - 1
-local length = 0
-for first = 2, #ARGV, 1000 do
-  length = redis.call('RPUSH', KEYS[1], unpack(ARGV, first, math.min(first + 999, #ARGV)))
+# The log operations as Lua functions, shared with the run journal's finish script
+# (redis.journal). append_lines pushes ``lines`` (a table) and publishes each with its
+# ``seq``, computed from the list's new length so concurrent appenders stay exact; RPUSH
+# goes in chunks because Lua's unpack() is bounded by the C stack (~8000 values).
+# end_log marks the run ended, starts the retention TTL and publishes the end event.
+LOG_FUNCTIONS = """
+local function append_lines(key, channel, lines)
+  local count = #lines
+  local length = 0
+  for first = 1, count, 1000 do
+    length = redis.call('RPUSH', key, unpack(lines, first, math.min(first + 999, count)))
+  end
+  local seq = length - count
+  for i = 1, count do
+    redis.call('PUBLISH', channel, cjson.encode({seq = seq, line = lines[i]}))
+    seq = seq + 1
+  end
+  return length
 end
-local seq = length - count
-for i = 2, #ARGV do
-  redis.call('PUBLISH', ARGV[1], cjson.encode({seq = seq, line = ARGV[i]}))
-  seq = seq + 1
+local function end_log(key, end_key, channel, status, ttl_ms)
+  redis.call('SET', end_key, status, 'PX', ttl_ms)
+  redis.call('PEXPIRE', key, ttl_ms)
+  redis.call('PUBLISH', channel, cjson.encode({['end'] = status}))
 end
-return length
 """
+
+# KEYS[1] log list; ARGV[1] live channel, ARGV[2..] the lines. Returns the new length.
+_APPEND = (
+    LOG_FUNCTIONS
+    + """
+local lines = {}
+for i = 2, #ARGV do lines[i - 1] = ARGV[i] end
+return append_lines(KEYS[1], ARGV[1], lines)
+"""
+)
+
+# KEYS[1] log list, KEYS[2] end marker; ARGV[1] live channel, ARGV[2] status, ARGV[3] ttl ms.
+_FINISH = (
+    LOG_FUNCTIONS
+    + """
+end_log(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+return 1
+"""
+)
 
 
 class RedisLogBus:
@@ -52,50 +81,48 @@ class RedisLogBus:
         self._client = client
         self._keys = keys
         self._append = client.register_script(_APPEND)
+        self._finish = client.register_script(_FINISH)
 
-    def append(self, execution_id: int, lines: Sequence[str]) -> int:
+    def append(self, run_id: str, lines: Sequence[str]) -> int:
         if isinstance(lines, str):
             raise TypeError("append() takes a sequence of lines, not one str")
         if not lines:
-            return self.length(execution_id)
-        args = [self._keys.log_channel(execution_id), *(writable_line(line) for line in lines)]
-        with backend_errors(f"appending to the log of execution {execution_id}"):
-            return int(self._append(keys=[self._keys.log(execution_id)], args=args))
+            return self.length(run_id)
+        args = [self._keys.log_channel(run_id), *(writable_line(line) for line in lines)]
+        with backend_errors(f"appending to the log of run {run_id}"):
+            return int(self._append(keys=[self._keys.log(run_id)], args=args))
 
-    def read(self, execution_id: int, start: int = 0) -> builtins.list[LogLine]:
+    def read(self, run_id: str, start: int = 0) -> builtins.list[LogLine]:
         if start < 0:
             raise ConfigurationError(f"start must be >= 0, got {start}", field="start")
-        with backend_errors(f"reading the log of execution {execution_id}"):
-            raw = self._client.lrange(self._keys.log(execution_id), start, -1)
+        with backend_errors(f"reading the log of run {run_id}"):
+            raw = self._client.lrange(self._keys.log(run_id), start, -1)
         return [LogLine(seq=start + index, text=_text(item)) for index, item in enumerate(raw)]
 
-    def length(self, execution_id: int) -> int:
-        with backend_errors(f"reading the log length of execution {execution_id}"):
-            return int(self._client.llen(self._keys.log(execution_id)))
+    def length(self, run_id: str) -> int:
+        with backend_errors(f"reading the log length of run {run_id}"):
+            return int(self._client.llen(self._keys.log(run_id)))
 
-    def finish(self, execution_id: int, status: str, *, ttl: float) -> None:
-        ttl_ms = ttl_milliseconds(ttl)
-        # One MULTI: a reader that subscribed before it gets the end event, and one that
+    def finish(self, run_id: str, status: str, *, ttl: float) -> None:
+        # One script: a reader that subscribed before it gets the end event, and one that
         # checks ended() after it sees the marker; nobody falls between the two.
-        with backend_errors(f"finishing the log of execution {execution_id}"):
-            pipe = self._client.pipeline(transaction=True)
-            pipe.set(self._keys.log_end(execution_id), status, px=ttl_ms)
-            pipe.pexpire(self._keys.log(execution_id), ttl_ms)
-            pipe.publish(self._keys.log_channel(execution_id), encode_live_end(LogEnd(status)))
-            pipe.execute()
+        keys = [self._keys.log(run_id), self._keys.log_end(run_id)]
+        args: list[str | int] = [self._keys.log_channel(run_id), status, ttl_milliseconds(ttl)]
+        with backend_errors(f"finishing the log of run {run_id}"):
+            self._finish(keys=keys, args=args)
 
-    def ended(self, execution_id: int) -> str | None:
-        with backend_errors(f"reading the end of execution {execution_id}"):
-            value = self._client.get(self._keys.log_end(execution_id))
+    def ended(self, run_id: str) -> str | None:
+        with backend_errors(f"reading the end of run {run_id}"):
+            value = self._client.get(self._keys.log_end(run_id))
         return None if value is None else _text(value)
 
-    def subscribe(self, execution_id: int) -> RedisLogSubscription:
-        channel = self._keys.log_channel(execution_id)
+    def subscribe(self, run_id: str) -> RedisLogSubscription:
+        channel = self._keys.log_channel(run_id)
         return RedisLogSubscription(open_pubsub(self._client, channel), channel)
 
-    def delete(self, execution_id: int) -> None:
-        with backend_errors(f"deleting the log of execution {execution_id}"):
-            self._client.delete(self._keys.log(execution_id), self._keys.log_end(execution_id))
+    def delete(self, run_id: str) -> None:
+        with backend_errors(f"deleting the log of run {run_id}"):
+            self._client.delete(self._keys.log(run_id), self._keys.log_end(run_id))
 
 
 class RedisLogSubscription:

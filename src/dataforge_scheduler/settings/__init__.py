@@ -130,6 +130,22 @@ class Settings(BaseSettings):
     """Largest request body the API accepts, in bytes."""
     sse_max_streams: int = 100
     """Most live-log streams the API serves at once."""
+    history_writer_in_worker: bool = True
+    """Run a history writer in every Celery worker's main process (turn off when you run
+    `dataforge-scheduler history-writer` processes instead)."""
+    history_batch_size: int = 500
+    """Most outbox records a history writer applies in one transaction."""
+    history_block_seconds: float = Field(0.5, allow_inf_nan=False)
+    """Longest a history writer waits for a new record before it looks again."""
+    history_linger_seconds: float = Field(0.1, allow_inf_nan=False)
+    """How long a history writer gathers more records after a read that did not fill a
+    batch: a run shorter than this has its start and end written in one statement
+    (0 writes each read at once)."""
+    history_claim_after_seconds: int = 30
+    """Records another writer read and left unacknowledged this long (it died) are
+    claimed and applied."""
+    history_retry_max_seconds: float = Field(30.0, allow_inf_nan=False)
+    """Longest pause between a history writer's attempts while the database is down."""
 
     # ------------------------------------------------------------ validators
 

@@ -71,8 +71,16 @@ _POSITIVE = (
     "catch_up_max_runs",
     "api_max_body_bytes",
     "sse_max_streams",
+    "history_batch_size",
+    "history_block_seconds",
+    "history_claim_after_seconds",
+    "history_retry_max_seconds",
 )
-_NON_NEGATIVE = ("celery_task_default_max_retries", "celery_worker_prefetch_multiplier")
+_NON_NEGATIVE = (
+    "celery_task_default_max_retries",
+    "celery_worker_prefetch_multiplier",
+    "history_linger_seconds",
+)
 
 KeyList = Annotated[list[str], NoDecode]
 

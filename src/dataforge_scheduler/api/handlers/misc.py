@@ -14,12 +14,14 @@ from dataforge_scheduler.api.schemas.misc import (
     AuditPage,
     AuditQuery,
     Health,
+    OutboxHealth,
     PreviewRequest,
     PreviewResponse,
     RegisteredTasks,
 )
 from dataforge_scheduler.core.timing import refuse_past_run_at
 from dataforge_scheduler.core.triggers import fire_times, trigger_for, validate_timezone
+from dataforge_scheduler.errors import DataForgeError
 from dataforge_scheduler.sql.store import Session, list_audit
 
 __all__ = ["health", "list_audit_entries", "preview_schedule", "registered_tasks"]
@@ -78,12 +80,32 @@ def _public(backend: str, state: str | None) -> str:
     return "unreachable"
 
 
+#: An outbox whose oldest record is older than this has no writer keeping up with it.
+OUTBOX_WARN_SECONDS = 60.0
+
+
+def _outbox(ctx: Context) -> OutboxHealth | None:
+    try:
+        stats = ctx.runtime.backend.journal.stats()
+    except DataForgeError as exc:
+        logger.warning("health: cannot read the history outbox: %s", exc)
+        return None
+    age = stats.oldest_age_seconds
+    warning = None
+    if age is not None and age >= OUTBOX_WARN_SECONDS:
+        warning = f"the oldest run-history record waits {age:.0f} s for a history writer"
+    return OutboxHealth(waiting=stats.length, oldest_age_seconds=age, warning=warning)
+
+
 async def health(ctx: Context) -> Response:
     report = await ctx.offload(ctx.runtime.check)
     database = _public("the database", report.get("database"))
     redis = _public("Redis", report.get("redis"))
     healthy = database == "ok" and redis.startswith("ok")
-    body = Health(status="ok" if healthy else "degraded", database=database, redis=redis)
+    outbox = await ctx.offload(_outbox, ctx) if redis.startswith("ok") else None
+    body = Health(
+        status="ok" if healthy else "degraded", database=database, redis=redis, outbox=outbox
+    )
     return json_response(body, status=200 if healthy else 503)
 
 

@@ -174,7 +174,7 @@ async def get_execution(ctx: Context) -> Response:
         log, count = stored, len(stored.splitlines())
     else:
         # still running (or finished without a stored log): the live lines are the log
-        lines = await ctx.offload(ctx.runtime.logbus.read, execution_id)
+        lines = await ctx.offload(ctx.runtime.logbus.read, row.celery_task_id)
         if lines:
             log, count = "\n".join(line.text for line in lines), len(lines)
         else:

@@ -15,6 +15,7 @@ __all__ = [
     "AuditPage",
     "AuditQuery",
     "Health",
+    "OutboxHealth",
     "PreviewRequest",
     "PreviewResponse",
     "RegisteredParam",
@@ -68,12 +69,22 @@ class PreviewResponse(BaseModel):
     next_run_at: datetime | None
 
 
+class OutboxHealth(BaseModel):
+    """The run-history outbox: records waiting for a history writer (a warning, never a
+    failure: history waits there safely while the database is away)."""
+
+    waiting: int
+    oldest_age_seconds: float | None
+    warning: str | None = None
+
+
 class Health(BaseModel):
-    """Reachability of the database and Redis."""
+    """Reachability of the database and Redis, and how far the history writers are behind."""
 
     status: Literal["ok", "degraded"]
     database: str
     redis: str
+    outbox: OutboxHealth | None = None
 
 
 class AuditOut(BaseModel):

@@ -2,10 +2,11 @@
 
 One module per subject: ``schedules`` (create, read, list, update, pause, resume,
 delete), ``claims`` (what a beat pass runs), ``runs`` (a run starts, retries and
-finishes), ``executions`` (reading runs back, manual runs, sends), ``maintenance``
-(the reaper's and retention's statements), ``audit`` (the API's trail) and ``admin``
-(ping, schema check, test databases). ``fields`` holds the rules of a schedule's fields
-and ``common`` the transaction and its error boundary. The only SQL outside this package
+finishes), ``history`` (outbox records applied in batches), ``executions`` (reading runs
+back, manual runs, sends), ``maintenance`` (the reaper's and retention's statements),
+``audit`` (the API's trail) and ``admin`` (ping, schema check, test databases).
+``fields`` holds the rules of a schedule's fields and ``common`` the transaction and its
+error boundary. The only SQL outside this package
 is the schema itself: the tables' DDL (``sql.models``: ``create_all``), the Alembic
 revisions (``migrations``) and the SQLite connection pragmas (``sql.engine``).
 
@@ -45,6 +46,7 @@ from dataforge_scheduler.sql.store.executions import (
     mark_sent,
 )
 from dataforge_scheduler.sql.store.fields import SCHEDULE_FIELDS, TRIGGER_FIELDS
+from dataforge_scheduler.sql.store.history import HistoryApplied, apply_history
 from dataforge_scheduler.sql.store.runs import (
     DEFAULT_RESULT_MAX_BYTES,
     RunFinished,
@@ -71,11 +73,13 @@ __all__ = [
     "TRIGGER_FIELDS",
     "ClaimFilter",
     "Engine",
+    "HistoryApplied",
     "Page",
     "RunFinished",
     "RunStarted",
     "Session",
     "SessionFactory",
+    "apply_history",
     "compute_next_run",
     "create_manual_run",
     "create_schedule",

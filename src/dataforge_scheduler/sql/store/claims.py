@@ -220,6 +220,7 @@ def select_unsent(
             s.queue,
             s.priority,
             s.expire_seconds,
+            s.overlap_policy,
         )
         .select_from(_executions.outerjoin(_schedules, s.id == e.scheduled_task_id))
         .where(
@@ -239,7 +240,12 @@ def select_unsent(
             row.id,
             row.celery_task_id,
             schedule=_Routing(
-                row.scheduled_task_id, row.name, row.queue, row.priority, row.expire_seconds
+                row.scheduled_task_id,
+                row.name,
+                row.queue,
+                row.priority,
+                row.expire_seconds,
+                row.overlap_policy,
             ),
             task_name=row.task_name,
             scheduled_for=row.scheduled_for,
@@ -275,6 +281,7 @@ class _Routing:
     queue: str | None
     priority: int | None
     expire_seconds: int | None
+    overlap_policy: str | None
 
 
 class _Routed(Protocol):
@@ -290,6 +297,8 @@ class _Routed(Protocol):
     def priority(self) -> int | None: ...
     @property
     def expire_seconds(self) -> int | None: ...
+    @property
+    def overlap_policy(self) -> str | None: ...
 
 
 def claimed_run(
@@ -318,6 +327,7 @@ def claimed_run(
         queue=None if schedule is None else schedule.queue,
         priority=None if schedule is None else schedule.priority,
         expire_seconds=None if schedule is None else schedule.expire_seconds,
+        overlap_policy=None if schedule is None else _policy(schedule.overlap_policy),
         trigger=trigger,
         claimed_at=claimed_at,
         resend=resend,
@@ -339,3 +349,7 @@ def count_active(session: Session) -> int:
         select(func.count()).select_from(_schedules).where(_schedules.c.status == TaskStatus.ACTIVE)
     )
     return int(session.scalar(query) or 0)
+
+
+def _policy(value: str | None) -> str | None:
+    return None if value is None else str(getattr(value, "value", value))

@@ -13,13 +13,11 @@ are re-exported so the faces can name the types without importing SQLAlchemy.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import datetime
 from typing import Any, Generic, TypeAlias, TypeVar
 
 from sqlalchemy import Engine, Select, func, select
@@ -28,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
+from dataforge_scheduler.core.jsonable import capped_json, clean_text, json_safe
 from dataforge_scheduler.core.timing import aware_utc
 from dataforge_scheduler.errors import (
     BackendUnavailable,
@@ -68,7 +67,6 @@ SessionFactory: TypeAlias = sessionmaker[Session]
 T = TypeVar("T")
 
 MAX_PAGE_SIZE = 200
-_MAX_JSON_DEPTH = 32
 _PG_UNIQUE_VIOLATION = "23505"
 _PG_UNDEFINED = frozenset({"42P01", "42703"})  # undefined table, undefined column
 _OUTAGES = (
@@ -186,47 +184,3 @@ def is_unique_violation(exc: sa_exc.IntegrityError) -> bool:
 def aware_now(now: datetime) -> datetime:
     """``now`` as aware UTC, by the one naive-datetime rule (``core.timing``)."""
     return aware_utc(now, field="now")
-
-
-def clean_text(value: str | None) -> str | None:
-    """Text PostgreSQL accepts: it refuses NUL characters in text and JSON strings."""
-    if value is None or "\x00" not in value:
-        return value
-    return value.replace("\x00", "\ufffd")
-
-
-def json_safe(value: Any, *, _depth: int = 0) -> Any:
-    """``value`` made storable as JSON: containers kept, date/times as ISO text, any other
-    non-JSON value (and non-finite floats, which JSONB refuses) as its ``repr``."""
-    if value is None or isinstance(value, bool | int):
-        return value
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    if _depth >= _MAX_JSON_DEPTH:
-        return clean_text(repr(value))
-    if isinstance(value, Mapping):
-        return {
-            clean_text(key if isinstance(key, str) else repr(key)): json_safe(
-                item, _depth=_depth + 1
-            )
-            for key, item in value.items()
-        }
-    if isinstance(value, list | tuple | set | frozenset):
-        return [json_safe(item, _depth=_depth + 1) for item in value]
-    return clean_text(repr(value))
-
-
-def capped_json(value: Any, *, max_bytes: int) -> Any:
-    """``json_safe(value)``, or ``{"truncated": True, "preview": ...}`` holding the first
-    ``max_bytes`` bytes of its JSON text when the whole would be larger."""
-    safe = json_safe(value)
-    if safe is None:
-        return None
-    encoded = json.dumps(safe, ensure_ascii=False).encode("utf-8")
-    if len(encoded) <= max_bytes:
-        return safe
-    return {"truncated": True, "preview": encoded[:max_bytes].decode("utf-8", "ignore")}

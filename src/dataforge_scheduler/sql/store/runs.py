@@ -39,7 +39,15 @@ from dataforge_scheduler.sql.store.common import (
     json_safe,
 )
 
-__all__ = ["DEFAULT_RESULT_MAX_BYTES", "RunFinished", "RunStarted", "finish_run", "start_run"]
+__all__ = [
+    "DEFAULT_RESULT_MAX_BYTES",
+    "RunFinished",
+    "RunStarted",
+    "counters",
+    "finish_run",
+    "outcome_statement",
+    "start_run",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +238,7 @@ def _finish_statement(dialect: str, *, with_log: bool, over_lost: bool) -> Any:
 
 
 @functools.cache
-def _outcome_statement(*, started: bool) -> Any:
+def outcome_statement(*, started: bool) -> Any:
     """The one UPDATE of a schedule's counters: increments (negative to undo a verdict)."""
     values: dict[str, Any] = {
         "last_status": _param("last_status", _SCHEDULES.last_status),
@@ -247,7 +255,7 @@ def _outcome_statement(*, started: bool) -> Any:
     return update(_SCHEDULES_TABLE).where(_SCHEDULES.id == schedule_id).values(values)
 
 
-def _counters(
+def counters(
     status: ExecutionStatus,
     *,
     started: bool,
@@ -280,7 +288,7 @@ def _record_outcome(
     execution_id, schedule_id, started_at, duration_ms = row
     if schedule_id is None:
         return
-    runs, successes, failures, runtime = _counters(
+    runs, successes, failures, runtime = counters(
         status,
         started=started_at is not None,
         duration_ms=duration_ms,
@@ -296,7 +304,7 @@ def _record_outcome(
         runtime=runtime,
         last_run_at=started_at,
     )
-    session.execute(_outcome_statement(started=started_at is not None), outcome)
+    session.execute(outcome_statement(started=started_at is not None), outcome)
 
 
 def finish_run(
