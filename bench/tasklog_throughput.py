@@ -26,6 +26,7 @@ from celery import Celery
 from dataforge_scheduler.celery.task import DataForgeTask
 from dataforge_scheduler.celery.tasklog import task_log
 from dataforge_scheduler.core.context import current_run
+from dataforge_scheduler.history import HistoryWriter
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.settings import Settings
@@ -57,7 +58,7 @@ def build_app(database_url: str, prefix: str, *, flush_lines: int) -> tuple[Cele
         for number in range(lines):
             task_log("line", number, "of the benchmark run")
         elapsed = time.perf_counter() - started
-        return {"seconds": elapsed, "execution_id": run.execution_id if run else None}
+        return {"seconds": elapsed, "run_id": run.celery_task_id if run else None}
 
     return app, runtime
 
@@ -67,12 +68,17 @@ def measure(database_url: str, prefix: str, *, lines: int, flush_lines: int) -> 
     try:
         app.tasks[TASK].apply(kwargs={"lines": 200})  # warm: connections, statement cache
         outcome = app.tasks[TASK].apply(kwargs={"lines": lines}).get()
-        execution_id = outcome["execution_id"]
-        if execution_id is None:
-            raise RuntimeError("the run has no execution row: was the database reachable?")
-        in_bus = runtime.logbus.length(execution_id)
+        run_id = outcome["run_id"]
+        if run_id is None:
+            raise RuntimeError("the task ran outside a DataForgeTask run")
+        writer = HistoryWriter(runtime)  # a worker's writer would apply the run's records
+        while writer.run_once():
+            pass
+        in_bus = runtime.logbus.length(run_id)
         with runtime.session() as session:
-            row = store.get_execution(session, execution_id)
+            row = store.get_execution_by_celery_id(session, run_id)
+            if row is None:
+                raise RuntimeError("the run has no execution row: was the database reachable?")
             stored = len((row.log_output or "").split("\n")) if row.log_output else 0
             status = row.status.value
     finally:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from dataforge_scheduler.core.clock import ManualClock
 from dataforge_scheduler.core.enums import ExecutionStatus
 from dataforge_scheduler.core.journal import (
     FinishRecord,
@@ -221,6 +222,55 @@ def test_what_a_run_knows_of_itself_expires_after_the_state_ttl(
         0.1,
         until=lambda: not journal.start(_start(), lock=None, state_ttl=60).duplicate,
     )
+
+
+@pytest.fixture
+def wait(backend: str, clock: ManualClock) -> Callable[[float], None]:
+    """Let ``seconds`` pass: the manual clock for memory, real time for Redis's TTLs."""
+
+    def wait(seconds: float) -> None:
+        if backend == "memory":
+            clock.advance(seconds)
+        else:
+            time.sleep(seconds)
+
+    return wait
+
+
+def test_a_done_run_keeps_its_state_for_the_done_ttl_only_once_applied(
+    journal: RunJournal, wait: Callable[[float], None], let_time_pass: TimePasser
+) -> None:
+    journal.start(_start(), lock=None, state_ttl=STATE_TTL)
+    _end(journal, _finish(), done_ttl=0.1)
+    wait(0.3)  # its records wait in the outbox: the state outlives the done ttl
+    assert journal.undrained(["c-1"]) == {"c-1"}
+    assert journal.start(_start(), lock=None, state_ttl=STATE_TTL).duplicate
+    assert len(_drain(journal)) == 2
+    let_time_pass(
+        0.1,
+        until=lambda: not journal.start(_start(), lock=None, state_ttl=STATE_TTL).duplicate,
+    )
+
+
+def test_without_a_done_ttl_a_done_run_keeps_its_state_for_the_state_ttl(
+    journal: RunJournal, wait: Callable[[float], None]
+) -> None:
+    journal.start(_start(), lock=None, state_ttl=STATE_TTL)
+    _end(journal, _finish())
+    _drain(journal)
+    wait(0.3)
+    assert journal.start(_start(), lock=None, state_ttl=STATE_TTL).duplicate
+
+
+def test_a_retrying_end_does_not_shorten_the_state(
+    journal: RunJournal, wait: Callable[[float], None]
+) -> None:
+    journal.start(_start(), lock=None, state_ttl=STATE_TTL)
+    _end(journal, _finish(status=ExecutionStatus.RETRYING, attempt=0), done_ttl=0.1)
+    _drain(journal)
+    wait(0.3)
+    # the state still waits for attempt 1: attempt 0 again is a duplicate
+    assert journal.start(_start(retries=0), lock=None, state_ttl=STATE_TTL).duplicate
 
 
 # ---------------------------------------------------------------- the lock

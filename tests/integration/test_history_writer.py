@@ -30,6 +30,7 @@ from dataforge_scheduler.core.clock import utcnow
 from dataforge_scheduler.core.enums import ExecutionStatus
 from dataforge_scheduler.core.journal import FinishRecord, StartRecord
 from dataforge_scheduler.history import HistoryWriter
+from dataforge_scheduler.redis import journal as redis_journal
 from dataforge_scheduler.redis.keys import Keys
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.runtime import Runtime
@@ -359,3 +360,34 @@ def test_a_record_the_database_refuses_is_set_aside_and_the_rest_applied(
     fields = {k.decode(): v.decode() for k, v in dead[0][1].items()}
     assert '"poison"' in fields["r"]
     assert "task_name" in fields["why"] or "too long" in fields["why"], fields["why"]
+
+
+def test_claiming_forgets_stopped_writers_that_hold_nothing(
+    runtime: Runtime, redis_client: redis.Redis, key_prefix: str, monkeypatch: Any
+) -> None:
+    schedule_id = _schedule(runtime)
+    _fill(runtime, schedule_id, runs=2)
+    journal = runtime.backend.journal
+    outbox = Keys(key_prefix).outbox()
+    journal.read("holder", count=1, block=0)  # a stopped writer that still holds a record
+    redis_client.xgroup_createconsumer(outbox, GROUP, "idle-and-empty")
+    monkeypatch.setattr(redis_journal, "FORGET_IDLE_SECONDS", 0.2)
+    wait_until(
+        lambda: (
+            journal.claim("survivor", idle=3600, count=10) == []
+            and "idle-and-empty" not in _pending_of(redis_client, key_prefix)
+            and "idle-and-empty" not in _consumers(redis_client, outbox)
+        ),
+        timeout=5,
+        message="the empty consumer to be forgotten",
+    )
+    # the one holding a record is kept: deleting it would make the record unclaimable
+    assert "holder" in _consumers(redis_client, outbox)
+    assert _pending_of(redis_client, key_prefix) == {"holder": 1}
+
+
+def _consumers(client: redis.Redis, outbox: str) -> set[str]:
+    return {
+        c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
+        for c in client.xinfo_consumers(outbox, GROUP)
+    }

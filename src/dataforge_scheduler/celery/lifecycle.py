@@ -44,7 +44,15 @@ from dataforge_scheduler.redis.keys import run_scope
 from dataforge_scheduler.runtime import Runtime, runtime_for
 from dataforge_scheduler.sql import store
 
-__all__ = ["begin", "end", "end_elsewhere", "requeued_on_loss", "scheduled_id", "state_ttl"]
+__all__ = [
+    "begin",
+    "done_ttl",
+    "end",
+    "end_elsewhere",
+    "requeued_on_loss",
+    "scheduled_id",
+    "state_ttl",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +62,16 @@ def state_ttl(runtime: Runtime) -> float:
     redeliver its message, so a duplicate is always recognised."""
     settings = runtime.settings
     return float(settings.celery_broker_visibility_timeout + settings.lost_run_grace_seconds)
+
+
+def done_ttl(runtime: Runtime, task: DataForgeTask) -> float | None:
+    """How long a finished run's state is kept once its history is applied: a task whose
+    message is acknowledged before it runs (Celery's default) cannot be delivered again
+    after it ended, so the grace suffices; one acknowledged late may be redelivered
+    (a worker lost before its acknowledgement), so it keeps the full ``state_ttl``."""
+    if task.acks_late:
+        return None
+    return float(runtime.settings.lost_run_grace_seconds)
 
 
 # ---------------------------------------------------------------- start
@@ -98,6 +116,7 @@ def begin(task: DataForgeTask, task_id: str, kwargs: dict[str, Any]) -> RunConte
         schedule_overlap_policy=policy,
     )
     run.state.started = record
+    run.state.done_ttl = done_ttl(runtime, task)
     lock = _lock_request(task, run) if task.wants_lock(run) else None
     if lock is not None:
         # noted before the attempt: a lost reply may have taken it (end() frees it)
@@ -191,6 +210,7 @@ def end(run: RunContext, state: str | None, retval: Any) -> None:
             log_ttl=settings.log_ttl_seconds,
             lock=lock_end,
             state_ttl=state_ttl(runtime),
+            done_ttl=run.state.done_ttl,
         )
     except BackendUnavailable as exc:
         _end_without_redis(run, record, text, exc)

@@ -85,6 +85,8 @@ class RunState:
     - ``error``/``traceback``: what ``task_failure``/``task_retry`` reported.
     - ``watchdog``: the thread renewing the lock, stopped when the run ends.
     - ``retry_logged``: ``retry()`` already wrote the "retrying" line to the log.
+    - ``done_ttl``: how long the run's own state outlives its applied history once it
+      ended (None: as long as the broker may redeliver its message).
     """
 
     started: StartRecord | None = None
@@ -99,6 +101,7 @@ class RunState:
     traceback: str | None = None
     watchdog: Background | None = None
     retry_logged: bool = False
+    done_ttl: float | None = None
     token: Token[RunContext | None] | None = None
 
 

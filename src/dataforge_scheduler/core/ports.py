@@ -288,7 +288,11 @@ class RunJournal(Protocol):
       change what a later attempt may do.
     - What a run knows of itself (its attempt, whether it ended, how many of its records
       are not yet applied) is kept ``state_ttl`` seconds after its last step, so a
-      duplicate delivery within that time is recognised.
+      duplicate delivery within that time is recognised. A final ``finish`` given
+      ``done_ttl`` keeps it only ``done_ttl`` seconds once every record of the run has
+      been acknowledged (never while one waits: ``undrained`` must stay true): a task
+      whose message was acknowledged before it ran cannot be delivered again once it
+      ended, so its state need not outlive the broker's redelivery window.
     - Records are read in the order they were appended. ``read`` gives a consumer new
       records (waiting up to ``block`` seconds for one); a record stays the consumer's,
       unacknowledged, until ``ack``. ``pending`` gives a consumer back its own
@@ -312,6 +316,7 @@ class RunJournal(Protocol):
         log_ttl: float,
         lock: LockEnd | None,
         state_ttl: float,
+        done_ttl: float | None = None,
     ) -> bool:
         """Returns whether the lock step acted (released or extended)."""
         ...

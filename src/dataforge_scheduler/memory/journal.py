@@ -35,6 +35,8 @@ from dataforge_scheduler.memory.logbus import MemoryLogBus
 
 __all__ = ["MemoryRunJournal"]
 
+_SWEEP_EVERY = 1000  # appends between sweeps of expired run states
+
 
 @dataclass
 class _RunState:
@@ -42,6 +44,7 @@ class _RunState:
     attempt: int
     undrained: int
     expires_at: datetime
+    keep: timedelta | None = None  # a done ttl, applied when nothing is left undrained
 
 
 @dataclass
@@ -63,6 +66,7 @@ class MemoryRunJournal:
         self._delivered: dict[str, _Delivery] = {}
         self._appended: dict[str, datetime] = {}
         self._ids = itertools.count(1)
+        self._sweeps = itertools.count(1)
         self.rejected: builtins.list[tuple[OutboxEntry, str]] = []
 
     # ------------------------------------------------------------ a run's steps
@@ -98,6 +102,7 @@ class MemoryRunJournal:
         log_ttl: float,
         lock: LockEnd | None,
         state_ttl: float,
+        done_ttl: float | None = None,
     ) -> bool:
         run = record.celery_task_id
         with self._changed:
@@ -112,6 +117,8 @@ class MemoryRunJournal:
             if record.attempt is None or state.attempt == record.attempt:
                 if record.final:
                     state.state = "done"
+                    if done_ttl is not None:
+                        state.keep = _ttl(done_ttl)
                 elif record.status.value == "retrying" and record.attempt is not None:
                     state.state, state.attempt = "retrying", record.attempt + 1
             state.expires_at = now + _ttl(state_ttl)
@@ -136,7 +143,15 @@ class MemoryRunJournal:
         self._entries[entry_id] = OutboxEntry(entry_id=entry_id, record=record)
         self._appended[entry_id] = self._clock.now()
         self._runs[record.celery_task_id].undrained += 1
+        if next(self._sweeps) % _SWEEP_EVERY == 0:
+            self._forget_expired()
         self._changed.notify_all()
+
+    def _forget_expired(self) -> None:
+        """Drop every run state past its TTL (a long-lived process must not grow)."""
+        now = self._clock.now()
+        for run in [run for run, state in self._runs.items() if state.expires_at <= now]:
+            del self._runs[run]
 
     # ------------------------------------------------------------ the writers' side
 
@@ -182,9 +197,11 @@ class MemoryRunJournal:
                     continue
                 self._delivered.pop(entry.entry_id, None)
                 self._appended.pop(entry.entry_id, None)
-                state = self._runs.get(entry.record.celery_task_id)
+                state = self._live(entry.record.celery_task_id, self._clock.now())
                 if state is not None:
                     state.undrained = max(0, state.undrained - 1)
+                    if state.undrained == 0 and state.keep is not None:
+                        state.expires_at = self._clock.now() + state.keep
 
     def reject(self, entry: OutboxEntry, reason: str) -> None:
         with self._changed:

@@ -39,7 +39,7 @@ from dataforge_scheduler.redis.keys import Keys
 from dataforge_scheduler.redis.locks import LOCK_FUNCTIONS, acquire_args, lock_outcome
 from dataforge_scheduler.redis.logbus import LOG_FUNCTIONS
 
-__all__ = ["GROUP", "RedisRunJournal"]
+__all__ = ["FORGET_IDLE_SECONDS", "GROUP", "RedisRunJournal"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +75,15 @@ return {1}
 
 # KEYS: run state, outbox, log list, log end[, lock]; ARGV: live channel, attempt ('' for
 # any), final ('1'/'0'), status, log ttl ms, state ttl ms, record, lock action, lock
-# token or task id, lock ttl ms, then the log lines. Returns 1 when the lock step acted.
+# token or task id, lock ttl ms, done ttl ms ('0': none), then the log lines. Returns 1
+# when the lock step acted. A final end with a done ttl notes it (``keep_ms``) for the
+# acknowledgement that applies the run's last record.
 _FINISH = (
     LOCK_FUNCTIONS
     + LOG_FUNCTIONS
     + """
 local lines = {}
-for i = 11, #ARGV do lines[#lines + 1] = ARGV[i] end
+for i = 12, #ARGV do lines[#lines + 1] = ARGV[i] end
 if #lines > 0 then append_lines(KEYS[3], ARGV[1], lines) end
 if ARGV[3] == '1' then end_log(KEYS[3], KEYS[4], ARGV[1], ARGV[4], ARGV[5]) end
 local acted = 0
@@ -95,6 +97,7 @@ local mine = ARGV[2] == '' or not state[2] or tonumber(state[2]) == tonumber(ARG
 if mine then
   if ARGV[3] == '1' then
     redis.call('HSET', KEYS[1], 'state', 'done')
+    if ARGV[11] ~= '0' then redis.call('HSET', KEYS[1], 'keep_ms', ARGV[11]) end
   elseif ARGV[4] == 'retrying' then
     redis.call('HSET', KEYS[1], 'state', 'retrying', 'attempt', tonumber(ARGV[2]) + 1)
   end
@@ -108,15 +111,19 @@ return 0
 )
 
 # KEYS: outbox, then one run state key per entry; ARGV: group, then the entry ids.
-# Acknowledges, deletes and counts down each entry still pending; returns how many.
+# Acknowledges, deletes and counts down each entry still pending; a run left with none
+# that noted a done ttl keeps its state only that long. Returns how many.
 _ACK = """
 local done = 0
 for i = 2, #ARGV do
   if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
     redis.call('XDEL', KEYS[1], ARGV[i])
     if KEYS[i] ~= '' and redis.call('EXISTS', KEYS[i]) == 1 then
-      if redis.call('HINCRBY', KEYS[i], 'undrained', -1) < 0 then
-        redis.call('HSET', KEYS[i], 'undrained', 0)
+      local left = redis.call('HINCRBY', KEYS[i], 'undrained', -1)
+      if left <= 0 then
+        if left < 0 then redis.call('HSET', KEYS[i], 'undrained', 0) end
+        local keep = redis.call('HGET', KEYS[i], 'keep_ms')
+        if keep then redis.call('PEXPIRE', KEYS[i], keep) end
       end
     end
     done = done + 1
@@ -124,6 +131,31 @@ for i = 2, #ARGV do
 end
 return done
 """
+
+
+# KEYS: outbox; ARGV: group, idle ms, the caller's consumer name. Deletes every other
+# consumer that holds no record and has been idle that long (a writer that stopped: each
+# process reads under a name of its own, so names pile up over restarts). Atomic, so no
+# record can be handed to a consumer between the check and its deletion; a live writer
+# deleted this way is simply made again by its next read. Returns how many it deleted.
+_FORGET = """
+local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if not ok then return 0 end
+local removed = 0
+for _, consumer in ipairs(consumers) do
+  local fields = {}
+  for j = 1, #consumer, 2 do fields[consumer[j]] = consumer[j + 1] end
+  if fields['name'] ~= ARGV[3] and tonumber(fields['pending']) == 0
+      and tonumber(fields['idle']) >= tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], fields['name'])
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
+#: A consumer that held nothing for this long is forgotten (see ``_FORGET``).
+FORGET_IDLE_SECONDS = 3600.0
 
 
 class RedisRunJournal:
@@ -136,6 +168,7 @@ class RedisRunJournal:
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
         self._ack = client.register_script(_ACK)
+        self._forget = client.register_script(_FORGET)
         self._group_ready = False
 
     # ------------------------------------------------------------ a run's steps
@@ -172,6 +205,7 @@ class RedisRunJournal:
         log_ttl: float,
         lock: LockEnd | None,
         state_ttl: float,
+        done_ttl: float | None = None,
     ) -> bool:
         run = record.celery_task_id
         keys = [
@@ -191,6 +225,7 @@ class RedisRunJournal:
             "",
             "",
             1,
+            0 if done_ttl is None else ttl_milliseconds(done_ttl),
         ]
         if lock is not None:
             keys.append(self._keys.lock(lock.scope))
@@ -226,6 +261,15 @@ class RedisRunJournal:
         claimed = self._entries(entries)
         if claimed:
             logger.warning("claimed %d history record(s) a stopped writer left", len(claimed))
+        with backend_errors("forgetting stopped writers"):
+            forgotten = int(
+                self._forget(
+                    keys=[self._keys.outbox()],
+                    args=[GROUP, int(FORGET_IDLE_SECONDS * 1000), consumer],
+                )
+            )
+        if forgotten:
+            logger.info("forgot %d stopped history writer(s) that held no record", forgotten)
         return claimed
 
     def ack(self, entries: Sequence[OutboxEntry]) -> None:
