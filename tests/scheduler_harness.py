@@ -89,6 +89,10 @@ class Harness:
         with self.runtime.session() as session:
             return store.get_schedule(session, schedule_id)
 
+    def schedule_by_name(self, name: str) -> ScheduledTask:
+        with self.runtime.session() as session:
+            return store.get_schedule_by_name(session, name)
+
     def executions(self, schedule_id: int | None = None) -> list[TaskExecution]:
         query = sa.select(TaskExecution).order_by(TaskExecution.scheduled_for, TaskExecution.id)
         if schedule_id is not None:

@@ -177,11 +177,15 @@ def test_disconnect_closes_the_subscription(base_url: str, app: ApiApp, runtime:
     runtime.logbus.append(celery_id(runtime, execution_id), ["x"])
     client, stream = _stream(base_url, execution_id)
     with client, stream as response:
-        for event in sse_events(response):
+        # held, not dropped: a generator left behind by ``break`` is closed at once, which
+        # closes the response and disconnects before the assertions below
+        events = sse_events(response)
+        for event in events:
             if isinstance(event, Event):
                 break
         assert _subscribers(runtime, execution_id) == 1
         assert app.state.sse_streams == 1
+        events.close()
 
     wait_until(lambda: _subscribers(runtime, execution_id) == 0, timeout=5, message="unsubscribe")
     wait_until(lambda: app.state.sse_streams == 0, timeout=5, message="stream slot freed")

@@ -270,3 +270,41 @@ def test_a_beat_killed_between_claim_and_send_loses_no_slot(b: Beats, pg: Any) -
     assert execution.sent_at is not None
     assert execution.scheduled_for == claimed.scheduled_for
     assert datetime.now(UTC) - execution.sent_at < timedelta(seconds=30)
+
+
+def test_a_raw_sql_change_wakes_an_idle_beat_through_the_database_trigger(
+    b: Beats, pg: Any
+) -> None:
+    """With nothing due for an hour and a 60 s sync interval, beat sleeps a minute; a
+    raw ``UPDATE ... next_run_at = now()`` (no Redis notice: nobody published one) is
+    announced by the table's trigger, and the beat sends the slot at once."""
+    schedule_id = _create(pg, name="far-away", task_type="interval", interval_seconds=3600)
+    beat = CeleryProcess(
+        "beat",
+        APP,
+        env={**b.env, "DATAFORGE_CELERY_BEAT_SYNC_EVERY": "60"},
+        log_path=b.logs / f"listen-{uuid.uuid4().hex[:6]}.log",
+        args=["-S", SCHEDULER, "--max-interval", "60", "--loglevel", "DEBUG"],
+    )
+    b.started.append(beat)
+    beat.start().wait_ready()
+    # its first pass planned the row an hour ahead; now it waits the whole minute
+    beat.wait_for_output(r"next run at \S+ \S+; waiting (5\d|60)\.\d\d s", timeout=30)
+    assert _slots(b.received(), schedule_id) == []
+
+    _sql(pg, "UPDATE scheduled_tasks SET next_run_at = now() WHERE id = :id", id=schedule_id)
+    changed = utcnow()
+    wait_until(
+        lambda: _slots(b.received(), schedule_id),
+        timeout=15,  # far below the minute it would otherwise sleep
+        message="the slot the raw UPDATE made due",
+    )
+    # sent_at is recorded just after the send
+    sent_rows = wait_until(
+        lambda: [e for e in _executions(pg, schedule_id) if e.sent_at is not None],
+        timeout=5,
+        message="the slot's sent_at",
+    )
+    (sent,) = sent_rows
+    print(f"raw UPDATE to sent: {(sent.sent_at - changed).total_seconds():.3f} s")
+    assert "woken by a schedule-change notice" in beat.output()

@@ -8,6 +8,7 @@ clock moves, ``run_pass()`` runs, and the test reads what was sent and stored
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -23,8 +24,10 @@ from dataforge_scheduler.testing import RecordingDispatcher
 
 
 @pytest.fixture
-def h(engine: Any) -> Harness:
-    return Harness(engine)
+def h(engine: Any) -> Iterator[Harness]:
+    harness = Harness(engine)
+    yield harness
+    harness.scheduler.close()  # a tick() may have opened the database listener
 
 
 def test_an_interval_slot_is_sent_once_with_kwargs_headers_and_options(h: Harness) -> None:
@@ -159,6 +162,41 @@ def test_an_unregistered_task_is_recorded_failed_logged_once_and_never_sent(
     errors = [r for r in caplog.records if "t.missing" in r.getMessage()]
     assert len(errors) == 1
     assert "not registered" in errors[0].getMessage()
+
+
+def test_kwargs_that_fail_the_registered_params_are_recorded_failed_not_sent(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h.runtime.registry.register(
+        RECORD, name="Record", params=[{"name": "days", "type": "int", "required": True}]
+    )
+    good = h.create(task_type="interval", interval_seconds=10, handler_kwargs={"days": "3"})
+    bad = h.create(task_type="interval", interval_seconds=10, handler_kwargs={"days": 1})
+    # raw SQL, as the API would refuse it: an unknown key and no "days"
+    h.sql(
+        "UPDATE scheduled_tasks SET handler_kwargs = :kwargs WHERE id = :id",
+        kwargs='{"bogus": 1}',
+        id=bad,
+    )
+    with caplog.at_level(logging.ERROR, logger="dataforge_scheduler"):
+        h.at(T0 + seconds(10))
+        h.at(T0 + seconds(20))
+        h.at(T0 + seconds(30))
+    sent = [m for m in h.dispatcher.sent if m.kwargs["scheduled_task_id"] == bad]
+    assert sent == []
+    runs = h.executions(bad)
+    assert runs
+    assert {e.status for e in runs} == {ExecutionStatus.FAILED}
+    assert "handler_kwargs do not match the task's params" in (runs[0].error or "")
+    assert "days" in (runs[0].error or "")
+    assert "bogus" in (runs[0].error or "")
+    assert h.schedule(bad).last_status is ExecutionStatus.FAILED
+    reports = [r for r in caplog.records if "do not match the params" in r.getMessage()]
+    assert len(reports) == 1  # once, not at every slot
+    # the valid row is sent with its kwargs coerced by the params, as the API would
+    coerced = [m.kwargs for m in h.dispatcher.sent if m.kwargs["scheduled_task_id"] == good]
+    assert coerced
+    assert coerced[0]["days"] == 3
 
 
 def test_a_row_that_can_never_fire_is_disabled_with_an_error(

@@ -133,6 +133,54 @@ def test_close_from_a_signal_handler_mid_wait_lets_system_exit_through() -> None
     assert listener.closed is True
 
 
+class _Polled:
+    """A listener that records how it was waited on and answers from a list."""
+
+    def __init__(self, answers: list[bool]) -> None:
+        self.answers = answers
+        self.waits: list[float] = []
+        self.closed = False
+
+    def wait(self, timeout: float) -> bool:
+        self.waits.append(timeout)
+        return self.answers.pop(0) if self.answers else False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_two_sources_the_first_is_polled_between_short_waits_on_the_last() -> None:
+    database, redis = _Polled([False, False, True]), _Polled([])
+    waiter = NoticeWaiter([lambda: database, lambda: redis], poll_seconds=0.01)
+    assert waiter.wait(5.0) is True
+    assert database.waits == [0.0, 0.0, 0.0]  # never blocks on the polled source
+    assert redis.waits == [0.01, 0.01]  # short waits, so the polled one is seen soon
+
+
+def test_a_source_without_notices_is_not_asked_again_and_the_other_blocks_alone() -> None:
+    asked: list[int] = []
+
+    def no_notices() -> None:
+        asked.append(1)
+
+    redis = _Polled([False, True])
+    waiter = NoticeWaiter([no_notices, lambda: redis], slice_seconds=0.05)
+    assert waiter.wait(5.0) is True
+    assert asked == [1]
+    assert redis.waits == [0.05, 0.05]  # alone, it waits whole slices
+
+
+def test_a_failing_source_is_dropped_and_the_other_still_wakes_the_wait() -> None:
+    class Broken(_Polled):
+        def wait(self, timeout: float) -> bool:
+            raise OSError("connection lost")
+
+    broken, redis = Broken([]), _Polled([False, True])
+    waiter = NoticeWaiter([lambda: broken, lambda: redis], slice_seconds=0.05)
+    assert waiter.wait(5.0) is True
+    assert broken.closed is True
+
+
 def _tick_in_thread(scheduler: DatabaseScheduler) -> tuple[threading.Thread, list[float]]:
     returned: list[float] = []
     thread = threading.Thread(target=lambda: returned.append(scheduler.tick()), daemon=True)

@@ -21,6 +21,7 @@ misfire policies in ``core.timing``, the sending in ``celery.sending``, the wait
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from datetime import datetime, timedelta
@@ -38,7 +39,7 @@ from dataforge_scheduler.core.ports import Dispatcher
 from dataforge_scheduler.core.slots import Advance, ClaimedSlot, PassResult, RowPlan
 from dataforge_scheduler.core.timing import aware_utc, first_run_advance, misfire_grace, plan_row
 from dataforge_scheduler.core.triggers import Trigger, trigger_for
-from dataforge_scheduler.errors import ConfigurationError, DataForgeError
+from dataforge_scheduler.errors import ConfigurationError, DataForgeError, InvalidParams
 from dataforge_scheduler.runtime import Runtime, runtime_for
 from dataforge_scheduler.settings import Settings
 from dataforge_scheduler.sql import store
@@ -102,7 +103,12 @@ class DatabaseScheduler(Scheduler):
         self._runtime = runtime
         self._clock = clock
         self._dispatcher = dispatcher
-        self._waiter = NoticeWaiter(lambda: self.runtime.notices.listen())
+        self._waiter = NoticeWaiter(
+            [
+                lambda: store.listen_for_changes(self.runtime.engine),
+                lambda: self.runtime.notices.listen(),
+            ]
+        )
         self._reported: set[tuple[int, str]] = set()
         self._next_sweep: datetime | None = None
         super().__init__(app, lazy=lazy, **kwargs)
@@ -303,6 +309,9 @@ class DatabaseScheduler(Scheduler):
         registered = self.is_registered(row.task_name)
         if not registered:
             self._report_unregistered(row)
+        check = None
+        if registered and row.task_name in self.runtime.registry:
+            check = functools.partial(self._check_kwargs, row)
         return plan_row(
             row,
             trigger,
@@ -312,7 +321,27 @@ class DatabaseScheduler(Scheduler):
             max_slots=self.max_slots_per_schedule,
             new_task_id=lambda: str(uuid.uuid4()),
             unregistered_error=None if registered else self._unregistered_error(row),
+            check_kwargs=check,
         )
+
+    def _check_kwargs(self, row: ScheduledTask, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The kwargs a slot of ``row`` sends: checked against the task's registered
+        params and coerced, as the API does; ``InvalidParams`` (reported once)."""
+        try:
+            return self.runtime.registry.validate_kwargs(row.task_name, kwargs)
+        except InvalidParams as exc:
+            key = (row.id, f"params:{exc}")
+            if key not in self._reported:
+                self._reported.add(key)
+                logger.error(
+                    "schedule %s (id %s): handler_kwargs do not match the params of %r: %s; "
+                    "its slots are recorded as failed runs and not sent until they are fixed",
+                    row.name,
+                    row.id,
+                    row.task_name,
+                    exc,
+                )
+            raise
 
     def _trigger(self, row: ScheduledTask, now: datetime) -> Trigger | Advance:
         try:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from dataforge_scheduler.core.enums import ExecutionStatus, MisfirePolicy, TaskStatus, TaskType
 from dataforge_scheduler.core.slots import Advance, NewSlot, PlannableRow, RowPlan
-from dataforge_scheduler.errors import InvalidSchedule
+from dataforge_scheduler.errors import InvalidParams, InvalidSchedule
 
 if TYPE_CHECKING:
     from dataforge_scheduler.core.triggers import Trigger
@@ -266,11 +266,20 @@ def plan_row(
     max_slots: int,
     new_task_id: Callable[[], str],
     unregistered_error: str | None = None,
+    check_kwargs: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> RowPlan:
     """Plan one due row. With ``unregistered_error`` its slots are recorded as failed
-    runs carrying that error instead of ``pending`` ones to send. ``InvalidSchedule``
-    when the row can never be sent (``handler_kwargs`` not a JSON object: raw SQL)."""
+    runs carrying that error instead of ``pending`` ones to send. ``check_kwargs`` (the
+    task's registered params) returns the kwargs to send, coerced, or raises
+    ``InvalidParams``: the slots are then recorded as failed runs naming the bad field.
+    ``InvalidSchedule`` when the row can never be sent (``handler_kwargs`` not a JSON
+    object: raw SQL)."""
     stored = _stored_kwargs(row)
+    if check_kwargs is not None and unregistered_error is None:
+        try:
+            stored = check_kwargs(stored)
+        except InvalidParams as exc:
+            unregistered_error = f"handler_kwargs do not match the task's params: {exc}"
     due = stored_utc(row.next_run_at) if row.next_run_at is not None else now
     if _outside_window(row, due):
         # next_run_at was written outside start_at/end_at (raw SQL): never fire it

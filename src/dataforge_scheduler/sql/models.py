@@ -44,6 +44,7 @@ from dataforge_scheduler.core.enums import (
 from dataforge_scheduler.sql.types import JSONType, StrEnumType, UTCDateTime
 
 __all__ = [
+    "CHANGES_CHANNEL",
     "NAMING_CONVENTION",
     "UNINITIALISED_PREDICATE",
     "UNSENT_PREDICATE",
@@ -125,6 +126,15 @@ class ScheduledTask(Base):
         _one_of("last_status", ExecutionStatus),
         CheckConstraint(
             "interval_seconds IS NULL OR interval_seconds > 0", name="interval_positive"
+        ),
+        # the store's ranges (sql.store.fields), so raw SQL cannot store what the API refuses
+        CheckConstraint(
+            "misfire_grace_seconds IS NULL OR misfire_grace_seconds >= 0",
+            name="misfire_grace_non_negative",
+        ),
+        CheckConstraint("expire_seconds IS NULL OR expire_seconds > 0", name="expire_positive"),
+        CheckConstraint(
+            "priority IS NULL OR (priority >= 0 AND priority <= 255)", name="priority_range"
         ),
         Index("ix_scheduled_tasks_due", "status", "next_run_at"),
         Index("ix_scheduled_tasks_task_name", "task_name"),
@@ -275,11 +285,53 @@ class AuditEntry(Base):
         )
 
 
+#: The PostgreSQL channel a change to ``scheduled_tasks`` is announced on (``NOTIFY``),
+#: whoever made it: the API, a host's own code, or raw SQL. Every beat ``LISTEN``s.
+CHANGES_CHANNEL = "dataforge_schedules_changed"
+
+# One notice per transaction at most (PostgreSQL folds identical notices), and none for
+# the updates that do not change when a schedule fires (its counters after each run).
+# Like the migrations, the function and trigger are written out: ``create_all`` and
+# ``init-db`` install them on PostgreSQL (idempotently), the Alembic revision that
+# introduced them does the same, and ``drop_all`` removes them with the table.
+CHANGES_TRIGGER_DDL = (
+    f"""
+CREATE OR REPLACE FUNCTION dataforge_schedules_changed() RETURNS trigger AS $$
+BEGIN
+  PERFORM pg_notify('{CHANGES_CHANNEL}', '');
+  RETURN NULL;
+END
+$$ LANGUAGE plpgsql
+""",
+    "DROP TRIGGER IF EXISTS scheduled_tasks_changed ON scheduled_tasks",
+    """
+CREATE TRIGGER scheduled_tasks_changed
+AFTER INSERT OR DELETE OR UPDATE OF task_type, task_name, cron_expression, interval_seconds,
+  run_at, timezone, handler_kwargs, status, queue, priority, expire_seconds, start_at,
+  end_at, misfire_policy, misfire_grace_seconds, overlap_policy, next_run_at
+ON scheduled_tasks FOR EACH ROW EXECUTE FUNCTION dataforge_schedules_changed()
+""",
+)
+DROP_CHANGES_FUNCTION_DDL = "DROP FUNCTION IF EXISTS dataforge_schedules_changed()"
+
+
 def create_all(engine: Engine) -> None:
-    """Create the tables and indexes that do not exist yet (safe to call again)."""
+    """Create the tables and indexes that do not exist yet, and (PostgreSQL) the trigger
+    that announces schedule changes (safe to call again)."""
     metadata.create_all(engine, checkfirst=True)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            # concurrent CREATE OR REPLACE FUNCTION fails ("tuple concurrently updated")
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": CHANGES_CHANNEL}
+            )
+            for statement in CHANGES_TRIGGER_DDL:
+                connection.execute(text(statement))
 
 
 def drop_all(engine: Engine) -> None:
-    """Drop the library's tables (those that exist)."""
+    """Drop the library's tables (those that exist), and the change trigger's function."""
     metadata.drop_all(engine, checkfirst=True)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            connection.execute(text(DROP_CHANGES_FUNCTION_DDL))

@@ -47,6 +47,7 @@ from dataforge_scheduler.sql.store.executions import (
 )
 from dataforge_scheduler.sql.store.fields import SCHEDULE_FIELDS, TRIGGER_FIELDS
 from dataforge_scheduler.sql.store.history import HistoryApplied, apply_history
+from dataforge_scheduler.sql.store.notices import DatabaseChangeListener, listen_for_changes
 from dataforge_scheduler.sql.store.runs import (
     DEFAULT_RESULT_MAX_BYTES,
     RunFinished,
@@ -72,6 +73,7 @@ __all__ = [
     "SCHEDULE_FIELDS",
     "TRIGGER_FIELDS",
     "ClaimFilter",
+    "DatabaseChangeListener",
     "Engine",
     "HistoryApplied",
     "Page",
@@ -95,6 +97,7 @@ __all__ = [
     "list_audit",
     "list_executions",
     "list_schedules",
+    "listen_for_changes",
     "mark_sent",
     "missing_tables",
     "pause_schedule",
