@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from celery import Celery
 
 from dataforge_scheduler.celery.beat import DatabaseScheduler, PassResult
+from dataforge_scheduler.celery.task import DataForgeTask
 from dataforge_scheduler.core.clock import ManualClock
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.runtime import Runtime
@@ -61,7 +62,9 @@ class Harness:
             self.settings, engine=engine, clock=self.clock, registry=TaskRegistry()
         )
         self.app = Celery("scheduler-unit", set_as_current=False)
-        self.app.task(name=RECORD, shared=False)(_record)
+        # a DataForgeTask: its runs take the schedule's lock, so a backlog is planned
+        # not to race itself (the harness never runs it: the dispatcher records)
+        self.app.task(name=RECORD, shared=False, base=DataForgeTask)(_record)
         self.dispatcher = RecordingDispatcher()
         self._names = itertools.count(1)
         self.scheduler_cls = scheduler_cls

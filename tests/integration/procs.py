@@ -81,6 +81,7 @@ class CeleryProcess:
         env: Mapping[str, str],
         log_path: Path,
         args: list[str] | None = None,
+        prefix: list[str] | None = None,
     ) -> None:
         if kind not in {"worker", "beat"}:
             raise ValueError(f"kind must be worker or beat, not {kind!r}")
@@ -89,10 +90,21 @@ class CeleryProcess:
         self.env = dict(env)
         self.log_path = log_path
         self.args = list(args or [])
+        self.prefix = list(prefix or [])  # a wrapper command, e.g. faketime
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
-        base = [sys.executable, "-m", "celery", "-A", self.app, self.kind, "--loglevel", "INFO"]
+        base = [
+            *self.prefix,
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            self.app,
+            self.kind,
+            "--loglevel",
+            "INFO",
+        ]
         if self.kind == "worker":
             base += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
         return base + self.args

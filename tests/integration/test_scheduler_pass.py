@@ -75,11 +75,85 @@ def test_a_one_second_interval_fires_every_slot_on_its_grid(h: Harness) -> None:
     assert len({s.task_id for s in h.dispatcher.sent}) == 10
 
 
-def test_slots_missed_within_the_grace_period_all_run_in_one_pass(h: Harness) -> None:
+def _by_status(h: Harness, sid: int) -> dict[ExecutionStatus, list[Any]]:
+    rows: dict[ExecutionStatus, list[Any]] = {}
+    for row in h.executions(sid):
+        rows.setdefault(row.status, []).append(row.scheduled_for)
+    return rows
+
+
+def test_a_backlog_within_the_grace_runs_its_newest_slot_and_records_the_rest_missed(
+    h: Harness,
+) -> None:
+    """Five one-second slots due in one pass (a beat busy or away for 5 s): sent together
+    they would race for the schedule's lock, and four would end ``skipped``. Under
+    ``run_once`` the newest runs and the four others say why they did not."""
     sid = h.create(task_type="interval", interval_seconds=1)
     result = h.at(T0 + seconds(5.5))
-    assert [slot.scheduled_for for slot in result.sent] == [T0 + seconds(k) for k in range(1, 6)]
+    assert [slot.scheduled_for for slot in result.sent] == [T0 + seconds(5)]
+    rows = _by_status(h, sid)
+    assert rows == {
+        ExecutionStatus.PENDING: [T0 + seconds(5)],
+        ExecutionStatus.MISSED: [T0 + seconds(k) for k in range(1, 5)],
+    }
+    missed = [e for e in h.executions(sid) if e.status is ExecutionStatus.MISSED]
+    assert all("misfire policy run_once runs only the newest" in (e.error or "") for e in missed)
+    assert all(e.finished_at is not None and e.sent_at is None for e in missed)
     assert h.schedule(sid).next_run_at == T0 + seconds(6)
+    assert h.schedule(sid).run_count == 0  # a missed slot is no run
+
+
+def test_a_backlog_with_overlap_allow_sends_every_slot_at_once(h: Harness) -> None:
+    sid = h.create(task_type="interval", interval_seconds=1, overlap_policy="allow")
+    result = h.at(T0 + seconds(5.5))
+    assert [slot.scheduled_for for slot in result.sent] == [T0 + seconds(k) for k in range(1, 6)]
+    assert set(_by_status(h, sid)) == {ExecutionStatus.PENDING}
+
+
+def test_a_backlog_of_a_plain_celery_task_goes_at_once_it_takes_no_lock(h: Harness) -> None:
+    # not a DataForgeTask: no lock to race for, and no history to wait on
+    def plain(**kwargs: Any) -> None:
+        return None
+
+    h.app.task(name="plain.record", shared=False)(plain)
+    sid = h.create(task_type="interval", interval_seconds=1, task_name="plain.record")
+    result = h.at(T0 + seconds(5.5))
+    assert [slot.scheduled_for for slot in result.sent] == [T0 + seconds(k) for k in range(1, 6)]
+    assert set(_by_status(h, sid)) == {ExecutionStatus.PENDING}
+
+
+def test_a_catch_up_backlog_runs_one_slot_after_another_in_order(h: Harness) -> None:
+    """Three slots due in one pass under ``catch_up``: the oldest is sent, the others
+    wait unsent and go one at a time, each once the run before it has ended, with the
+    slots falling due meanwhile queued behind them: the schedule never has two runs in
+    flight, and runs in slot order."""
+    sid = h.create(task_type="interval", interval_seconds=1, misfire_policy="catch_up")
+    first = h.at(T0 + seconds(3.5))
+    assert [slot.scheduled_for for slot in first.sent] == [T0 + seconds(1)]
+    assert first.next_sweep_at is not None
+    order = [T0 + seconds(1)]
+
+    def finish(slot: Any) -> None:
+        with h.runtime.session() as session:
+            [run] = [e for e in h.executions(sid) if e.scheduled_for == slot]
+            store.finish_run(
+                session,
+                celery_task_id=run.celery_task_id,
+                status=ExecutionStatus.SUCCESS,
+                now=h.clock.now(),
+            )
+            session.commit()
+
+    # while slot 1 is in flight nothing else goes, however often the beat looks
+    assert h.at(T0 + seconds(5.1)).sent == ()
+    for step in range(6):
+        finish(order[-1])
+        sent = [slot.scheduled_for for slot in h.at(T0 + seconds(5.2 + 0.5 * step)).sent]
+        assert len(sent) == 1
+        order.append(sent[0])
+        assert h.at(T0 + seconds(5.4 + 0.5 * step)).sent == ()  # the run is in flight
+    assert order == [T0 + seconds(k) for k in range(1, 8)]
+    assert ExecutionStatus.MISSED not in _by_status(h, sid)
 
 
 class _SendsAnyTask(DatabaseScheduler):
@@ -280,22 +354,22 @@ def test_a_row_whose_planning_fails_is_retried_later_and_the_batch_still_goes_ou
     )
 
 
-def test_the_look_ups_that_do_not_follow_what_is_due_run_every_resend_after_seconds(
+def test_a_pass_with_nothing_due_is_one_statement_even_when_it_would_sweep(
     h: Harness,
 ) -> None:
-    # unsent slots, and rows without next_run_at (their index range holds every manual row)
+    # one probe tells whether anything is due, unsent or without next_run_at
     h.create(task_type="interval", interval_seconds=3600)
-    h.at(T0 + seconds(1))  # the first pass sweeps
+    h.at(T0 + seconds(1))
     statements, listener = _count_statements(h.runtime.engine)
     try:
         h.at(T0 + seconds(2))
         soon = len([s for s in statements if s == "SELECT"])
         statements.clear()
-        h.at(T0 + seconds(1 + h.scheduler.resend_after_seconds))
+        h.at(T0 + seconds(30 + h.scheduler.resend_after_seconds))
         later = len([s for s in statements if s == "SELECT"])
     finally:
         sa.event.remove(h.runtime.engine, "before_cursor_execute", listener)
-    assert (soon, later) == (2, 4)
+    assert (soon, later) == (1, 1)
 
 
 def test_a_pause_through_the_store_stops_dispatch_at_once(h: Harness) -> None:
@@ -345,17 +419,42 @@ def test_a_crash_between_claim_and_send_loses_no_slot(h: Harness) -> None:
     assert claimed.sent_at is None
     assert h.dispatcher.sent == []
 
-    assert h.at(T0 + seconds(65)).sent == ()  # too fresh: its scheduler may still send it
-    assert h.at(T0 + seconds(71)).sent == ()  # the next sweep is due 10 s after that one
-    result = h.at(T0 + seconds(75))
+    lease = h.scheduler.resend_after_seconds
+    early = h.at(T0 + seconds(60 + lease / 2))
+    assert early.sent == ()  # within the claim's lease: its scheduler may still send it
+    assert early.next_sweep_at == T0 + seconds(60 + lease)  # the surviving beat's wake-up
+    result = h.at(T0 + seconds(60 + lease))
     [sent] = h.dispatcher.sent
     assert sent.task_id == claimed.celery_task_id
     assert sent.headers["df_execution_id"] == claimed.id
     assert sent.headers["df_slot"] == (T0 + seconds(60)).isoformat()
     assert [slot.resend for slot in result.sent] == [True]
-    assert h.executions(sid)[0].sent_at == T0 + seconds(75)
+    assert h.executions(sid)[0].sent_at == T0 + seconds(60 + lease)
     h.at(T0 + seconds(100))
     assert len(h.dispatcher.sent) == 1
+
+
+def test_a_stranded_slot_a_newer_slot_overtook_is_recorded_missed_not_raced(
+    h: Harness,
+) -> None:
+    """A beat died after claiming slot 2 s; slot 3 s was claimed and sent meanwhile. Sent
+    now, slot 2 s would race slot 3 s for the lock (one ``skipped``): under ``run_once``
+    it is recorded ``missed`` naming the newer slot."""
+    sid = h.create(task_type="interval", interval_seconds=1)
+    h.at(T0 + seconds(1))
+    crashing = DatabaseScheduler(h.app, runtime=h.runtime, dispatcher=_CrashOnSend())
+    h.clock.set(T0 + seconds(2))
+    with pytest.raises(KeyboardInterrupt):
+        crashing.run_pass()
+    h.at(T0 + seconds(3))  # the survivor sends 3 s; 2 s is still within its lease
+    h.at(T0 + seconds(2 + h.scheduler.resend_after_seconds + 0.1))
+    rows = _by_status(h, sid)
+    assert rows[ExecutionStatus.MISSED] == [T0 + seconds(2)]
+    [stranded] = [e for e in h.executions(sid) if e.status is ExecutionStatus.MISSED]
+    assert (T0 + seconds(3)).isoformat() in (stranded.error or "")
+    assert [m.headers["df_slot"] for m in h.dispatcher.sent] == [
+        (T0 + seconds(k)).isoformat() for k in (1, 3)
+    ]
 
 
 def test_slots_the_broker_refused_are_sent_once_it_is_back(h: Harness) -> None:
@@ -407,8 +506,8 @@ def test_an_idle_pass_runs_the_same_few_statements_however_many_schedules(
         h.at(T0 + seconds(2))
     finally:
         sa.event.remove(h.runtime.engine, "before_cursor_execute", listener)
-    # due rows and the earliest next_run_at (fresh rows and unsent slots: not due yet)
-    assert [s for s in statements if s not in {"BEGIN", "COMMIT"}] == ["SELECT"] * 2
+    # the probe: the earliest next_run_at, no fresh row, no unsent slot
+    assert [s for s in statements if s not in {"BEGIN", "COMMIT"}] == ["SELECT"]
 
 
 def test_many_due_schedules_are_claimed_with_set_based_statements(h: Harness) -> None:
@@ -421,7 +520,7 @@ def test_many_due_schedules_are_claimed_with_set_based_statements(h: Harness) ->
         sa.event.remove(h.runtime.engine, "before_cursor_execute", listener)
     assert len(result.sent) == 40
     work = [s for s in statements if s not in {"BEGIN", "COMMIT"}]
-    # select fresh, select due, insert, update next_run_at, min(), update sent_at, sweep
+    # probe, select due, insert, update next_run_at, min(), update sent_at
     assert work.count("INSERT") == 1
     assert work.count("UPDATE") <= 2 + (1 if h.runtime.engine.dialect.name == "sqlite" else 0)
     assert len(work) <= 8

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataforge_scheduler.core.enums import MisfirePolicy, TaskStatus, TaskType
-from dataforge_scheduler.core.timing import SlotPlan, first_run_advance, latest_slots, plan_slots
+from dataforge_scheduler.core.enums import ExecutionStatus, MisfirePolicy, TaskStatus, TaskType
+from dataforge_scheduler.core.timing import (
+    SlotPlan,
+    first_run_advance,
+    latest_slots,
+    plan_row,
+    plan_slots,
+)
 from dataforge_scheduler.core.triggers import (
     CronTrigger,
     DateTrigger,
@@ -90,20 +98,130 @@ def test_on_time_slots_beyond_max_slots_are_left_due_for_the_next_pass() -> None
     assert plan.next_run_at == due + timedelta(seconds=10)
 
 
-def test_run_once_after_an_hour_down_runs_the_latest_missed_slot_once() -> None:
+def _due_row(policy: MisfirePolicy, *, overlap: str = "skip", task_type: str = "interval") -> Any:
+    return SimpleNamespace(
+        id=7,
+        name="every-minute",
+        task_name="t.record",
+        task_type=task_type,
+        handler_kwargs={},
+        next_run_at=None,
+        start_at=None,
+        end_at=None,
+        created_at=T0,
+        misfire_policy=policy.value,
+        queue=None,
+        priority=None,
+        expire_seconds=None,
+        overlap_policy=overlap,
+    )
+
+
+def _row_plan(
+    policy: MisfirePolicy,
+    *,
+    due: datetime,
+    now: datetime,
+    overlap: str = "skip",
+    trigger: Any = None,
+    queued: bool = False,
+) -> dict[ExecutionStatus, list[datetime]]:
+    row = _due_row(policy, overlap=overlap)
+    row.next_run_at = due
+    ids = itertools.count()
+    plan = plan_row(
+        row,
+        trigger or _every_minute(),
+        now=now,
+        grace=GRACE,
+        catch_up_max_runs=10,
+        max_slots=1000,
+        new_task_id=lambda: f"id-{next(ids)}",
+        queued=queued,
+    )
+    found: dict[ExecutionStatus, list[datetime]] = {}
+    for slot in plan.slots:
+        found.setdefault(slot.status, []).append(slot.scheduled_for)
+        assert (slot.error or "").startswith("missed: ") == (slot.status is ExecutionStatus.MISSED)
+    return found
+
+
+def test_late_slots_are_the_latest_catch_up_max_runs_whatever_the_policy() -> None:
     due = T0 + MINUTE
     now = due + timedelta(hours=1, seconds=30)
-    plan = _plan(MisfirePolicy.RUN_ONCE, due=due, now=now)
-    assert plan.slots == (T0 + 61 * MINUTE,)
-    assert plan.next_run_at == T0 + 62 * MINUTE
-    assert plan.late is True
+    for policy in MisfirePolicy:
+        plan = _plan(policy, due=due, now=now)
+        assert plan.slots == tuple(T0 + k * MINUTE for k in range(52, 62))
+        assert plan.next_run_at == T0 + 62 * MINUTE
+        assert plan.late is True
 
 
-def test_skip_after_an_hour_down_runs_nothing_and_resumes_at_the_next_slot() -> None:
+def test_run_once_after_an_hour_down_runs_the_latest_missed_slot_once() -> None:
     due = T0 + MINUTE
+    rows = _row_plan(MisfirePolicy.RUN_ONCE, due=due, now=due + timedelta(hours=1, seconds=30))
+    assert rows == {
+        ExecutionStatus.PENDING: [T0 + 61 * MINUTE],
+        ExecutionStatus.MISSED: [T0 + k * MINUTE for k in range(52, 61)],
+    }
+
+
+def test_run_once_runs_only_the_newest_late_slot_even_with_overlap_allow() -> None:
+    due = T0 + MINUTE
+    now = due + timedelta(hours=1, seconds=30)
+    rows = _row_plan(MisfirePolicy.RUN_ONCE, due=due, now=now, overlap="allow")
+    assert rows[ExecutionStatus.PENDING] == [T0 + 61 * MINUTE]
+
+
+def test_skip_after_an_hour_down_runs_nothing_and_records_the_late_slots_missed() -> None:
+    due = T0 + MINUTE
+    rows = _row_plan(MisfirePolicy.SKIP, due=due, now=due + timedelta(hours=1, seconds=30))
+    assert rows == {ExecutionStatus.MISSED: [T0 + k * MINUTE for k in range(52, 62)]}
     plan = _plan(MisfirePolicy.SKIP, due=due, now=due + timedelta(hours=1, seconds=30))
-    assert plan.slots == ()
     assert plan.next_run_at == T0 + 62 * MINUTE
+
+
+def test_a_late_catch_up_backlog_sends_the_oldest_and_queues_the_rest_in_order() -> None:
+    due = T0 + MINUTE
+    now = due + timedelta(minutes=5, seconds=30)
+    assert _row_plan(MisfirePolicy.CATCH_UP, due=due, now=now) == {
+        ExecutionStatus.PENDING: [due],
+        ExecutionStatus.QUEUED: [due + k * MINUTE for k in range(1, 6)],
+    }
+    # no lock (allow): no reason to wait, they all go
+    assert _row_plan(MisfirePolicy.CATCH_UP, due=due, now=now, overlap="allow") == {
+        ExecutionStatus.PENDING: [due + k * MINUTE for k in range(6)],
+    }
+    # queued slots waiting already: the new ones queue behind them
+    assert _row_plan(MisfirePolicy.CATCH_UP, due=due, now=due + seconds_(1), queued=True) == {
+        ExecutionStatus.QUEUED: [due],
+    }
+
+
+def test_an_on_time_backlog_of_one_schedule_never_races_itself() -> None:
+    due = T0 + MINUTE
+    now = due + 3 * MINUTE  # four slots within a 5-minute grace
+    grace = timedelta(minutes=5)
+    row = _due_row(MisfirePolicy.RUN_ONCE)
+    row.next_run_at = due
+    plan = plan_row(
+        row,
+        _every_minute(),
+        now=now,
+        grace=grace,
+        catch_up_max_runs=10,
+        max_slots=1000,
+        new_task_id=lambda: "x",
+    )
+    statuses = [(slot.scheduled_for, slot.status) for slot in plan.slots]
+    assert statuses == [
+        *((due + k * MINUTE, ExecutionStatus.MISSED) for k in range(3)),
+        (due + 3 * MINUTE, ExecutionStatus.PENDING),
+    ]
+    assert "newer slot" in (plan.slots[0].error or "")
+
+
+def seconds_(n: float) -> timedelta:
+    return timedelta(seconds=n)
 
 
 def test_catch_up_runs_the_latest_missed_slots_up_to_the_bound() -> None:
@@ -123,7 +241,10 @@ def test_catch_up_runs_every_missed_slot_when_fewer_than_the_bound() -> None:
 def test_a_date_schedule_found_late_runs_once_with_run_once_and_never_with_skip() -> None:
     run_at = T0 + MINUTE
     later = run_at + timedelta(hours=2)
-    for policy, expected in [(MisfirePolicy.RUN_ONCE, (run_at,)), (MisfirePolicy.SKIP, ())]:
+    for policy, status in [
+        (MisfirePolicy.RUN_ONCE, ExecutionStatus.PENDING),
+        (MisfirePolicy.SKIP, ExecutionStatus.MISSED),
+    ]:
         plan = plan_slots(
             DateTrigger(run_at),
             run_at,
@@ -133,8 +254,10 @@ def test_a_date_schedule_found_late_runs_once_with_run_once_and_never_with_skip(
             catch_up_max_runs=10,
             max_slots=1000,
         )
-        assert plan.slots == expected
+        assert plan.slots == (run_at,)
         assert plan.next_run_at is None
+        rows = _row_plan(policy, due=run_at, now=later, trigger=DateTrigger(run_at))
+        assert rows == {status: [run_at]}
 
 
 @settings(max_examples=200, deadline=None)

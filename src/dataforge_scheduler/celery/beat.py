@@ -31,9 +31,15 @@ from celery.beat import ScheduleEntry, Scheduler
 
 from dataforge_scheduler.celery.dispatch import CeleryDispatcher
 from dataforge_scheduler.celery.sending import SlotSender
+from dataforge_scheduler.celery.task import DataForgeTask
 from dataforge_scheduler.celery.wakeup import NoticeWaiter
-from dataforge_scheduler.core.clock import Clock
-from dataforge_scheduler.core.enums import TaskStatus
+from dataforge_scheduler.core.clock import Clock, ServerClock, SystemClock, utcnow
+from dataforge_scheduler.core.enums import (
+    ExecutionStatus,
+    MisfirePolicy,
+    OverlapPolicy,
+    TaskStatus,
+)
 from dataforge_scheduler.core.messages import RunMessage
 from dataforge_scheduler.core.ports import Dispatcher
 from dataforge_scheduler.core.slots import Advance, ClaimedSlot, PassResult, RowPlan
@@ -67,10 +73,12 @@ class DatabaseScheduler(Scheduler):
     batch_size = 100
     #: Most on-time slots one schedule gets in one pass (the rest go in the next pass).
     max_slots_per_schedule = 1000
-    #: A claimed slot still unsent after this many seconds is sent by any scheduler; each
-    #: scheduler looks for such slots, and for rows without ``next_run_at``, at most
-    #: this often.
-    resend_after_seconds = 10.0
+    #: A claimed slot still unsent this many seconds after its claim (the claim's lease)
+    #: is swept by any scheduler: sent, or recorded ``missed`` by its schedule's rules.
+    resend_after_seconds = 1.5
+    #: While slots wait unsent (a ``catch_up`` backlog, a stranded claim), look again
+    #: at least this often.
+    sweep_every_seconds = 0.5
     #: Wait when rows are due but locked by another scheduler.
     busy_wait_seconds = 0.2
     #: A row whose trigger hook raised is tried again after this many seconds.
@@ -110,7 +118,7 @@ class DatabaseScheduler(Scheduler):
             ]
         )
         self._reported: set[tuple[int, str]] = set()
-        self._next_sweep: datetime | None = None
+        self._server_clock = ServerClock()
         super().__init__(app, lazy=lazy, **kwargs)
 
     # ------------------------------------------------------------ collaborators
@@ -128,7 +136,20 @@ class DatabaseScheduler(Scheduler):
 
     @property
     def clock(self) -> Clock:
-        return self._clock if self._clock is not None else self.runtime.clock
+        """The clock given to the constructor, else the runtime's when a test replaced
+        it, else the database server's time (PostgreSQL), read through this host's
+        clock and corrected at every pass: a beat on a skewed host neither fires early
+        nor late."""
+        if self._clock is not None:
+            return self._clock
+        if type(self.runtime.clock) is SystemClock and self._database_has_time:
+            return self._server_clock
+        return self.runtime.clock
+
+    @property
+    def _database_has_time(self) -> bool:
+        # SQLite's clock is this host's: nothing to correct
+        return self.runtime.engine.dialect.name == "postgresql"
 
     @property
     def dispatcher(self) -> Dispatcher:
@@ -227,6 +248,15 @@ class DatabaseScheduler(Scheduler):
     def after_send(self, slot: ClaimedSlot, message: RunMessage) -> None:
         """Called after each slot reached the broker; exceptions are logged, not raised."""
 
+    def takes_lock(self, task_name: str) -> bool:
+        """Whether runs of ``task_name`` take their schedule's lock: a DataForgeTask whose
+        class does not allow overlap. Slots of a task that takes none cannot race each
+        other, so a backlog of them is sent at once (as under ``allow``)."""
+        task = self.app.tasks.get(task_name)
+        return isinstance(task, DataForgeTask) and (
+            task.overlap_policy != OverlapPolicy.ALLOW.value
+        )
+
     def is_registered(self, task_name: str) -> bool:
         """Whether ``task_name`` may be sent; unregistered slots are recorded as failed."""
         return task_name in self.app.tasks
@@ -234,36 +264,71 @@ class DatabaseScheduler(Scheduler):
     # ------------------------------------------------------------ the pass
 
     def run_pass(self, now: datetime | None = None) -> PassResult:
-        """Claim every slot due at ``now`` (default: the clock), send them, re-send
-        claimed slots a dead scheduler left unsent, and report what was sent."""
+        """Claim every slot due at ``now`` (default: the clock), send them, sweep slots
+        claimed but not sent, and report what was sent.
+
+        The pass starts with one statement (``claims.probe``): the database's time, the
+        earliest ``next_run_at``, whether a row lacks one, and the oldest unsent slot.
+        A pass with nothing due ends there.
+        """
+        extra = self.claim_filter()
+        server_time = self.clock is self._server_clock
+        asked_at = utcnow()
+        with self.runtime.session() as session:
+            probe = sql.probe(session, server_time=server_time, extra=extra)
+        if probe.server_now is not None:
+            self._server_clock.observe(probe.server_now, asked_at=asked_at, answered_at=utcnow())
         now = aware_utc(now, field="now") if now is not None else self.clock.now()
-        sweep = self._next_sweep is None or now >= self._next_sweep
-        claimed, rows, earliest = self._claim(now, fresh=sweep)
+        claimed: list[ClaimedSlot] = []
+        rows, earliest, held = 0, probe.earliest, False
+        if probe.uninitialised or (earliest is not None and earliest <= now):
+            claimed, rows, earliest, held = self._claim(now, fresh=probe.uninitialised)
         sender = SlotSender(self)
         sent, unsent = sender.send_and_record(claimed)
         resent: list[ClaimedSlot] = []
         still_unsent: list[ClaimedSlot] = []
-        if sweep:
+        lease = timedelta(seconds=self.resend_after_seconds)
+        oldest = probe.oldest_unsent
+        if probe.queued or (oldest is not None and oldest <= now - lease):
             resent, still_unsent = sender.sweep(now)
-            self._next_sweep = now + timedelta(seconds=self.resend_after_seconds)
+        next_sweep: datetime | None = None
+        soonest = now + timedelta(seconds=self.sweep_every_seconds)
+        if oldest is not None:  # unsent slots waiting: look again when the oldest's lease ends
+            next_sweep = max(oldest + lease, soonest)
+        if probe.queued:  # a backlog waits for its runs to end: look often
+            next_sweep = soonest if next_sweep is None else min(next_sweep, soonest)
+        if held or unsent or still_unsent:  # this pass left some: look after their lease
+            soon = now + lease
+            next_sweep = soon if next_sweep is None else min(next_sweep, soon)
         return PassResult(
             sent=(*sent, *resent),
             unsent=(*unsent, *still_unsent),
             claimed_schedules=rows,
             next_run_at=earliest,
             batch_full=rows >= self.batch_size,
+            next_sweep_at=next_sweep,
         )
 
     def _claim(
         self, now: datetime, *, fresh: bool
-    ) -> tuple[list[ClaimedSlot], int, datetime | None]:
+    ) -> tuple[list[ClaimedSlot], int, datetime | None, bool]:
+        """(slots to send, rows claimed, earliest next run, whether slots were held)."""
         extra = self.claim_filter()
         with self.runtime.session() as session:
             if fresh:
                 rows = sql.select_uninitialised(session, limit=self.batch_size, extra=extra)
                 sql.advance_schedules(session, [self._first_run(row, now) for row in rows])
             rows = sql.select_due(session, now=now, limit=self.batch_size, extra=extra)
-            plans = [self._plan_guarded(row, now) for row in rows]
+            queued = sql.with_queued_slots(
+                session,
+                [
+                    row.id
+                    for row in rows
+                    if row.misfire_policy == MisfirePolicy.CATCH_UP
+                    and row.overlap_policy != OverlapPolicy.ALLOW
+                ],
+            )
+            plans = [self._plan_guarded(row, now, queued=row.id in queued) for row in rows]
             slots = [slot for plan in plans for slot in plan.slots]
             inserted = sql.insert_slots(session, slots, now=now)
             sql.advance_schedules(session, [plan.advance(inserted) for plan in plans])
@@ -271,7 +336,8 @@ class DatabaseScheduler(Scheduler):
             claimed = sql.claimed_slots(plans, inserted)
         if rows:
             logger.debug("claimed %d slot(s) of %d due schedule(s)", len(claimed), len(rows))
-        return claimed, len(rows), earliest
+        held = any(slot.status is ExecutionStatus.QUEUED for slot in slots)
+        return claimed, len(rows), earliest, held
 
     def _first_run(self, row: ScheduledTask, now: datetime) -> Advance:
         trigger = self._trigger(row, now)
@@ -290,17 +356,17 @@ class DatabaseScheduler(Scheduler):
             )
         return advance
 
-    def _plan_guarded(self, row: ScheduledTask, now: datetime) -> RowPlan:
+    def _plan_guarded(self, row: ScheduledTask, now: datetime, *, queued: bool) -> RowPlan:
         """``_plan``, but one row's failure never stops the other rows of its batch."""
         try:
-            return self._plan(row, now)
+            return self._plan(row, now, queued=queued)
         except Exception as exc:
             advance = self._row_failed(row, now=now, exc=exc, what="planning its slots")
             return RowPlan(
                 row=row, slots=[], next_run_at=advance.next_run_at, status=advance.status
             )
 
-    def _plan(self, row: ScheduledTask, now: datetime) -> RowPlan:
+    def _plan(self, row: ScheduledTask, now: datetime, *, queued: bool = False) -> RowPlan:
         trigger = self._trigger(row, now)
         if isinstance(trigger, Advance):
             return RowPlan(
@@ -322,6 +388,8 @@ class DatabaseScheduler(Scheduler):
             new_task_id=lambda: str(uuid.uuid4()),
             unregistered_error=None if registered else self._unregistered_error(row),
             check_kwargs=check,
+            queued=queued,
+            locks=self.takes_lock(row.task_name),
         )
 
     def _check_kwargs(self, row: ScheduledTask, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -406,9 +474,10 @@ class DatabaseScheduler(Scheduler):
         if result.batch_full:
             return 0.0
         ceiling = float(min(self.settings.celery_beat_sync_every, self.max_interval or 300))
-        if result.next_run_at is None:
+        wake = [at for at in (result.next_run_at, result.next_sweep_at) if at is not None]
+        if not wake:
             return ceiling
-        delta = (result.next_run_at - self.clock.now()).total_seconds()
+        delta = (min(wake) - self.clock.now()).total_seconds()
         if delta <= 0:  # due rows another scheduler holds, or more slots than one pass takes
             return min(self.busy_wait_seconds, ceiling)
         return min(delta, ceiling)

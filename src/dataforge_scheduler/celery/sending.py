@@ -1,5 +1,6 @@
 """Sending a pass's slots: publish each claimed slot through the scheduler's dispatcher,
-record the sends, and re-send slots a scheduler claimed but never sent.
+record the sends, and sweep slots claimed but not sent (a scheduler died, the broker
+refused them, or a ``catch_up`` backlog waits its turn) by their schedule's rules.
 
 A slot refused by an unreachable broker stays claimed and unsent (``sent_at`` NULL), and
 so do the slots after it in that pass: the sweep of any scheduler sends them later. A
@@ -15,6 +16,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from dataforge_scheduler.core.backlog import sweep_schedule
+from dataforge_scheduler.core.enums import MisfirePolicy, OverlapPolicy
 from dataforge_scheduler.core.slots import ClaimedSlot
 from dataforge_scheduler.errors import BackendUnavailable, DataForgeError
 from dataforge_scheduler.sql import store
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = ["SlotSender"]
 
 logger = logging.getLogger(__name__)
+
+ORPHAN_REASON = "missed: its schedule was deleted before the slot was sent"
 
 
 class SlotSender:
@@ -54,27 +59,70 @@ class SlotSender:
         return sent, unsent
 
     def sweep(self, now: datetime) -> tuple[list[ClaimedSlot], list[ClaimedSlot]]:
-        """Re-send slots claimed more than ``resend_after_seconds`` ago and never sent."""
+        """Send, or record ``missed``, the slots claimed more than
+        ``resend_after_seconds`` ago and never sent, by their schedule's rules
+        (``core.backlog.sweep_schedule``): a schedule's own backlog never races itself."""
         before = now - timedelta(seconds=self._scheduler.resend_after_seconds)
         with self._scheduler.runtime.session() as session:
-            slots = sql.select_unsent(
+            backlogs, orphans = sql.select_unsent(
                 session,
                 created_before=before,
                 limit=self._scheduler.batch_size,
                 extra=self._scheduler.claim_filter(),
             )
-            if not slots:
+            missed = [(orphan, ORPHAN_REASON) for orphan in orphans]
+            sending: list[ClaimedSlot] = []
+            for backlog in backlogs:
+                decided = sweep_schedule(
+                    backlog.slots,
+                    when=[slot.scheduled_for or now for slot in backlog.slots],
+                    newest_slot=backlog.newest_slot,
+                    in_flight=backlog.in_flight,
+                    misfire=backlog.misfire_policy,
+                    overlap=backlog.overlap_policy
+                    if self._scheduler.takes_lock(backlog.slots[0].task_name)
+                    else OverlapPolicy.ALLOW,
+                )
+                missed.extend((slot.execution_id, reason) for slot, reason in decided.missed)
+                sending.extend(decided.send)
+                self._log_sweep(backlog, decided.send, decided.missed)
+            sql.mark_missed(session, missed, now=now)
+            if not sending:
                 return [], []
-            logger.warning(
-                "sending %d claimed slot(s) that were never sent (a scheduler stopped between "
-                "its claim and its send, or the broker refused them)",
-                len(slots),
-            )
-            sent, unsent = self.publish(slots)  # the rows stay locked while they are sent
+            sql.send_queued(session, [slot.execution_id for slot in sending])
+            sent, unsent = self.publish(sending)  # the schedules stay locked while sent
             store.mark_sent(
                 session, [s.execution_id for s in sent], now=self._scheduler.clock.now()
             )
         return sent, unsent
+
+    @staticmethod
+    def _log_sweep(
+        backlog: sql.UnsentBacklog,
+        sending: Sequence[ClaimedSlot],
+        missed: Sequence[tuple[ClaimedSlot, str]],
+    ) -> None:
+        queued = backlog.misfire_policy is MisfirePolicy.CATCH_UP and (
+            backlog.overlap_policy is not OverlapPolicy.ALLOW
+        )
+        for slot in sending:
+            # a catch_up backlog is sent this way by design; anything else was stranded
+            logger.log(
+                logging.INFO if queued else logging.WARNING,
+                "sending slot %s of %s, claimed earlier and not sent yet (%s)",
+                slot.scheduled_for.isoformat() if slot.scheduled_for else None,
+                slot.schedule_name,
+                "catch_up sends a backlog one run after another"
+                if queued
+                else "a scheduler stopped between its claim and its send, or the broker refused it",
+            )
+        for slot, reason in missed:
+            logger.warning(
+                "slot %s of %s was claimed and never sent: recorded as %s",
+                slot.scheduled_for.isoformat() if slot.scheduled_for else None,
+                slot.schedule_name,
+                reason,
+            )
 
     def publish(self, slots: Sequence[ClaimedSlot]) -> tuple[list[ClaimedSlot], list[ClaimedSlot]]:
         """Dispatch each slot, calling ``after_send``; stop at an unreachable broker."""

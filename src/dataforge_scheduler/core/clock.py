@@ -11,7 +11,7 @@ from typing import Protocol
 
 from dataforge_scheduler.core.timing import aware_utc
 
-__all__ = ["Clock", "ManualClock", "SystemClock", "utcnow"]
+__all__ = ["Clock", "ManualClock", "ServerClock", "SystemClock", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -58,3 +58,26 @@ class ManualClock:
             raise ValueError("ManualClock only moves forward")
         self._now = target
         return self._now
+
+
+class ServerClock:
+    """Another host's time (the database server's), read through this host's clock: the
+    offset measured by the latest ``observe`` added to ``utcnow()``. A real beat keeps
+    one, refreshed by every pass, so a host whose clock is wrong neither fires early
+    nor late. Before the first observation it is this host's time."""
+
+    def __init__(self) -> None:
+        self._offset = timedelta(0)
+
+    @property
+    def offset(self) -> timedelta:
+        """How far the other host's clock is ahead of this one's."""
+        return self._offset
+
+    def observe(self, server_now: datetime, *, asked_at: datetime, answered_at: datetime) -> None:
+        """Take ``server_now``, read between ``asked_at`` and ``answered_at`` (this host's
+        time), as the server's time at the middle of that round trip."""
+        self._offset = server_now - (asked_at + (answered_at - asked_at) / 2)
+
+    def now(self) -> datetime:
+        return utcnow() + self._offset

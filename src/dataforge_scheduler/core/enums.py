@@ -41,11 +41,13 @@ class ExecutionStatus(StrEnum):
     """The state of one run."""
 
     PENDING = "pending"  # slot claimed by a scheduler, not yet started by a worker
+    QUEUED = "queued"  # claimed, waiting unsent for the run before it (a catch_up backlog)
     RUNNING = "running"
     SUCCESS = "success"
     FAILED = "failed"
     RETRYING = "retrying"
     SKIPPED = "skipped"  # the schedule's lock was held by another run
+    MISSED = "missed"  # not sent, by the misfire policy (its error says which rule)
     LOST = "lost"  # the worker died mid-run
     REVOKED = "revoked"
 
@@ -59,6 +61,7 @@ _FINISHED = frozenset(
         ExecutionStatus.SUCCESS,
         ExecutionStatus.FAILED,
         ExecutionStatus.SKIPPED,
+        ExecutionStatus.MISSED,
         ExecutionStatus.LOST,
         ExecutionStatus.REVOKED,
     }

@@ -55,8 +55,10 @@ class PlannableRow(Protocol):
 
 @dataclass(frozen=True)
 class NewSlot:
-    """An execution row to insert for a slot: ``pending`` to send it, or ``failed`` with
-    ``error`` when it cannot be sent (its task is not registered)."""
+    """An execution row to insert for a slot: ``pending`` to send it, ``queued`` to send it
+    later (the sweep sends it once the run before it has ended), ``failed`` with
+    ``error`` when it cannot be sent (its task is not registered), or ``missed`` with
+    the reason."""
 
     scheduled_task_id: int
     scheduled_for: datetime
@@ -71,7 +73,8 @@ class NewSlot:
 class Advance:
     """What a pass writes back to one schedule row.
 
-    ``last_status``/``last_execution_id`` of ``None`` leave the stored values alone.
+    ``last_status``/``last_execution_id``/``last_error`` of ``None`` leave the stored
+    values alone.
     """
 
     schedule_id: int
@@ -79,6 +82,7 @@ class Advance:
     status: TaskStatus = TaskStatus.ACTIVE
     last_status: ExecutionStatus | None = None
     last_execution_id: int | None = None
+    last_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,19 +124,22 @@ class RowPlan:
     status: TaskStatus
 
     def advance(self, inserted: Mapping[str, int]) -> Advance:
-        """The row's write-back; a slot recorded as failed (unregistered task) becomes
-        the row's ``last_status`` and ``last_execution_id``."""
+        """The row's write-back; a slot recorded as failed (unregistered task, kwargs
+        that fail the params) becomes the row's ``last_status``, ``last_execution_id``
+        and ``last_error``."""
         failed = [
-            inserted[slot.celery_task_id]
+            (inserted[slot.celery_task_id], slot.error)
             for slot in self.slots
             if slot.status is ExecutionStatus.FAILED and slot.celery_task_id in inserted
         ]
+        last = max(failed, key=lambda pair: pair[0]) if failed else None
         return Advance(
             schedule_id=self.row.id,
             next_run_at=self.next_run_at,
             status=self.status,
-            last_status=ExecutionStatus.FAILED if failed else None,
-            last_execution_id=max(failed) if failed else None,
+            last_status=ExecutionStatus.FAILED if last else None,
+            last_execution_id=last[0] if last else None,
+            last_error=last[1] if last else None,
         )
 
 
@@ -143,7 +150,9 @@ class PassResult:
     ``sent``: slots published (claimed by this pass, or found unsent and re-sent);
     ``unsent``: slots claimed but refused by the broker, left for a later pass;
     ``next_run_at``: the earliest ``next_run_at`` after the pass; ``batch_full``: the
-    pass claimed a full batch of schedules, so more may already be due.
+    pass claimed a full batch of schedules, so more may already be due;
+    ``next_sweep_at``: when slots left unsent (stranded, refused or held) are next
+    looked at, or None.
     """
 
     sent: tuple[ClaimedSlot, ...] = ()
@@ -151,3 +160,4 @@ class PassResult:
     claimed_schedules: int = 0
     next_run_at: datetime | None = None
     batch_full: bool = False
+    next_sweep_at: datetime | None = None

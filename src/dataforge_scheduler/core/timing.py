@@ -18,11 +18,15 @@ without ``next_run_at`` is scheduled from when a scheduler first sees it
 **Slots and misfires.** ``plan_slots`` turns a due time, now and a misfire policy into
 the slots to run now and the next fire:
 
-- on time (the due slot is no later than the grace): every slot up to now runs;
-- ``run_once``: one run, for the latest missed slot, then the next future slot;
-- ``skip``: no run, then the next future slot;
-- ``catch_up``: a run for each of the latest ``catch_up_max_runs`` missed slots, oldest
-  first, then the next future slot.
+- on time (the due slot is no later than the grace): every slot up to now;
+- late (a misfire): the latest ``catch_up_max_runs`` slots, then the next future slot.
+  ``run_once`` runs the newest of them, ``skip`` none, ``catch_up`` all, oldest first;
+  the others are recorded ``missed`` with the reason.
+
+Slots of one schedule planned together never race each other for its lock
+(``core.backlog``): unless its overlap policy is ``allow``, ``catch_up`` sends the oldest
+and holds the rest, to be sent one after another, and the other policies run the newest
+and record the older ones ``missed``.
 
 ``plan_row`` applies that to one schedule row (any object with the ``PlannableRow``
 attributes) and returns the execution rows to insert and the values to write back
@@ -38,7 +42,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from dataforge_scheduler.core.enums import ExecutionStatus, MisfirePolicy, TaskStatus, TaskType
+from dataforge_scheduler.core.backlog import Backlog, late_reason, split_backlog
+from dataforge_scheduler.core.enums import (
+    ExecutionStatus,
+    MisfirePolicy,
+    OverlapPolicy,
+    TaskStatus,
+    TaskType,
+)
 from dataforge_scheduler.core.slots import Advance, NewSlot, PlannableRow, RowPlan
 from dataforge_scheduler.errors import InvalidParams, InvalidSchedule
 
@@ -220,10 +231,13 @@ def plan_slots(
     catch_up_max_runs: int,
     max_slots: int,
 ) -> SlotPlan:
-    """The slots a schedule due at ``due`` runs at ``now`` (see the module docstring).
+    """The slots a schedule due at ``due`` has at ``now``, and its next fire.
 
     On time, at most ``max_slots`` slots are taken; ``next_run_at`` is then the first slot
-    not taken, which may still be due (the next pass takes it).
+    not taken, which may still be due (the next pass takes it). Late (a misfire), the
+    latest ``catch_up_max_runs`` slots, whatever the policy: ``plan_row`` records each as
+    run or ``missed``. ``policy`` is the row's misfire policy (kept for callers; the
+    window does not depend on it).
     """
     if due >= now - grace:
         slots: list[datetime] = []
@@ -232,10 +246,9 @@ def plan_slots(
             slots.append(cursor)
             cursor = trigger.next_after(cursor)
         return SlotPlan(tuple(slots), cursor, late=False)
+    # late: the latest catch_up_max_runs slots, which every policy records (plan_row)
     following = trigger.next_after(now)
-    if policy is MisfirePolicy.SKIP:
-        return SlotPlan((), following, late=True)
-    keep = 1 if policy is MisfirePolicy.RUN_ONCE else catch_up_max_runs
+    keep = max(1, catch_up_max_runs)
     return SlotPlan(latest_slots(trigger, due, now, keep), following, late=True)
 
 
@@ -267,13 +280,18 @@ def plan_row(
     new_task_id: Callable[[], str],
     unregistered_error: str | None = None,
     check_kwargs: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    queued: bool = False,
+    locks: bool = True,
 ) -> RowPlan:
     """Plan one due row. With ``unregistered_error`` its slots are recorded as failed
     runs carrying that error instead of ``pending`` ones to send. ``check_kwargs`` (the
     task's registered params) returns the kwargs to send, coerced, or raises
     ``InvalidParams``: the slots are then recorded as failed runs naming the bad field.
     ``InvalidSchedule`` when the row can never be sent (``handler_kwargs`` not a JSON
-    object: raw SQL)."""
+    object: raw SQL). ``queued``: the row has held slots waiting (``catch_up``), so its
+    new slots are held behind them, in order. ``locks`` False: its task takes no lock
+    (not a DataForgeTask, or its class allows overlap), so its backlog cannot race and
+    is planned as under overlap policy ``allow``."""
     stored = _stored_kwargs(row)
     if check_kwargs is not None and unregistered_error is None:
         try:
@@ -296,36 +314,78 @@ def plan_row(
         catch_up_max_runs=catch_up_max_runs,
         max_slots=max_slots,
     )
+    backlog = _backlog(
+        row,
+        plan,
+        policy=policy,
+        late_seconds=(now - due).total_seconds(),
+        grace=grace,
+        locks=locks,
+    )
+    if unregistered_error is not None:  # nothing is sent: every slot is recorded failed
+        backlog = Backlog(send=list(plan.slots))
+    elif queued and policy is MisfirePolicy.CATCH_UP:
+        backlog = Backlog(held=[*backlog.send, *backlog.held], missed=backlog.missed)
     if plan.late:
         logger.warning(
             "schedule %s (id %s) is %.0f s late (grace %.0f s): misfire policy %s runs "
-            "%d slot(s) now, next at %s",
+            "%d slot(s), records %d as missed, next at %s",
             row.name,
             row.id,
             (now - due).total_seconds(),
             grace.total_seconds(),
             policy.value,
-            len(plan.slots),
+            len(backlog.send) + len(backlog.held),
+            len(backlog.missed),
             plan.next_run_at,
         )
     kwargs = {**stored, "scheduled_task_id": row.id}
     slot_status = ExecutionStatus.PENDING if unregistered_error is None else ExecutionStatus.FAILED
-    slots = [
-        NewSlot(
+
+    def slot_row(at: datetime, status: ExecutionStatus, error: str | None) -> NewSlot:
+        return NewSlot(
             scheduled_task_id=row.id,
-            scheduled_for=slot,
+            scheduled_for=at,
             task_name=row.task_name,
             celery_task_id=new_task_id(),
             kwargs=kwargs,
-            status=slot_status,
-            error=unregistered_error,
+            status=status,
+            error=error,
         )
-        for slot in plan.slots
-    ]
+
+    slots = sorted(
+        [
+            *(slot_row(at, slot_status, unregistered_error) for at in backlog.send),
+            *(slot_row(at, ExecutionStatus.QUEUED, None) for at in backlog.held),
+            *(slot_row(at, ExecutionStatus.MISSED, reason) for at, reason in backlog.missed),
+        ],
+        key=lambda slot: slot.scheduled_for,
+    )
     if plan.next_run_at is None:
         logger.info("schedule %s (id %s) fired its last slot: completed", row.name, row.id)
         return RowPlan(row, slots, None, TaskStatus.COMPLETED)
     return RowPlan(row, slots, plan.next_run_at, TaskStatus.ACTIVE)
+
+
+def _backlog(
+    row: PlannableRow,
+    plan: SlotPlan,
+    *,
+    policy: MisfirePolicy,
+    late_seconds: float,
+    grace: timedelta,
+    locks: bool,
+) -> Backlog[datetime]:
+    """Which of a row's planned slots are sent, held or ``missed`` (``core.backlog``):
+    late, ``skip`` runs none and ``run_once`` only the newest whatever the overlap
+    policy; otherwise (on time, or late ``catch_up``) a backlog never races itself."""
+    times = list(plan.slots)
+    if plan.late and policy is not MisfirePolicy.CATCH_UP:
+        reason = late_reason(late_seconds, grace.total_seconds(), policy)
+        run = times[-1:] if policy is MisfirePolicy.RUN_ONCE else []
+        return Backlog(send=run, missed=[(at, reason) for at in times[: len(times) - len(run)]])
+    overlap = OverlapPolicy(row.overlap_policy) if locks else OverlapPolicy.ALLOW
+    return split_backlog(times, when=times, misfire=policy, overlap=overlap)
 
 
 def first_run_advance(

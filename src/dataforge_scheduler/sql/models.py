@@ -188,6 +188,9 @@ class ScheduledTask(Base):
         UTCDateTime, nullable=False, server_default=func.now(), onupdate=func.now()
     )
     version: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
+    # the last run's error when it failed or was lost (None after a success); last, as
+    # the revision that added it put it
+    last_error: Mapped[str | None] = mapped_column(Text)
 
     def __repr__(self) -> str:
         return (

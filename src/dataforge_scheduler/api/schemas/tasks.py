@@ -136,6 +136,9 @@ class TaskOut(BaseModel):
     last_run_at: datetime | None
     last_status: ExecutionStatus | None
     last_execution_id: int | None
+    last_error: str | None = Field(
+        default=None, description="The last run's error when it failed or was lost"
+    )
     run_count: int
     success_count: int
     failure_count: int

@@ -1,4 +1,4 @@
-"""Range checks on scheduled_tasks, and (PostgreSQL) a NOTIFY on every schedule change.
+"""Range checks, the ``missed`` run status, ``last_error``, and a NOTIFY on schedule changes.
 
 Revision ID: 4f2a9c1d7b3e
 Revises: 68a81dc8dc1a
@@ -8,6 +8,12 @@ Create Date: 2026-12-04
 ``priority`` within 0-255: the ranges the API already enforced, now refused for raw SQL
 too. A database holding rows outside them is not changed behind the operator's back: the
 upgrade stops first and names the rows and the statement that fixes them.
+
+A run may now be ``queued`` (claimed, waiting unsent for the run before it: a
+``catch_up`` backlog) or ``missed`` (not sent, by the misfire policy; its ``error`` says
+which rule), so the status checks of ``task_executions.status`` and
+``scheduled_tasks.last_status`` admit them. ``scheduled_tasks.last_error`` keeps the last
+run's error when it failed or was lost.
 
 On PostgreSQL, the trigger ``scheduled_tasks_changed`` calls ``pg_notify`` on the channel
 ``dataforge_schedules_changed`` after an insert, a delete, or an update of a column that
@@ -41,6 +47,30 @@ FIXES = {
     "priority_range": "UPDATE scheduled_tasks SET priority = NULL "
     "WHERE priority < 0 OR priority > 255",
 }
+STATUSES_BEFORE = (
+    "pending",
+    "running",
+    "success",
+    "failed",
+    "retrying",
+    "skipped",
+    "lost",
+    "revoked",
+)
+STATUSES_AFTER = (
+    "pending",
+    "queued",
+    "running",
+    "success",
+    "failed",
+    "retrying",
+    "skipped",
+    "missed",
+    "lost",
+    "revoked",
+)
+#: (table, column) of the run-status checks
+STATUS_CHECKS = (("task_executions", "status"), (TABLE, "last_status"))
 CHANNEL = "dataforge_schedules_changed"
 FUNCTION = f"""
 CREATE OR REPLACE FUNCTION dataforge_schedules_changed() RETURNS trigger AS $$
@@ -78,11 +108,22 @@ def _refuse_rows_out_of_range() -> None:
         )
 
 
+def _status_checks(values: Sequence[str]) -> None:
+    for table, column in STATUS_CHECKS:
+        name = op.f(f"ck_{table}_{column}")
+        with op.batch_alter_table(table) as batch:  # SQLite rebuilds the table
+            batch.drop_constraint(name, type_="check")
+            # an expression, as the models write it, so the SQL is the same
+            batch.create_check_constraint(name, sa.column(column, sa.String).in_(list(values)))
+
+
 def upgrade() -> None:
     _refuse_rows_out_of_range()
     with op.batch_alter_table(TABLE) as batch:  # SQLite rebuilds the table
         for name, condition in CHECKS.items():
             batch.create_check_constraint(op.f(f"ck_{TABLE}_{name}"), sa.text(condition))
+        batch.add_column(sa.Column("last_error", sa.Text(), nullable=True))
+    _status_checks(STATUSES_AFTER)
     if op.get_bind().dialect.name == "postgresql":
         op.execute(FUNCTION)
         op.execute("DROP TRIGGER IF EXISTS scheduled_tasks_changed ON scheduled_tasks")
@@ -93,6 +134,15 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER IF EXISTS scheduled_tasks_changed ON scheduled_tasks")
         op.execute("DROP FUNCTION IF EXISTS dataforge_schedules_changed()")
+    # a missed run is a run that did not happen: nothing to keep of it
+    # (a queued one has not run yet: it becomes a pending slot, which the sweep re-sends)
+    op.execute("DELETE FROM task_executions WHERE status = 'missed'")
+    op.execute("UPDATE task_executions SET status = 'pending' WHERE status = 'queued'")
+    op.execute(
+        "UPDATE scheduled_tasks SET last_status = NULL WHERE last_status IN ('missed', 'queued')"
+    )
+    _status_checks(STATUSES_BEFORE)
     with op.batch_alter_table(TABLE) as batch:
+        batch.drop_column("last_error")
         for name in reversed(list(CHECKS)):
             batch.drop_constraint(op.f(f"ck_{TABLE}_{name}"), type_="check")

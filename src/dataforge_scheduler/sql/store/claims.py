@@ -23,35 +23,52 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     String,
+    and_,
     bindparam,
     func,
     literal_column,
+    or_,
     select,
     update,
 )
 from sqlalchemy.orm import Session
 
-from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger, TaskStatus, TaskType
+from dataforge_scheduler.core.enums import (
+    ExecutionStatus,
+    ExecutionTrigger,
+    MisfirePolicy,
+    OverlapPolicy,
+    TaskStatus,
+    TaskType,
+)
 from dataforge_scheduler.core.slots import Advance, ClaimedSlot, NewSlot, RowPlan
+from dataforge_scheduler.core.timing import stored_utc
 from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution, metadata
 from dataforge_scheduler.sql.store.common import aware_now, dialect_insert, json_safe
 
 __all__ = [
     "DUE_TYPES",
+    "Probe",
+    "UnsentBacklog",
     "advance_schedules",
     "claimed_run",
     "claimed_slots",
     "count_active",
     "earliest_next_run",
     "insert_slots",
+    "mark_missed",
+    "probe",
     "select_due",
     "select_uninitialised",
     "select_unsent",
+    "send_queued",
+    "with_queued_slots",
 ]
 
 #: The task types a scheduler fires by itself (``manual`` runs only through the API).
 DUE_TYPES = (TaskType.CRON, TaskType.INTERVAL, TaskType.DATE)
 
+_UNFINISHED_SLOTS = (ExecutionStatus.PENDING, ExecutionStatus.QUEUED)
 _schedules = metadata.tables[ScheduledTask.__tablename__]
 _executions = metadata.tables[TaskExecution.__tablename__]
 
@@ -138,7 +155,7 @@ def insert_slots(session: Session, slots: Sequence[NewSlot], *, now: datetime) -
             "status": slot.status,
             "kwargs": json_safe(slot.kwargs),
             "created_at": now,
-            "finished_at": None if slot.status is ExecutionStatus.PENDING else now,
+            "finished_at": None if slot.status in _UNFINISHED_SLOTS else now,
             "error": slot.error,
         }
         for slot in slots
@@ -174,6 +191,9 @@ def advance_schedules(session: Session, advances: Sequence[Advance]) -> None:
                 bindparam("b_last_execution", type_=columns.last_execution_id.type),
                 columns.last_execution_id,
             ),
+            last_error=func.coalesce(
+                bindparam("b_last_error", type_=columns.last_error.type), columns.last_error
+            ),
             updated_at=columns.updated_at,  # suppresses the column's onupdate
         )
     )
@@ -184,10 +204,38 @@ def advance_schedules(session: Session, advances: Sequence[Advance]) -> None:
             "b_status": advance.status,
             "b_last_status": advance.last_status,
             "b_last_execution": advance.last_execution_id,
+            "b_last_error": advance.last_error,
         }
         for advance in advances
     ]
     session.execute(statement, params)
+
+
+@dataclass(frozen=True)
+class UnsentBacklog:
+    """One schedule's claimed but unsent slots, oldest first, and what the sweep decides
+    them by (``core.backlog.sweep_schedule``): the schedule's policies, the newest slot
+    it has any row for, and whether another of its runs is in flight (sent and not
+    finished, or claimed so recently that its scheduler may still be sending it)."""
+
+    misfire_policy: MisfirePolicy
+    overlap_policy: OverlapPolicy
+    slots: list[ClaimedSlot]
+    newest_slot: datetime | None
+    in_flight: bool
+
+
+def _unsent(created_before: datetime) -> list[ColumnElement[bool]]:
+    e = _executions.c
+    return [
+        # a literal status, so even a generic plan reads the partial index
+        # ix_task_executions_unsent (models.UNSENT_PREDICATE): only unsent pending rows
+        e.status == _literal(ExecutionStatus.PENDING),
+        e.sent_at.is_(None),
+        e.trigger == ExecutionTrigger.SCHEDULE,
+        e.scheduled_for.is_not(None),
+        e.created_at <= aware_now(created_before),
+    ]
 
 
 def select_unsent(
@@ -196,69 +244,215 @@ def select_unsent(
     created_before: datetime,
     limit: int,
     extra: ColumnElement[bool] | None = None,
-) -> list[ClaimedSlot]:
-    """Claimed slots never recorded as sent, claimed before ``created_before``.
+) -> tuple[list[UnsentBacklog], list[int]]:
+    """Slots claimed before ``created_before`` and never recorded as sent, by schedule.
 
-    Their scheduler died between its commit and its send (or the broker refused the
-    send). The execution rows are locked ``SKIP LOCKED`` on PostgreSQL so two sweeping
-    schedulers do not both resend; a duplicate send would still be harmless, because a
-    worker runs a slot only from ``pending``. The status is a literal, so even a generic
-    plan reads the partial index ``ix_task_executions_unsent`` (``models.UNSENT_PREDICATE``),
-    which holds only the unsent pending rows. No ORDER BY: a LIMIT over an ordered scan
-    of another index could walk the whole history.
+    Their scheduler died between its commit and its send, or the broker refused the
+    send; with them come the ``queued`` slots (a ``catch_up`` backlog waiting its turn),
+    whatever their age. The schedules' rows are locked
+    ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (as a claim locks them), so two sweeping
+    schedulers never decide for one schedule at once, and a claim never plans a schedule
+    while a sweep decides for it. Returns the backlogs of the schedules this sweep
+    locked (up to ``limit`` schedules), and the ids of unsent slots whose schedule was
+    deleted. A duplicate send would still be harmless: a worker runs a slot only from
+    ``pending``.
     """
     e, s = _executions.c, _schedules.c
-    query = (
-        select(
-            e.id,
-            e.celery_task_id,
-            e.scheduled_task_id,
-            s.name,
-            e.task_name,
-            e.scheduled_for,
-            e.kwargs,
-            s.queue,
-            s.priority,
-            s.expire_seconds,
-            s.overlap_policy,
-        )
-        .select_from(_executions.outerjoin(_schedules, s.id == e.scheduled_task_id))
-        .where(
-            e.status == _literal(ExecutionStatus.PENDING),
-            e.sent_at.is_(None),
-            e.trigger == ExecutionTrigger.SCHEDULE,
-            e.scheduled_for.is_not(None),
-            e.created_at < aware_now(created_before),
-        )
-        .limit(limit)
-    )
+    queued = e.status == _literal(ExecutionStatus.QUEUED)
+    found = [
+        *session.execute(
+            select(e.id, e.scheduled_task_id).where(*_unsent(created_before)).limit(limit * 10)
+        ),
+        *session.execute(select(e.id, e.scheduled_task_id).where(queued).limit(limit * 10)),
+    ]
+    orphans = [row.id for row in found if row.scheduled_task_id is None]
+    wanted = sorted({row.scheduled_task_id for row in found if row.scheduled_task_id})[:limit]
+    if not wanted:
+        return [], orphans
+    query = select(ScheduledTask).where(ScheduledTask.id.in_(wanted))
     if extra is not None:
         query = query.where(extra)
-    query = _locked(session, query, of=_executions)
-    return [
-        claimed_run(
-            row.id,
-            row.celery_task_id,
-            schedule=_Routing(
-                row.scheduled_task_id,
-                row.name,
-                row.queue,
-                row.priority,
-                row.expire_seconds,
-                row.overlap_policy,
-            ),
-            task_name=row.task_name,
-            scheduled_for=row.scheduled_for,
-            kwargs=dict(row.kwargs or {}),
-            resend=True,
+    schedules = {
+        row.id: row
+        for row in session.scalars(
+            _locked(session, query), execution_options={"populate_existing": True}
         )
-        for row in session.execute(query)
+    }
+    if not schedules:
+        return [], orphans
+    ids = list(schedules)
+    rows = session.execute(
+        select(e.id, e.celery_task_id, e.scheduled_task_id, e.task_name, e.scheduled_for, e.kwargs)
+        .where(
+            or_(and_(*_unsent(created_before)), queued),
+            e.scheduled_task_id.in_(ids),
+        )
+        .order_by(e.scheduled_task_id, e.scheduled_for)
+    ).all()
+    # the newest slot per schedule: one backward probe of the unique (schedule, slot) index
+    newest_query = select(
+        s.id,
+        select(func.max(e.scheduled_for)).where(e.scheduled_task_id == s.id).scalar_subquery(),
+    ).where(s.id.in_(ids))
+    newest = {row[0]: row[1] for row in session.execute(newest_query)}
+    open_statuses = [
+        _literal(status)
+        for status in (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.RETRYING)
     ]
+    in_flight = set(
+        session.scalars(
+            select(e.scheduled_task_id)
+            .where(
+                e.status.in_(open_statuses),
+                e.scheduled_task_id.in_(ids),
+                or_(
+                    e.status != _literal(ExecutionStatus.PENDING),
+                    e.sent_at.is_not(None),
+                    e.created_at >= aware_now(created_before),
+                ),
+            )
+            .distinct()
+        )
+    )
+    by_schedule: dict[int, list[ClaimedSlot]] = {}
+    for row in rows:
+        schedule = schedules[row.scheduled_task_id]
+        by_schedule.setdefault(row.scheduled_task_id, []).append(
+            claimed_run(
+                row.id,
+                row.celery_task_id,
+                schedule=schedule,
+                task_name=row.task_name,
+                scheduled_for=row.scheduled_for,
+                kwargs=dict(row.kwargs or {}),
+                resend=True,
+            )
+        )
+    backlogs = [
+        UnsentBacklog(
+            misfire_policy=MisfirePolicy(schedules[sid].misfire_policy),
+            overlap_policy=OverlapPolicy(schedules[sid].overlap_policy),
+            slots=slots,
+            newest_slot=newest.get(sid),
+            in_flight=sid in in_flight,
+        )
+        for sid, slots in by_schedule.items()
+    ]
+    return backlogs, orphans
+
+
+def with_queued_slots(session: Session, schedule_ids: Sequence[int]) -> set[int]:
+    """Which of these schedules have ``queued`` slots (the status prefix of the reaper
+    index): a ``catch_up`` schedule's new slots queue behind them."""
+    if not schedule_ids:
+        return set()
+    e = _executions.c
+    query = (
+        select(e.scheduled_task_id)
+        .where(
+            e.status == _literal(ExecutionStatus.QUEUED),
+            e.scheduled_task_id.in_(list(schedule_ids)),
+        )
+        .distinct()
+    )
+    return {sid for sid in session.scalars(query) if sid is not None}
+
+
+def send_queued(session: Session, execution_ids: Sequence[int]) -> None:
+    """Turn these ``queued`` slots ``pending``, their turn come, before they are sent
+    (in the sweep's transaction: a worker's start waits on the row until it commits)."""
+    if not execution_ids:
+        return
+    e = _executions.c
+    session.execute(
+        update(_executions)
+        .where(e.id.in_(list(execution_ids)), e.status == ExecutionStatus.QUEUED)
+        .values(status=ExecutionStatus.PENDING)
+    )
+
+
+def mark_missed(session: Session, missed: Sequence[tuple[int, str]], *, now: datetime) -> None:
+    """Record unsent ``pending`` or ``queued`` slots as ``missed``, each with its reason (one
+    executemany UPDATE); a slot sent or finished meanwhile is left alone."""
+    if not missed:
+        return
+    e = _executions.c
+    statement = (
+        update(_executions)
+        .where(
+            e.id == bindparam("b_id"),
+            e.status.in_(_UNFINISHED_SLOTS),
+            e.sent_at.is_(None),
+        )
+        .values(
+            status=ExecutionStatus.MISSED,
+            finished_at=aware_now(now),
+            error=bindparam("b_error", type_=e.error.type),
+        )
+    )
+    session.execute(statement, [{"b_id": id_, "b_error": reason} for id_, reason in missed])
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a pass looks at first, in one statement: the database's time (None unless
+    asked), the earliest ``next_run_at`` of the active rows, whether an active row has
+    no ``next_run_at`` yet (inserted by raw SQL), when the oldest unsent slot was
+    claimed, and whether any slot is ``queued``."""
+
+    server_now: datetime | None
+    earliest: datetime | None
+    uninitialised: bool
+    oldest_unsent: datetime | None
+    queued: bool = False
+
+
+def probe(
+    session: Session, *, server_time: bool, extra: ColumnElement[bool] | None = None
+) -> Probe:
+    """The pass's first look (see ``Probe``): one SELECT of index probes. Reading
+    ``statement_timestamp()`` needs PostgreSQL (``server_time``)."""
+    e = _executions.c
+    earliest = select(func.min(ScheduledTask.next_run_at)).where(*_active(extra))
+    fresh = select(ScheduledTask.id).where(
+        ScheduledTask.next_run_at.is_(None),
+        ScheduledTask.status == _literal(TaskStatus.ACTIVE),
+        ScheduledTask.task_type.in_([_literal(task_type) for task_type in DUE_TYPES]),
+    )
+    if extra is not None:
+        fresh = fresh.where(extra)
+    unsent = select(func.min(e.created_at)).where(
+        e.status == _literal(ExecutionStatus.PENDING),
+        e.sent_at.is_(None),
+        e.trigger == ExecutionTrigger.SCHEDULE,
+        e.scheduled_for.is_not(None),
+    )
+    if extra is not None:
+        mine = select(ScheduledTask.id).where(ScheduledTask.id == e.scheduled_task_id, extra)
+        unsent = unsent.where(or_(e.scheduled_task_id.is_(None), mine.exists()))
+    queued = select(e.id).where(e.status == _literal(ExecutionStatus.QUEUED))
+    columns: list[Any] = [
+        earliest.scalar_subquery(),
+        fresh.exists(),
+        unsent.scalar_subquery(),
+        queued.exists(),
+    ]
+    if server_time:
+        columns.append(func.statement_timestamp())
+    row = session.execute(select(*columns)).one()
+    return Probe(
+        server_now=stored_utc(row[4]) if server_time else None,
+        earliest=None if row[0] is None else stored_utc(row[0]),
+        uninitialised=bool(row[1]),
+        oldest_unsent=None if row[2] is None else stored_utc(row[2]),
+        queued=bool(row[3]),
+    )
 
 
 def claimed_slots(plans: Sequence[RowPlan], inserted: Mapping[str, int]) -> list[ClaimedSlot]:
-    """The ``pending`` slots of ``plans`` that ``insert_slots`` inserted, ready to send;
-    a slot missing from ``inserted`` belongs to whoever claimed it first."""
+    """The ``pending`` slots of ``plans`` that ``insert_slots`` inserted, ready to send
+    (not the ``queued`` ones: the sweep sends those in turn); a slot missing from
+    ``inserted`` belongs to whoever claimed it first."""
     return [
         claimed_run(
             inserted[slot.celery_task_id],
@@ -272,16 +466,6 @@ def claimed_slots(plans: Sequence[RowPlan], inserted: Mapping[str, int]) -> list
         for slot in plan.slots
         if slot.status is ExecutionStatus.PENDING and slot.celery_task_id in inserted
     ]
-
-
-@dataclass(frozen=True)
-class _Routing:
-    id: int | None
-    name: str | None
-    queue: str | None
-    priority: int | None
-    expire_seconds: int | None
-    overlap_policy: str | None
 
 
 class _Routed(Protocol):

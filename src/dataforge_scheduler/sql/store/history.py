@@ -34,6 +34,7 @@ from dataforge_scheduler.sql.store.runs import (
     DEFAULT_RESULT_MAX_BYTES,
     counters,
     finish_run,
+    last_error,
     outcome_statement,
     start_run,
 )
@@ -198,6 +199,7 @@ def _combined_statement(insert: Callable[..., Any]) -> Any:
         _RUNS.started_at,
         _RUNS.duration_ms,
         _RUNS.status,
+        _RUNS.error,
     )
 
 
@@ -249,18 +251,23 @@ def _count_on_schedules(session: Session, rows: list[Any]) -> None:
     """One counters UPDATE per schedule for the rows written (in batch order: the last
     row of a schedule is its ``last_*``)."""
     totals: dict[int, list[Any]] = {}
-    for _, execution_id, schedule_id, started_at, duration_ms, status in rows:
+    for _, execution_id, schedule_id, started_at, duration_ms, status, error in rows:
         if schedule_id is None:
             continue
         runs, successes, failures, runtime = counters(
             ExecutionStatus(status), started=True, duration_ms=duration_ms
         )
-        total = totals.setdefault(schedule_id, [0, 0, 0, 0, None, None, None])
+        total = totals.setdefault(schedule_id, [0, 0, 0, 0, None, None, None, None])
         total[0] += runs
         total[1] += successes
         total[2] += failures
         total[3] += runtime
-        total[4:] = [ExecutionStatus(status), execution_id, started_at]
+        total[4:] = [
+            ExecutionStatus(status),
+            execution_id,
+            started_at,
+            last_error(ExecutionStatus(status), error),
+        ]
     if not totals:
         return
     params = [
@@ -273,6 +280,7 @@ def _count_on_schedules(session: Session, rows: list[Any]) -> None:
             "p_last_status": last_status,
             "p_execution_id": last_id,
             "p_last_run_at": last_run_at,
+            "p_last_error": error,
         }
         for schedule_id, (
             runs,
@@ -282,6 +290,7 @@ def _count_on_schedules(session: Session, rows: list[Any]) -> None:
             last_status,
             last_id,
             last_run_at,
+            error,
         ) in totals.items()
     ]
     session.execute(outcome_statement(started=True), params)

@@ -45,6 +45,7 @@ __all__ = [
     "RunStarted",
     "counters",
     "finish_run",
+    "last_error",
     "outcome_statement",
     "start_run",
 ]
@@ -243,6 +244,7 @@ def outcome_statement(*, started: bool) -> Any:
     values: dict[str, Any] = {
         "last_status": _param("last_status", _SCHEDULES.last_status),
         "last_execution_id": _param("execution_id", _SCHEDULES.last_execution_id),
+        "last_error": _param("last_error", _SCHEDULES.last_error),
         "run_count": _SCHEDULES.run_count + sa.bindparam("p_runs", type_=sa.Integer),
         "success_count": _SCHEDULES.success_count + sa.bindparam("p_successes", type_=sa.Integer),
         "failure_count": _SCHEDULES.failure_count + sa.bindparam("p_failures", type_=sa.Integer),
@@ -275,16 +277,23 @@ def counters(
     return runs, successes, failures, runtime
 
 
+def last_error(status: ExecutionStatus, error: str | None) -> str | None:
+    """What a finished run leaves in its schedule's ``last_error``: its error when it
+    failed or was lost, else nothing."""
+    return error if status in _FAILURES else None
+
+
 def _record_outcome(
     session: Session,
     row: Any,
     *,
     status: ExecutionStatus,
+    error: str | None,
     replaced_lost_ms: int | None = None,
 ) -> None:
     """Count a finished row ``(id, scheduled_task_id, started_at, duration_ms)`` on its
-    schedule. A run that never started is no run: it sets only ``last_status`` and
-    ``last_execution_id``."""
+    schedule. A run that never started is no run: it sets only ``last_status``,
+    ``last_execution_id`` and ``last_error``."""
     execution_id, schedule_id, started_at, duration_ms = row
     if schedule_id is None:
         return
@@ -298,6 +307,7 @@ def _record_outcome(
         schedule_id=schedule_id,
         last_status=status,
         execution_id=execution_id,
+        last_error=last_error(status, error),
         runs=runs,
         successes=successes,
         failures=failures,
@@ -360,7 +370,7 @@ def finish_run(
     statement = _finish_statement(dialect, with_log=with_log, over_lost=False)
     row = session.execute(statement, params).first()
     if row is not None:
-        _record_outcome(session, row, status=status)
+        _record_outcome(session, row, status=status, error=params["p_error"])
         return RunFinished(row[0], row[1], status)
     if attempt is None or status is ExecutionStatus.LOST:
         return None
@@ -404,7 +414,9 @@ def _replace_lost(
         lost.error,
         status.value,
     )
-    _record_outcome(session, row, status=status, replaced_lost_ms=counted_ms)
+    _record_outcome(
+        session, row, status=status, error=params["p_error"], replaced_lost_ms=counted_ms
+    )
     return RunFinished(row[0], row[1], status)
 
 
