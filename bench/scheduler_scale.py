@@ -25,6 +25,7 @@ the interpreter of a separate virtualenv given by ``--peer-python``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import subprocess
@@ -51,7 +52,8 @@ from celery import Celery
 
 from dataforge_scheduler.celery.beat import DatabaseScheduler
 from dataforge_scheduler.celery.dispatch import CeleryDispatcher
-from dataforge_scheduler.core.ports import Dispatcher
+from dataforge_scheduler.core.messages import RunMessage, message_for
+from dataforge_scheduler.core.slots import ClaimedSlot
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.settings import Settings
@@ -99,32 +101,29 @@ def load_schedules(database_url: str, count: int, *, due: int) -> datetime:
 
 
 class TimedDispatcher:
-    """Forwards sends to ``inner`` (None: records only) and notes when each schedule's
+    """Forwards runs to ``inner`` (None: records only) and notes when each schedule's
     slot was handed over, so a waiting thread can time a change."""
 
-    def __init__(self, inner: Dispatcher | None) -> None:
+    def __init__(self, inner: CeleryDispatcher | None) -> None:
         self.inner = inner
         self.sent = 0
         self.sent_at: dict[int, float] = {}
         self.changed = threading.Condition()
 
-    def send(
-        self,
-        task_name: str,
-        *,
-        kwargs: dict[str, Any],
-        task_id: str,
-        options: dict[str, Any] | None = None,
-        headers: dict[str, Any] | None = None,
-    ) -> None:
-        if self.inner is not None:
-            self.inner.send(
-                task_name, kwargs=kwargs, task_id=task_id, options=options, headers=headers
-            )
+    def message_for(self, run: ClaimedSlot) -> RunMessage:
+        return message_for(run) if self.inner is None else self.inner.message_for(run)
+
+    def batch(self) -> contextlib.AbstractContextManager[object]:
+        batch = getattr(self.inner, "batch", None)  # one producer per pass, where offered
+        return contextlib.nullcontext() if batch is None else batch()
+
+    def dispatch(self, run: ClaimedSlot) -> RunMessage:
+        message = self.message_for(run) if self.inner is None else self.inner.dispatch(run)
         with self.changed:
             self.sent += 1
-            self.sent_at[int(kwargs["scheduled_task_id"])] = time.perf_counter()
+            self.sent_at[int(run.kwargs["scheduled_task_id"])] = time.perf_counter()
             self.changed.notify_all()
+        return message
 
     def wait_for(self, schedule_id: int, *, timeout: float) -> float:
         with self.changed:
@@ -154,15 +153,17 @@ def build_scheduler(args: argparse.Namespace) -> tuple[DatabaseScheduler, TimedD
     return DatabaseScheduler(app, runtime=runtime, dispatcher=dispatcher), dispatcher
 
 
-def idle_ticks(scheduler: DatabaseScheduler, count: int) -> list[float]:
-    samples = []
+def idle_ticks(scheduler: DatabaseScheduler, count: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of ``count`` idle passes (this process's CPU: the beat's)."""
+    samples, cpu = [], []
     for _ in range(count):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         result = scheduler.run_pass()
         samples.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - started_cpu)
         if result.sent:
             raise RuntimeError("an idle pass sent something: the rows should not be due")
-    return samples
+    return samples, cpu
 
 
 def change_to_send(
@@ -218,14 +219,22 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     scheduler, dispatcher = build_scheduler(args)
     scheduler.run_pass()  # connect, warm the statement cache
     baseline = peak_rss_mib()
-    idle = idle_ticks(scheduler, args.ticks)
+    idle, idle_cpu = idle_ticks(scheduler, args.ticks)
     due = min(args.due, args.size)
     slot = datetime.fromisoformat(args.slot)
-    claim = claim_and_send(scheduler, dispatcher, due=due, slot=slot)
+    if args.profile:  # where the claim's time goes: cProfile stats to a file
+        import cProfile
+
+        profile = cProfile.Profile()
+        claim = profile.runcall(claim_and_send, scheduler, dispatcher, due=due, slot=slot)
+        profile.dump_stats(f"{args.profile}.{args.size}")
+    else:
+        claim = claim_and_send(scheduler, dispatcher, due=due, slot=slot)
     changes = change_to_send(scheduler, dispatcher, size=args.size, trials=args.changes)
     scheduler.runtime.close()
     return {
         "idle": summary(idle),
+        "idle_cpu": summary(idle_cpu),
         "change": summary(changes),
         "claim_s": claim,
         "due": due,
@@ -255,6 +264,7 @@ def measure_size(args: argparse.Namespace, size: int) -> dict[str, Any]:
             f"--due={args.due}",
             f"--slot={slot.isoformat()}",
             *(["--recording"] if args.recording else []),
+            *([f"--profile={args.profile}"] if args.profile else []),
         ]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
@@ -268,14 +278,16 @@ def print_ours(args: argparse.Namespace, results: dict[int, dict[str, Any]]) -> 
     sender = "recording dispatcher (no broker)" if args.recording else "CeleryDispatcher to Redis"
     print(f"DatabaseScheduler on PostgreSQL; claims sent through: {sender} ({machine()})")
     header = (
-        f"{'schedules':>10} {'load':>7} {'idle p50':>9} {'idle p95':>9} {'change p50':>11} "
+        f"{'schedules':>10} {'load':>7} {'idle p50':>9} {'idle p95':>9} {'idle cpu':>9} "
+        f"{'change p50':>11} "
         f"{'change max':>11} {'1k due':>9} {'RSS peak':>9}"
     )
     print(header)
     for size, r in results.items():
         print(
             f"{size:>10} {r['load_s']:>6.1f}s {millis(r['idle']['median']):>9} "
-            f"{millis(r['idle']['p95']):>9} {millis(r['change']['median']):>11} "
+            f"{millis(r['idle']['p95']):>9} {millis(r['idle_cpu']['median']):>9} "
+            f"{millis(r['change']['median']):>11} "
             f"{millis(r['change']['max']):>11} {millis(r['claim_s']):>9} "
             f"{r['rss_peak_mib']:>7.1f}MB"
         )
@@ -293,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--peer-changes", type=int, default=5, help="reloads timed per peer and size"
     )
+    parser.add_argument("--profile", help="write cProfile stats of the 1k claim to PROFILE.<size>")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)

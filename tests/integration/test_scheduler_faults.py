@@ -9,7 +9,10 @@ each time its body runs, so a test counts bodies, not messages. Fast interval sc
   the schedule's next slot, so every slot's body runs once and no row is ``skipped``;
 - two beats on hosts whose clocks are 15 s fast and 15 s slow (libfaketime, the worker
   on the true clock): slots start on time by the database's clock, none early, and
-  dispatch goes on without a pause when one of them is killed.
+  dispatch goes on without a pause when one of them is killed;
+- PostgreSQL stopped for 8 s, then Redis restarted, under that load: every slot runs or
+  is ``missed`` with its misfire policy's reason; none is ``skipped`` for a copy of its
+  own backlog. Whatever happens, the services are running again when the test ends.
 """
 
 from __future__ import annotations
@@ -27,6 +30,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from tests.integration.procs import CeleryProcess, service_env, wait_until
+from tests.integration.test_history_outages import (
+    _ensure_postgres,
+    _local_redis,
+    _pg_ctl,
+    _redis_config,
+    _redis_up,
+    _restart_redis,
+    _start_redis,
+)
 
 from dataforge_scheduler.core.clock import utcnow
 from dataforge_scheduler.core.enums import ExecutionStatus
@@ -239,3 +251,50 @@ def test_beats_on_skewed_clocks_fire_by_the_database_clock(cluster: Cluster) -> 
             if row.scheduled_task_id == sid and row.scheduled_for > killed_at
         ]
         assert max(late_after) < 2.0, late_after
+
+
+def test_a_database_outage_then_a_redis_restart_leave_no_slot_without_a_reason(
+    cluster: Cluster, pg: Any, redis_url: str, redis_client: Any
+) -> None:
+    _local_redis(redis_url)
+    config = _redis_config(redis_client)
+    cluster.schedules([2, 2, 3, 4, 5])
+    cluster.start("worker", "worker", "-P", "prefork", "-c", "3").wait_ready()
+    cluster.start("beat", "beat-a", "-S", SCHEDULER).wait_ready()
+    cluster.start("beat", "beat-b", "-S", SCHEDULER).wait_ready()
+    try:
+        time.sleep(5)
+        _pg_ctl("stop")
+        try:
+            time.sleep(8)
+        finally:
+            _pg_ctl("start")
+        _ensure_postgres(pg)
+        time.sleep(6)
+        _restart_redis(redis_client, config)
+        time.sleep(8)
+        rows = cluster.pause_all_and_settle()
+    finally:
+        _ensure_postgres(pg)
+        if not _redis_up(redis_client):
+            _start_redis(config)
+            wait_until(lambda: _redis_up(redis_client), timeout=30, message="Redis to start")
+
+    _judge_bodies(cluster, rows)
+    statuses = Counter(row.status for row in rows)
+    print(f"{len(rows)} slots: {dict(statuses)}")
+    assert set(statuses) <= {ExecutionStatus.SUCCESS, ExecutionStatus.MISSED}, [
+        (row.scheduled_for, row.status, row.error)
+        for row in rows
+        if row.status not in {ExecutionStatus.SUCCESS, ExecutionStatus.MISSED}
+    ]
+    assert statuses[ExecutionStatus.MISSED] > 0  # the outage made a backlog
+    for row in rows:
+        if row.status is ExecutionStatus.MISSED:
+            assert "misfire policy run_once runs only the newest" in (row.error or ""), row.error
+    by_schedule: dict[int, list[Any]] = {}
+    for row in rows:
+        by_schedule.setdefault(row.scheduled_task_id or 0, []).append(row.scheduled_for)
+    for slots in by_schedule.values():  # every slot of the grid has its row
+        steps = {later - earlier for earlier, later in pairwise(sorted(slots))}
+        assert len(steps) == 1, f"a gap in {sorted(slots)}"

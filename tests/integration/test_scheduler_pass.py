@@ -122,11 +122,40 @@ def test_a_backlog_of_a_plain_celery_task_goes_at_once_it_takes_no_lock(h: Harne
     assert set(_by_status(h, sid)) == {ExecutionStatus.PENDING}
 
 
+def test_a_slot_never_races_an_earlier_run_the_broker_has_not_delivered(h: Harness) -> None:
+    """Slot 1 s was sent and has not started (a worker reconnecting after a broker
+    restart would get both at once): slot 2 s waits ``queued`` and is sent once slot 1 s
+    ended. An earlier run that has not started after ``unstarted_wait_seconds`` holds
+    nothing back (its message may be lost)."""
+    h.scheduler.unstarted_wait_seconds = 30
+    sid = h.create(task_type="interval", interval_seconds=1)
+    assert [s.scheduled_for for s in h.at(T0 + seconds(1)).sent] == [T0 + seconds(1)]
+    assert h.at(T0 + seconds(2)).sent == ()
+    assert _by_status(h, sid)[ExecutionStatus.QUEUED] == [T0 + seconds(2)]
+    with h.runtime.session() as session:
+        [first] = [e for e in h.executions(sid) if e.scheduled_for == T0 + seconds(1)]
+        store.finish_run(
+            session,
+            celery_task_id=first.celery_task_id,
+            status=ExecutionStatus.SUCCESS,
+            now=h.clock.now(),
+        )
+        session.commit()
+    assert [s.scheduled_for for s in h.at(T0 + seconds(2.5)).sent] == [T0 + seconds(2)]
+    # slot 2 s never starts; 30 s on, the slot then due goes out anyway
+    h.clock.set(T0 + seconds(40))
+    with h.runtime.session() as session:
+        store.pause_schedule(session, sid, now=h.clock.now())
+        store.resume_schedule(session, sid, now=h.clock.now(), default_timezone="UTC")
+    assert [s.scheduled_for for s in h.at(T0 + seconds(41)).sent] == [T0 + seconds(41)]
+
+
 def test_a_catch_up_backlog_runs_one_slot_after_another_in_order(h: Harness) -> None:
     """Three slots due in one pass under ``catch_up``: the oldest is sent, the others
     wait unsent and go one at a time, each once the run before it has ended, with the
     slots falling due meanwhile queued behind them: the schedule never has two runs in
     flight, and runs in slot order."""
+    h.scheduler.unstarted_wait_seconds = 30  # a sent run is in flight until it ends
     sid = h.create(task_type="interval", interval_seconds=1, misfire_policy="catch_up")
     first = h.at(T0 + seconds(3.5))
     assert [slot.scheduled_for for slot in first.sent] == [T0 + seconds(1)]
@@ -443,6 +472,7 @@ def test_a_stranded_slot_a_newer_slot_overtook_is_recorded_missed_not_raced(
     sid = h.create(task_type="interval", interval_seconds=1)
     h.at(T0 + seconds(1))
     crashing = DatabaseScheduler(h.app, runtime=h.runtime, dispatcher=_CrashOnSend())
+    crashing.unstarted_wait_seconds = 0  # slot 1 never starts here: no worker
     h.clock.set(T0 + seconds(2))
     with pytest.raises(KeyboardInterrupt):
         crashing.run_pass()

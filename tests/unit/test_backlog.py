@@ -47,16 +47,18 @@ def test_one_slot_is_no_backlog() -> None:
     assert (backlog.send, backlog.missed) == (["s"], [])
 
 
-def test_the_sweep_sends_a_stranded_slot_nothing_has_overtaken() -> None:
-    decided = sweep_schedule(
-        ["s1"],
-        when=WHEN[1:2],
-        newest_slot=WHEN[1],
-        in_flight=True,  # an older run still going: the lock decides, as for any slot
-        misfire=MisfirePolicy.RUN_ONCE,
-        overlap=OverlapPolicy.SKIP,
-    )
-    assert (decided.send, decided.missed) == (["s1"], [])
+def test_the_sweep_sends_a_stranded_slot_nothing_has_overtaken_once_nothing_is_in_flight() -> None:
+    kwargs = {
+        "when": WHEN[1:2],
+        "newest_slot": WHEN[1],
+        "misfire": MisfirePolicy.RUN_ONCE,
+        "overlap": OverlapPolicy.SKIP,
+    }
+    # an older run going, or sent and not started: sent now, it would race it
+    busy = sweep_schedule(["s1"], in_flight=True, **kwargs)  # type: ignore[arg-type]
+    assert (busy.send, busy.held, busy.missed) == ([], ["s1"], [])
+    free = sweep_schedule(["s1"], in_flight=False, **kwargs)  # type: ignore[arg-type]
+    assert (free.send, free.missed) == (["s1"], [])
 
 
 def test_the_sweep_records_a_stranded_slot_a_newer_one_overtook_as_missed() -> None:

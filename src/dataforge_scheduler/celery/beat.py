@@ -36,7 +36,6 @@ from dataforge_scheduler.celery.wakeup import NoticeWaiter
 from dataforge_scheduler.core.clock import Clock, ServerClock, SystemClock, utcnow
 from dataforge_scheduler.core.enums import (
     ExecutionStatus,
-    MisfirePolicy,
     OverlapPolicy,
     TaskStatus,
 )
@@ -79,6 +78,11 @@ class DatabaseScheduler(Scheduler):
     #: While slots wait unsent (a ``catch_up`` backlog, a stranded claim), look again
     #: at least this often.
     sweep_every_seconds = 0.5
+    #: A slot due while an earlier run of its schedule was sent less than this long ago
+    #: and has not started (the broker is holding it: a worker reconnecting, a busy
+    #: pool) is ``queued`` behind it rather than sent to race it for the lock; past
+    #: this, the earlier run no longer holds it back (its message may be lost).
+    unstarted_wait_seconds = 30.0
     #: Wait when rows are due but locked by another scheduler.
     busy_wait_seconds = 0.2
     #: A row whose trigger hook raised is tried again after this many seconds.
@@ -319,14 +323,14 @@ class DatabaseScheduler(Scheduler):
                 rows = sql.select_uninitialised(session, limit=self.batch_size, extra=extra)
                 sql.advance_schedules(session, [self._first_run(row, now) for row in rows])
             rows = sql.select_due(session, now=now, limit=self.batch_size, extra=extra)
-            queued = sql.with_queued_slots(
+            queued = sql.waiting_schedules(
                 session,
                 [
                     row.id
                     for row in rows
-                    if row.misfire_policy == MisfirePolicy.CATCH_UP
-                    and row.overlap_policy != OverlapPolicy.ALLOW
+                    if row.overlap_policy != OverlapPolicy.ALLOW and self.takes_lock(row.task_name)
                 ],
+                sent_since=now - timedelta(seconds=self.unstarted_wait_seconds),
             )
             plans = [self._plan_guarded(row, now, queued=row.id in queued) for row in rows]
             slots = [slot for plan in plans for slot in plan.slots]

@@ -12,7 +12,10 @@ alike.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from kombu.exceptions import KombuError
@@ -35,6 +38,25 @@ class CeleryDispatcher:
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        self._local = threading.local()  # the producer of a batch, per thread
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Publish every run sent inside the block (on this thread) through one producer
+        and broker connection, acquired once from the app's pool: a beat pass sends its
+        slots this way. Outside a block each send acquires its own."""
+        if getattr(self._local, "producer", None) is not None:  # already in one
+            yield
+            return
+        with contextlib.ExitStack() as stack:
+            try:
+                self._local.producer = stack.enter_context(self.app.producer_or_acquire())
+            except _BROKER_ERRORS as exc:  # each send then fails on its own, as it should
+                logger.debug("no producer for a batch: %s", exc)
+            try:
+                yield
+            finally:
+                self._local.producer = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} app={getattr(self.app, 'main', None)!r}>"
@@ -68,6 +90,7 @@ class CeleryDispatcher:
                 kwargs=message.kwargs,
                 task_id=message.task_id,
                 headers=dict(message.headers),
+                producer=getattr(self._local, "producer", None),
                 **message.options,
             )
         except _BROKER_ERRORS as exc:

@@ -11,6 +11,7 @@ its row does not allow: a worker runs a slot only from ``pending``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -69,6 +70,7 @@ class SlotSender:
                 created_before=before,
                 limit=self._scheduler.batch_size,
                 extra=self._scheduler.claim_filter(),
+                sent_since=now - timedelta(seconds=self._scheduler.unstarted_wait_seconds),
             )
             missed = [(orphan, ORPHAN_REASON) for orphan in orphans]
             sending: list[ClaimedSlot] = []
@@ -126,6 +128,11 @@ class SlotSender:
 
     def publish(self, slots: Sequence[ClaimedSlot]) -> tuple[list[ClaimedSlot], list[ClaimedSlot]]:
         """Dispatch each slot, calling ``after_send``; stop at an unreachable broker."""
+        batch = getattr(self._scheduler.dispatcher, "batch", None)
+        with batch() if batch is not None else contextlib.nullcontext():
+            return self._publish(slots)
+
+    def _publish(self, slots: Sequence[ClaimedSlot]) -> tuple[list[ClaimedSlot], list[ClaimedSlot]]:
         sent: list[ClaimedSlot] = []
         unsent: list[ClaimedSlot] = []
         for index, slot in enumerate(slots):

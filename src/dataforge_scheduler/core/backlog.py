@@ -14,6 +14,10 @@ decides, and the rows say which rule applied:
   others wait unsent (``held``) until the run before them has ended; the unsent sweep
   sends them (``sweep_schedule``).
 
+Nor does a slot race an earlier run the broker has not delivered yet (sent, not
+started: a worker reconnecting after a broker restart gets both at once): it is held
+until that run has ended, then sent by the same sweep.
+
 ``split_backlog`` applies that to the slots a pass plans for one schedule;
 ``sweep_schedule`` to the slots of one schedule that were claimed but not sent.
 """
@@ -85,13 +89,15 @@ def sweep_schedule(
     misfire: MisfirePolicy,
     overlap: OverlapPolicy,
 ) -> Backlog[T]:
-    """What the unsent sweep does with one schedule's claimed-but-unsent slots, oldest
-    first. ``newest_slot``: the newest slot the schedule has any row for; ``in_flight``:
-    another run of the schedule is sent and not finished (or is being sent).
+    """What the unsent sweep does with one schedule's unsent slots (stranded or
+    ``queued``), oldest first. ``newest_slot``: the newest slot the schedule has any row
+    for; ``in_flight``: another run of the schedule is going, or sent and not started,
+    or being sent.
 
-    ``allow`` sends them all. ``catch_up`` sends the oldest once nothing is in flight.
-    ``run_once``/``skip`` send the newest unsent slot unless a newer slot already has a
-    row (it was claimed, and runs or ran, after these), and record the others ``missed``.
+    ``allow`` sends them all. Otherwise nothing is sent while a run is in flight (it
+    would race it for the lock); then ``catch_up`` sends the oldest, and
+    ``run_once``/``skip`` the newest unless a newer slot already has a row. Under
+    ``run_once``/``skip`` a slot a newer one overtook is recorded ``missed`` at once.
     """
     if not unsent:
         return Backlog()
@@ -102,8 +108,10 @@ def sweep_schedule(
             return Backlog(held=list(unsent))
         return Backlog(send=[unsent[0]], held=list(unsent[1:]))
     newest = when[-1] if newest_slot is None else max(newest_slot, when[-1])
-    if newest == when[-1]:
-        reason = superseded_reason(newest, misfire)
-        return Backlog(send=[unsent[-1]], missed=[(slot, reason) for slot in unsent[:-1]])
     reason = superseded_reason(newest, misfire)
-    return Backlog(missed=[(slot, reason) for slot in unsent])
+    if newest != when[-1]:  # a newer slot was claimed after all of these
+        return Backlog(missed=[(slot, reason) for slot in unsent])
+    missed = [(slot, reason) for slot in unsent[:-1]]
+    if in_flight:
+        return Backlog(held=[unsent[-1]], missed=missed)
+    return Backlog(send=[unsent[-1]], missed=missed)

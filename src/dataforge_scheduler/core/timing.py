@@ -288,10 +288,10 @@ def plan_row(
     task's registered params) returns the kwargs to send, coerced, or raises
     ``InvalidParams``: the slots are then recorded as failed runs naming the bad field.
     ``InvalidSchedule`` when the row can never be sent (``handler_kwargs`` not a JSON
-    object: raw SQL). ``queued``: the row has held slots waiting (``catch_up``), so its
-    new slots are held behind them, in order. ``locks`` False: its task takes no lock
-    (not a DataForgeTask, or its class allows overlap), so its backlog cannot race and
-    is planned as under overlap policy ``allow``."""
+    object: raw SQL). ``queued``: the row has ``queued`` slots, or a run sent and not
+    started yet, so the slots it would send now are queued behind them. ``locks``
+    False: its task takes no lock (not a DataForgeTask, or its class allows overlap),
+    so its backlog cannot race and is planned as under overlap policy ``allow``."""
     stored = _stored_kwargs(row)
     if check_kwargs is not None and unregistered_error is None:
         try:
@@ -324,7 +324,7 @@ def plan_row(
     )
     if unregistered_error is not None:  # nothing is sent: every slot is recorded failed
         backlog = Backlog(send=list(plan.slots))
-    elif queued and policy is MisfirePolicy.CATCH_UP:
+    elif queued and locks:
         backlog = Backlog(held=[*backlog.send, *backlog.held], missed=backlog.missed)
     if plan.late:
         logger.warning(

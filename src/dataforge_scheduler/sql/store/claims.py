@@ -62,7 +62,7 @@ __all__ = [
     "select_uninitialised",
     "select_unsent",
     "send_queued",
-    "with_queued_slots",
+    "waiting_schedules",
 ]
 
 #: The task types a scheduler fires by itself (``manual`` runs only through the API).
@@ -244,6 +244,7 @@ def select_unsent(
     created_before: datetime,
     limit: int,
     extra: ColumnElement[bool] | None = None,
+    sent_since: datetime | None = None,
 ) -> tuple[list[UnsentBacklog], list[int]]:
     """Slots claimed before ``created_before`` and never recorded as sent, by schedule.
 
@@ -255,7 +256,9 @@ def select_unsent(
     while a sweep decides for it. Returns the backlogs of the schedules this sweep
     locked (up to ``limit`` schedules), and the ids of unsent slots whose schedule was
     deleted. A duplicate send would still be harmless: a worker runs a slot only from
-    ``pending``.
+    ``pending``. A run counts as in flight while it runs or retries, while its claim's
+    lease lasts, and, once sent, until it starts, if it was sent after ``sent_since``
+    (None: however long ago).
     """
     e, s = _executions.c, _schedules.c
     queued = e.status == _literal(ExecutionStatus.QUEUED)
@@ -307,8 +310,10 @@ def select_unsent(
                 e.scheduled_task_id.in_(ids),
                 or_(
                     e.status != _literal(ExecutionStatus.PENDING),
-                    e.sent_at.is_not(None),
-                    e.created_at >= aware_now(created_before),
+                    e.sent_at.is_not(None)
+                    if sent_since is None
+                    else e.sent_at > aware_now(sent_since),
+                    and_(e.sent_at.is_(None), e.created_at > aware_now(created_before)),
                 ),
             )
             .distinct()
@@ -341,17 +346,25 @@ def select_unsent(
     return backlogs, orphans
 
 
-def with_queued_slots(session: Session, schedule_ids: Sequence[int]) -> set[int]:
-    """Which of these schedules have ``queued`` slots (the status prefix of the reaper
-    index): a ``catch_up`` schedule's new slots queue behind them."""
+def waiting_schedules(
+    session: Session, schedule_ids: Sequence[int], *, sent_since: datetime
+) -> set[int]:
+    """Which of these schedules have ``queued`` slots, or a run sent after
+    ``sent_since`` that has not started yet (the status prefix of the reaper index):
+    their new slots queue behind, so they never race it for the lock when the broker
+    delivers both at once."""
     if not schedule_ids:
         return set()
     e = _executions.c
     query = (
         select(e.scheduled_task_id)
         .where(
-            e.status == _literal(ExecutionStatus.QUEUED),
+            e.status.in_([_literal(ExecutionStatus.QUEUED), _literal(ExecutionStatus.PENDING)]),
             e.scheduled_task_id.in_(list(schedule_ids)),
+            or_(
+                e.status == _literal(ExecutionStatus.QUEUED),
+                e.sent_at > aware_now(sent_since),
+            ),
         )
         .distinct()
     )
