@@ -122,6 +122,26 @@ def test_a_backlog_of_a_plain_celery_task_goes_at_once_it_takes_no_lock(h: Harne
     assert set(_by_status(h, sid)) == {ExecutionStatus.PENDING}
 
 
+def test_several_stranded_slots_a_newer_slot_overtook_are_all_recorded_missed(
+    h: Harness,
+) -> None:
+    """Two beats died after claiming (slots 1 s and 2 s of two schedules each); slot
+    3 s went out meanwhile: one sweep records the four stranded slots ``missed``."""
+    first = h.create(task_type="interval", interval_seconds=1)
+    second = h.create(task_type="interval", interval_seconds=1)
+    for at in (1, 2):
+        crashing = DatabaseScheduler(h.app, runtime=h.runtime, dispatcher=_CrashOnSend())
+        crashing.unstarted_wait_seconds = 0
+        h.clock.set(T0 + seconds(at))
+        with pytest.raises(KeyboardInterrupt):
+            crashing.run_pass()
+    h.at(T0 + seconds(3))
+    h.at(T0 + seconds(3 + h.scheduler.resend_after_seconds))
+    for sid in (first, second):
+        rows = _by_status(h, sid)
+        assert rows[ExecutionStatus.MISSED] == [T0 + seconds(1), T0 + seconds(2)]
+
+
 def test_a_slot_never_races_an_earlier_run_the_broker_has_not_delivered(h: Harness) -> None:
     """Slot 1 s was sent and has not started (a worker reconnecting after a broker
     restart would get both at once): slot 2 s waits ``queued`` and is sent once slot 1 s

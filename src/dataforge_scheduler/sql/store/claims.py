@@ -394,7 +394,8 @@ def mark_missed(session: Session, missed: Sequence[tuple[int, str]], *, now: dat
         update(_executions)
         .where(
             e.id == bindparam("b_id"),
-            e.status.in_(_UNFINISHED_SLOTS),
+            # literals: an expanding IN cannot go with executemany
+            e.status.in_([_literal(status) for status in _UNFINISHED_SLOTS]),
             e.sent_at.is_(None),
         )
         .values(
