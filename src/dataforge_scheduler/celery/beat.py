@@ -49,7 +49,7 @@ from dataforge_scheduler.runtime import Runtime, runtime_for
 from dataforge_scheduler.settings import Settings
 from dataforge_scheduler.sql import store
 from dataforge_scheduler.sql.models import ScheduledTask
-from dataforge_scheduler.sql.store import ClaimFilter
+from dataforge_scheduler.sql.store import ClaimFilter, sweep
 from dataforge_scheduler.sql.store import claims as sql
 
 __all__ = ["ClaimedSlot", "DatabaseScheduler", "PassResult", "RunMessage"]
@@ -323,7 +323,7 @@ class DatabaseScheduler(Scheduler):
                 rows = sql.select_uninitialised(session, limit=self.batch_size, extra=extra)
                 sql.advance_schedules(session, [self._first_run(row, now) for row in rows])
             rows = sql.select_due(session, now=now, limit=self.batch_size, extra=extra)
-            queued = sql.waiting_schedules(
+            queued = sweep.waiting_schedules(
                 session,
                 [
                     row.id

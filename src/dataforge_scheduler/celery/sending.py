@@ -22,7 +22,7 @@ from dataforge_scheduler.core.enums import MisfirePolicy, OverlapPolicy
 from dataforge_scheduler.core.slots import ClaimedSlot
 from dataforge_scheduler.errors import BackendUnavailable, DataForgeError
 from dataforge_scheduler.sql import store
-from dataforge_scheduler.sql.store import claims as sql
+from dataforge_scheduler.sql.store import sweep as sweeps
 
 if TYPE_CHECKING:
     from dataforge_scheduler.celery.beat import DatabaseScheduler
@@ -65,7 +65,7 @@ class SlotSender:
         (``core.backlog.sweep_schedule``): a schedule's own backlog never races itself."""
         before = now - timedelta(seconds=self._scheduler.resend_after_seconds)
         with self._scheduler.runtime.session() as session:
-            backlogs, orphans = sql.select_unsent(
+            backlogs, orphans = sweeps.select_unsent(
                 session,
                 created_before=before,
                 limit=self._scheduler.batch_size,
@@ -88,10 +88,10 @@ class SlotSender:
                 missed.extend((slot.execution_id, reason) for slot, reason in decided.missed)
                 sending.extend(decided.send)
                 self._log_sweep(backlog, decided.send, decided.missed)
-            sql.mark_missed(session, missed, now=now)
+            sweeps.mark_missed(session, missed, now=now)
             if not sending:
                 return [], []
-            sql.send_queued(session, [slot.execution_id for slot in sending])
+            sweeps.send_queued(session, [slot.execution_id for slot in sending])
             sent, unsent = self.publish(sending)  # the schedules stay locked while sent
             store.mark_sent(
                 session, [s.execution_id for s in sent], now=self._scheduler.clock.now()
@@ -100,7 +100,7 @@ class SlotSender:
 
     @staticmethod
     def _log_sweep(
-        backlog: sql.UnsentBacklog,
+        backlog: sweeps.UnsentBacklog,
         sending: Sequence[ClaimedSlot],
         missed: Sequence[tuple[ClaimedSlot, str]],
     ) -> None:

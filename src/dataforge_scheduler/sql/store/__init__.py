@@ -1,7 +1,8 @@
 """The store: every SQL statement the library runs, as functions over a ``Session``.
 
 One module per subject: ``schedules`` (create, read, list, update, pause, resume,
-delete), ``claims`` (what a beat pass runs), ``runs`` (a run starts, retries and
+delete), ``claims`` (what a beat pass runs), ``sweep`` (its unsent and queued slots),
+``runs`` (a run starts, retries and
 finishes), ``history`` (outbox records applied in batches), ``executions`` (reading runs
 back, manual runs, sends), ``maintenance`` (the reaper's and retention's statements),
 ``audit`` (the API's trail) and ``admin`` (ping, schema check, test databases).
