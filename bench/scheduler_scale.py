@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -124,6 +125,10 @@ class TimedDispatcher:
             self.sent_at[int(run.kwargs["scheduled_task_id"])] = time.perf_counter()
             self.changed.notify_all()
         return message
+
+    def cancel(self, celery_task_ids: Sequence[str]) -> None:
+        if self.inner is not None:
+            self.inner.cancel(celery_task_ids)
 
     def wait_for(self, schedule_id: int, *, timeout: float) -> float:
         with self.changed:

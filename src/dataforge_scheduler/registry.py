@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn, TypeVar
 
+from dataforge_scheduler.core.enums import OverlapPolicy
 from dataforge_scheduler.core.params import MISSING, PARAM_TYPES, ParamSpec, ParamsValidator
 from dataforge_scheduler.errors import RegistryError, UnknownTask
 
@@ -49,8 +50,13 @@ class TaskInfo:
     category: str
     params: tuple[ParamSpec, ...]
     is_system: bool = False
+    overlap_policy: OverlapPolicy | None = None  # new schedules' default (None: skip)
 
     def __post_init__(self) -> None:
+        if self.overlap_policy is not None:
+            object.__setattr__(
+                self, "overlap_policy", _overlap_policy(self.task_name, self.overlap_policy)
+            )
         for attr in ("task_name", "name", "category"):
             value = getattr(self, attr)
             if not isinstance(value, str) or not value.strip():
@@ -90,8 +96,23 @@ class TaskInfo:
             "description": self.description,
             "category": self.category,
             "is_system": self.is_system,
+            "overlap_policy": None if self.overlap_policy is None else self.overlap_policy.value,
             "params": [spec.to_dict() for spec in self.params],
         }
+
+
+def _overlap_policy(task_name: str, value: object) -> OverlapPolicy | None:
+    if value is None:
+        return None
+    try:
+        return OverlapPolicy(str(value))
+    except ValueError:
+        allowed = ", ".join(policy.value for policy in OverlapPolicy)
+        raise RegistryError(
+            f"task {task_name!r}: overlap_policy must be one of {allowed}, got {value!r}",
+            field="overlap_policy",
+            task_name=task_name,
+        ) from None
 
 
 def _to_spec(task_name: str, param: ParamSpec | Mapping[str, Any]) -> ParamSpec:
@@ -141,13 +162,24 @@ class TaskRegistry:
         category: str = "general",
         params: Sequence[ParamSpec | Mapping[str, Any]] = (),
         is_system: bool = False,
+        overlap_policy: OverlapPolicy | str | None = None,
     ) -> TaskInfo:
         """Describe ``task_name``; re-registering identical details is a no-op.
+        ``overlap_policy`` is the default of the schedules created for it without one
+        (None: ``skip``).
 
         Raises ``RegistryError`` for a bad spec, a name taken with other details, or a
         name outside ``task_name_prefix``.
         """
-        info = self._build(task_name, name, description, category, params, is_system=is_system)
+        info = self._build(
+            task_name,
+            name,
+            description,
+            category,
+            params,
+            is_system=is_system,
+            overlap_policy=overlap_policy,
+        )
         with self._lock:
             return self._add([info])[0]
 
@@ -190,6 +222,7 @@ class TaskRegistry:
         params: Iterable[ParamSpec | Mapping[str, Any]],
         *,
         is_system: bool,
+        overlap_policy: OverlapPolicy | str | None = None,
     ) -> TaskInfo:
         if isinstance(params, str | bytes | Mapping):
             raise RegistryError(
@@ -198,7 +231,15 @@ class TaskRegistry:
                 task_name=task_name,
             )
         specs = tuple(_to_spec(task_name, param) for param in params)
-        return TaskInfo(task_name, name, description, category, specs, is_system=is_system)
+        return TaskInfo(
+            task_name,
+            name,
+            description,
+            category,
+            specs,
+            is_system=is_system,
+            overlap_policy=_overlap_policy(task_name, overlap_policy),
+        )
 
     def _add(self, infos: list[TaskInfo]) -> list[TaskInfo]:
         """Check every info, then store the new ones (caller holds the lock)."""
@@ -406,8 +447,10 @@ def register_task(
     params: Sequence[ParamSpec | Mapping[str, Any]] = (),
     registry: TaskRegistry | None = None,
     is_system: bool = False,
+    overlap_policy: OverlapPolicy | str | None = None,
 ) -> Callable[[T], T]:
     """Describe a Celery task; stack it **on top of** ``@celery_app.task``.
+    ``overlap_policy``: the default of schedules created for it without one.
 
     The decorator reads the task's ``.name``, registers it and returns the task unchanged.
     """
@@ -421,6 +464,7 @@ def register_task(
             category=category,
             params=params,
             is_system=is_system,
+            overlap_policy=overlap_policy,
         )
         return task
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from tests.api.helpers import add_schedule, future
 
+from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.runtime import Runtime
 
 pytestmark = pytest.mark.anyio
@@ -73,6 +74,47 @@ async def test_create_refuses_bad_input_with_422_naming_the_field(
     assert response.status_code == 422, response.text
     assert loc in _locs(response)
     assert all(isinstance(item["msg"], str) and item["type"] for item in response.json()["detail"])
+
+
+@pytest.mark.parametrize("policy", ["skip", "allow", "buffer_one", "cancel_other"])
+async def test_create_stores_each_overlap_policy(client: httpx.AsyncClient, policy: str) -> None:
+    response = await client.post("/tasks", json=_cron(overlap_policy=policy))
+
+    assert response.status_code == 201, response.text
+    assert response.json()["overlap_policy"] == policy
+    got = await client.get(f"/tasks/{response.json()['id']}")
+    assert got.json()["overlap_policy"] == policy
+
+
+async def test_an_unknown_overlap_policy_is_a_422_listing_the_policies(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/tasks", json=_cron(overlap_policy="queue_all"))
+
+    assert response.status_code == 422, response.text
+    [item] = response.json()["detail"]
+    assert item["loc"] == ["body", "overlap_policy"]
+    for policy in ("skip", "allow", "buffer_one", "cancel_other"):
+        assert policy in item["msg"]
+
+
+async def test_create_without_an_overlap_policy_takes_the_tasks_registered_default(
+    client: httpx.AsyncClient, registry: TaskRegistry
+) -> None:
+    registry.register(
+        "dftest.exclusive", name="Exclusive", category="sync", overlap_policy="cancel_other"
+    )
+    defaulted = await client.post("/tasks", json=_cron(task_name="dftest.exclusive"))
+    chosen = await client.post(
+        "/tasks", json=_cron(name="chosen", task_name="dftest.exclusive", overlap_policy="skip")
+    )
+    plain = await client.post("/tasks", json=_cron(name="plain"))
+
+    assert defaulted.json()["overlap_policy"] == "cancel_other", defaulted.text
+    assert chosen.json()["overlap_policy"] == "skip"
+    assert plain.json()["overlap_policy"] == "skip"  # no default registered
+    detail = await client.get(f"/tasks/{defaulted.json()['id']}")
+    assert detail.json()["registered"]["overlap_policy"] == "cancel_other", detail.text
 
 
 async def test_create_date_in_the_past_is_refused(client: httpx.AsyncClient) -> None:

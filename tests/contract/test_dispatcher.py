@@ -194,3 +194,18 @@ def test_an_unreachable_broker_raises_backend_unavailable_and_publishes_nothing(
     with pytest.raises(BackendUnavailable, match=run.celery_task_id):
         subject.broken().dispatch(run)
     assert subject.received() == []
+
+
+def test_a_cancel_is_taken_and_publishes_no_run(subject: Subject, queue: str) -> None:
+    run = _run(queue)
+    subject.dispatcher.cancel([run.celery_task_id])
+    subject.dispatcher.cancel([])  # nothing to cancel: nothing asked of the broker
+    assert subject.received() == []
+
+
+def test_an_unreachable_broker_refuses_a_cancel_naming_the_run(
+    subject: Subject, queue: str
+) -> None:
+    run = _run(queue)
+    with pytest.raises(BackendUnavailable, match=run.celery_task_id):
+        subject.broken().cancel([run.celery_task_id])

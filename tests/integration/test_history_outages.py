@@ -183,11 +183,14 @@ class Load:
         return self.body_log.read_text(encoding="utf-8").split()
 
     def wait_for_bodies(self, count: int, *, since: int = 0) -> None:
-        wait_until(
-            lambda: len(self.bodies()) >= since + count,
-            timeout=90,
-            message=f"{count} more bodies to run",
-        )
+        try:
+            wait_until(
+                lambda: len(self.bodies()) >= since + count,
+                timeout=90,
+                message=f"{count} more bodies to run",
+            )
+        except AssertionError as timed_out:
+            raise AssertionError(f"{timed_out}\n{self.output()}") from None
 
     def stop_sending(self) -> None:
         self._stop.set()

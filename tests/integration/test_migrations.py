@@ -41,7 +41,8 @@ from dataforge_scheduler import cli, migrations
 REPO = Path(__file__).resolve().parents[2]
 BASE = "c041e8969ef2"
 INDEXES = "68a81dc8dc1a"
-HEAD = "4f2a9c1d7b3e"
+RANGES = "4f2a9c1d7b3e"
+HEAD = "9b1e5d3c7a20"
 LIBRARY_TABLES = {"scheduled_tasks", "task_executions", "audit_log"}
 SEED_INSERT = """\
 INSERT INTO scheduled_tasks (name, description, task_type, task_name, interval_seconds, handler_kwargs, status)
@@ -200,7 +201,11 @@ def test_sql_prints_the_ddl_without_connecting(capsys: pytest.CaptureFixture[str
         f"SET version_num='{INDEXES}' WHERE dataforge_alembic_version.version_num = '{BASE}'" in out
     )
     assert (
-        f"SET version_num='{HEAD}' WHERE dataforge_alembic_version.version_num = '{INDEXES}'" in out
+        f"SET version_num='{RANGES}' WHERE dataforge_alembic_version.version_num = '{INDEXES}'"
+        in out
+    )
+    assert (
+        f"SET version_num='{HEAD}' WHERE dataforge_alembic_version.version_num = '{RANGES}'" in out
     )
     assert "ADD CONSTRAINT ck_scheduled_tasks_misfire_grace_non_negative CHECK" in out
     assert "CREATE TRIGGER scheduled_tasks_changed" in out
@@ -342,6 +347,35 @@ def test_the_ranges_revision_refuses_bad_rows_then_adds_checks_and_the_trigger(
         assert objects["triggers"] == set()
         assert objects["functions"] == set()
         assert "ck_scheduled_tasks_priority_range" not in objects["checks"]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_the_overlap_revision_admits_buffer_one_and_cancel_other_and_downgrades_to_skip(
+    empty_pg_url: str, reference_schema: dict[str, Any]
+) -> None:
+    assert migrations.upgrade(empty_pg_url, RANGES) == (RANGES,)
+    engine = sa.create_engine(empty_pg_url)
+    policy = "SELECT overlap_policy FROM scheduled_tasks"
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(SEED_INSERT))
+        with engine.begin() as conn, pytest.raises(sa.exc.IntegrityError, match="overlap_policy"):
+            conn.execute(sa.text("UPDATE scheduled_tasks SET overlap_policy = 'buffer_one'"))
+
+        assert migrations.upgrade(empty_pg_url) == (HEAD,)
+        assert_matches_metadata(empty_pg_url, reference_schema)
+        for value in ("buffer_one", "cancel_other"):
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"UPDATE scheduled_tasks SET overlap_policy = '{value}'"))
+                assert conn.execute(sa.text(policy)).scalar_one() == value
+        with engine.begin() as conn, pytest.raises(sa.exc.IntegrityError, match="overlap_policy"):
+            conn.execute(sa.text("UPDATE scheduled_tasks SET overlap_policy = 'queue_all'"))
+
+        assert migrations.downgrade(empty_pg_url, RANGES) == (RANGES,)
+        with engine.begin() as conn:
+            assert conn.execute(sa.text(policy)).scalar_one() == "skip"
     finally:
         engine.dispose()
 

@@ -205,6 +205,82 @@ def test_a_catch_up_backlog_runs_one_slot_after_another_in_order(h: Harness) -> 
     assert ExecutionStatus.MISSED not in _by_status(h, sid)
 
 
+def _start(h: Harness, sid: int, slot: Any) -> str:
+    """The slot's run started on a worker (its row ``running``); its Celery task id."""
+    [run] = [e for e in h.executions(sid) if e.scheduled_for == slot]
+    with h.runtime.session() as session:
+        started = store.start_run(
+            session,
+            celery_task_id=run.celery_task_id,
+            task_name=run.task_name,
+            scheduled_task_id=sid,
+            trigger="schedule",
+            worker_hostname="worker@test",
+            worker_pid=4242,
+            kwargs=dict(run.kwargs or {}),
+            retries=0,
+            now=h.clock.now(),
+        )
+        session.commit()
+    assert started is not None
+    return run.celery_task_id
+
+
+def _end(h: Harness, celery_task_id: str, status: ExecutionStatus) -> None:
+    with h.runtime.session() as session:
+        store.finish_run(session, celery_task_id=celery_task_id, status=status, now=h.clock.now())
+        session.commit()
+
+
+def test_buffer_one_runs_one_waiting_slot_after_the_run_going_and_skips_a_further_one(
+    h: Harness,
+) -> None:
+    """Slot 1 s runs long. Slot 2 s finds it going and waits ``queued``; slot 3 s finds
+    the buffer full and is recorded ``skipped`` with the reason; once slot 1 s ends, slot
+    2 s is sent (the sweep), and slot 4 s, due while slot 2 s is in flight, waits."""
+    h.scheduler.unstarted_wait_seconds = 30
+    sid = h.create(task_type="interval", interval_seconds=1, overlap_policy="buffer_one")
+    assert [s.scheduled_for for s in h.at(T0 + seconds(1)).sent] == [T0 + seconds(1)]
+    going = _start(h, sid, T0 + seconds(1))
+    assert h.at(T0 + seconds(2)).sent == ()
+    assert h.at(T0 + seconds(3)).sent == ()
+    rows = {e.scheduled_for: e for e in h.executions(sid)}
+    assert rows[T0 + seconds(2)].status is ExecutionStatus.QUEUED
+    skipped = rows[T0 + seconds(3)]
+    assert skipped.status is ExecutionStatus.SKIPPED
+    assert skipped.error is not None
+    assert "buffer_one" in skipped.error
+    assert skipped.finished_at is not None
+    assert skipped.sent_at is None
+    assert h.at(T0 + seconds(3.2)).sent == ()  # still going: the waiting slot waits
+    _end(h, going, ExecutionStatus.SUCCESS)
+    assert [s.scheduled_for for s in h.at(T0 + seconds(3.5)).sent] == [T0 + seconds(2)]
+    assert h.at(T0 + seconds(4)).sent == ()
+    assert _by_status(h, sid)[ExecutionStatus.QUEUED] == [T0 + seconds(4)]
+    assert h.dispatcher.cancelled == []
+
+
+def test_cancel_other_cancels_the_run_going_with_the_reason_then_sends_its_slot(
+    h: Harness,
+) -> None:
+    """Slot 1 s runs long; slot 2 s cancels it (through the dispatcher, the reason noted
+    for the worker that records it ``revoked``) and waits until its row has ended."""
+    sid = h.create(task_type="interval", interval_seconds=1, overlap_policy="cancel_other")
+    assert [s.scheduled_for for s in h.at(T0 + seconds(1)).sent] == [T0 + seconds(1)]
+    going = _start(h, sid, T0 + seconds(1))
+    assert h.at(T0 + seconds(2)).sent == ()
+    assert h.dispatcher.cancelled == [going]
+    reason = h.runtime.backend.cancels.reason(going)
+    assert reason is not None
+    assert "cancel_other" in reason
+    assert (T0 + seconds(2)).isoformat() in reason
+    assert _by_status(h, sid)[ExecutionStatus.QUEUED] == [T0 + seconds(2)]
+    assert h.at(T0 + seconds(2.5)).sent == ()  # not ended yet: the slot waits
+    _end(h, going, ExecutionStatus.REVOKED)
+    assert [s.scheduled_for for s in h.at(T0 + seconds(2.7)).sent] == [T0 + seconds(2)]
+    assert h.dispatcher.cancelled == [going]  # cancelled once
+
+
 class _SendsAnyTask(DatabaseScheduler):
     """A beat that sends names it does not import (``dataforge.sync_accounts`` here)."""
 

@@ -7,7 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dataforge_scheduler.core.backlog import split_backlog, sweep_schedule
+from dataforge_scheduler.core.backlog import (
+    Backlog,
+    InFlight,
+    apply_overlap,
+    split_backlog,
+    sweep_schedule,
+)
 from dataforge_scheduler.core.clock import ServerClock, utcnow
 from dataforge_scheduler.core.enums import MisfirePolicy, OverlapPolicy
 
@@ -99,3 +105,50 @@ def test_the_server_clock_reads_the_server_time_through_this_hosts_clock() -> No
     )
     assert clock.offset == timedelta(seconds=15)
     assert abs(clock.now() - (utcnow() + timedelta(seconds=15))) < timedelta(seconds=1)
+
+
+# ---------------------------------------------------------------- overlap policies
+
+
+def test_buffer_one_says_why_a_slot_was_skipped() -> None:
+    decided = apply_overlap(
+        Backlog(send=[T0]),
+        policy=OverlapPolicy.BUFFER_ONE,
+        in_flight=InFlight(waiting=1, runs=("going",)),
+    )
+    assert decided.backlog.send == []
+    assert decided.backlog.held == []
+    [(slot, reason)] = decided.backlog.skipped
+    assert slot == T0
+    assert reason.startswith("skipped: ")
+    assert "buffer_one" in reason
+    assert "buffer is full" in reason
+    assert decided.cancel == ()
+
+
+def test_a_policy_keeps_the_misfire_policys_missed_slots() -> None:
+    missed = [(T0 - timedelta(minutes=1), "missed: late")]
+    for policy in OverlapPolicy:
+        decided = apply_overlap(
+            Backlog(send=[T0], missed=missed),
+            policy=policy,
+            in_flight=InFlight(runs=("going",)),
+        )
+        assert decided.backlog.missed == missed
+
+
+def test_cancel_other_behind_waiting_slots_cancels_nothing() -> None:
+    decided = apply_overlap(
+        Backlog(send=[T0]), policy=OverlapPolicy.CANCEL_OTHER, in_flight=InFlight(waiting=1)
+    )
+    assert (decided.backlog.send, decided.backlog.held, decided.cancel) == ([], [T0], ())
+
+
+def test_allow_ignores_what_is_in_flight() -> None:
+    decided = apply_overlap(
+        Backlog(send=[T0]),
+        policy=OverlapPolicy.ALLOW,
+        in_flight=InFlight(waiting=3, runs=("going",), unstarted=True),
+    )
+    assert decided.backlog == Backlog(send=[T0])
+    assert decided.cancel == ()

@@ -14,6 +14,7 @@ from celery import Celery
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dataforge_scheduler.core.enums import OverlapPolicy
 from dataforge_scheduler.errors import InvalidParams, RegistryError, UnknownTask
 from dataforge_scheduler.registry import (
     MISSING,
@@ -634,3 +635,18 @@ def test_datetime_params_keep_the_instant_in_utc(instant: datetime) -> None:
     parsed = datetime.fromisoformat(out)
     assert parsed == instant
     assert parsed.utcoffset() == timedelta(0)
+
+
+def test_a_task_may_register_the_default_overlap_policy_of_its_schedules() -> None:
+    registry = TaskRegistry()
+    info = registry.register("x.exclusive", name="Exclusive", overlap_policy="buffer_one")
+    assert info.overlap_policy is OverlapPolicy.BUFFER_ONE
+    assert info.to_dict()["overlap_policy"] == "buffer_one"
+    assert "overlap_policy" not in info.to_seed_dict()  # the seed's shape is kept
+    assert registry.register("x.plain", name="Plain").overlap_policy is None
+
+
+def test_an_unknown_default_overlap_policy_is_refused_naming_the_field() -> None:
+    with pytest.raises(RegistryError, match="buffer_one, cancel_other") as info:
+        TaskRegistry().register("x.bad", name="Bad", overlap_policy="queue_all")
+    assert info.value.field == "overlap_policy"

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dataforge_scheduler.core.backlog import InFlight
 from dataforge_scheduler.core.enums import ExecutionStatus, MisfirePolicy, TaskStatus, TaskType
 from dataforge_scheduler.core.timing import (
     SlotPlan,
@@ -124,7 +125,7 @@ def _row_plan(
     now: datetime,
     overlap: str = "skip",
     trigger: Any = None,
-    queued: bool = False,
+    in_flight: InFlight | None = None,
 ) -> dict[ExecutionStatus, list[datetime]]:
     row = _due_row(policy, overlap=overlap)
     row.next_run_at = due
@@ -137,12 +138,15 @@ def _row_plan(
         catch_up_max_runs=10,
         max_slots=1000,
         new_task_id=lambda: f"id-{next(ids)}",
-        queued=queued,
+        in_flight=in_flight,
     )
     found: dict[ExecutionStatus, list[datetime]] = {}
     for slot in plan.slots:
         found.setdefault(slot.status, []).append(slot.scheduled_for)
         assert (slot.error or "").startswith("missed: ") == (slot.status is ExecutionStatus.MISSED)
+        assert (slot.error or "").startswith("skipped: ") == (
+            slot.status is ExecutionStatus.SKIPPED
+        )
     return found
 
 
@@ -192,7 +196,8 @@ def test_a_late_catch_up_backlog_sends_the_oldest_and_queues_the_rest_in_order()
         ExecutionStatus.PENDING: [due + k * MINUTE for k in range(6)],
     }
     # queued slots waiting already: the new ones queue behind them
-    assert _row_plan(MisfirePolicy.CATCH_UP, due=due, now=due + seconds_(1), queued=True) == {
+    waiting = InFlight(waiting=2)
+    assert _row_plan(MisfirePolicy.CATCH_UP, due=due, now=due + seconds_(1), in_flight=waiting) == {
         ExecutionStatus.QUEUED: [due],
     }
 
@@ -350,3 +355,117 @@ def test_a_date_row_created_after_its_run_at_within_the_grace_fires() -> None:
         row, DateTrigger(T0 - timedelta(seconds=5)), now=T0 + timedelta(seconds=1), grace=GRACE
     )
     assert advance.next_run_at == T0 - timedelta(seconds=5)
+
+
+# ---------------------------------------------------------------- overlap policies
+
+
+RUNNING = InFlight(runs=("run-going",))
+UNSTARTED = InFlight(runs=("run-sent",), unstarted=True)
+
+
+def test_skip_sends_past_a_run_going_and_holds_behind_one_not_started() -> None:
+    due = T0 + MINUTE
+    now = due + seconds_(1)
+    # the worker's lock decides against a run going; one the broker still holds is waited for
+    assert _row_plan(MisfirePolicy.RUN_ONCE, due=due, now=now, in_flight=RUNNING) == {
+        ExecutionStatus.PENDING: [due]
+    }
+    assert _row_plan(MisfirePolicy.RUN_ONCE, due=due, now=now, in_flight=UNSTARTED) == {
+        ExecutionStatus.QUEUED: [due]
+    }
+
+
+def test_buffer_one_queues_one_slot_behind_a_run_going_and_skips_a_further_one() -> None:
+    due = T0 + MINUTE
+    now = due + seconds_(1)
+    first = _row_plan(
+        MisfirePolicy.RUN_ONCE, due=due, now=now, overlap="buffer_one", in_flight=RUNNING
+    )
+    assert first == {ExecutionStatus.QUEUED: [due]}
+    full = InFlight(waiting=1, runs=("run-going",))
+    second = _row_plan(
+        MisfirePolicy.RUN_ONCE, due=due, now=now, overlap="buffer_one", in_flight=full
+    )
+    assert second == {ExecutionStatus.SKIPPED: [due]}
+    idle = _row_plan(
+        MisfirePolicy.RUN_ONCE, due=due, now=now, overlap="buffer_one", in_flight=InFlight()
+    )
+    assert idle == {ExecutionStatus.PENDING: [due]}
+
+
+def test_buffer_one_keeps_at_most_one_of_a_catch_up_backlog_waiting() -> None:
+    due = T0 + MINUTE
+    now = due + timedelta(minutes=4, seconds=30)  # five late slots, caught up
+    idle = _row_plan(
+        MisfirePolicy.CATCH_UP, due=due, now=now, overlap="buffer_one", in_flight=InFlight()
+    )
+    assert idle == {
+        ExecutionStatus.PENDING: [due],
+        ExecutionStatus.QUEUED: [due + MINUTE],
+        ExecutionStatus.SKIPPED: [due + k * MINUTE for k in range(2, 5)],
+    }
+    busy = _row_plan(
+        MisfirePolicy.CATCH_UP, due=due, now=now, overlap="buffer_one", in_flight=RUNNING
+    )
+    assert busy == {
+        ExecutionStatus.QUEUED: [due],
+        ExecutionStatus.SKIPPED: [due + k * MINUTE for k in range(1, 5)],
+    }
+
+
+def test_cancel_other_names_the_runs_going_and_holds_its_slot_until_they_end() -> None:
+    due = T0 + MINUTE
+    row = _due_row(MisfirePolicy.RUN_ONCE, overlap="cancel_other")
+    row.next_run_at = due
+    plan = plan_row(
+        row,
+        _every_minute(),
+        now=due + seconds_(1),
+        grace=GRACE,
+        catch_up_max_runs=10,
+        max_slots=1000,
+        new_task_id=lambda: "new",
+        in_flight=InFlight(runs=("run-a", "run-b")),
+    )
+    assert [(slot.scheduled_for, slot.status) for slot in plan.slots] == [
+        (due, ExecutionStatus.QUEUED)
+    ]
+    assert plan.cancel == ("run-a", "run-b")
+    assert plan.cancel_reason is not None
+    assert "cancel_other" in plan.cancel_reason
+    assert due.isoformat() in plan.cancel_reason
+    # nothing going: nothing to cancel, the slot is sent
+    row.next_run_at = due
+    idle = plan_row(
+        row,
+        _every_minute(),
+        now=due + seconds_(1),
+        grace=GRACE,
+        catch_up_max_runs=10,
+        max_slots=1000,
+        new_task_id=lambda: "new",
+        in_flight=InFlight(),
+    )
+    assert [slot.status for slot in idle.slots] == [ExecutionStatus.PENDING]
+    assert idle.cancel == ()
+
+
+@pytest.mark.parametrize("overlap", ["buffer_one", "cancel_other"])
+def test_a_task_that_takes_no_lock_overlaps_whatever_the_schedule_says(overlap: str) -> None:
+    due = T0 + MINUTE
+    row = _due_row(MisfirePolicy.RUN_ONCE, overlap=overlap)
+    row.next_run_at = due
+    plan = plan_row(
+        row,
+        _every_minute(),
+        now=due + seconds_(1),
+        grace=GRACE,
+        catch_up_max_runs=10,
+        max_slots=1000,
+        new_task_id=lambda: "new",
+        in_flight=InFlight(waiting=1, runs=("run-going",)),
+        locks=False,
+    )
+    assert [slot.status for slot in plan.slots] == [ExecutionStatus.PENDING]
+    assert plan.cancel == ()

@@ -806,9 +806,13 @@ def test_a_task_time_limit_gets_a_soft_limit_below_it(harness: Harness) -> None:
     assert both.soft_time_limit == 10
 
 
-def test_an_unknown_overlap_policy_is_refused() -> None:
-    with pytest.raises(ConfigurationError, match="overlap_policy must be 'skip' or 'allow'"):
-        type("Bad", (DataForgeTask,), {"overlap_policy": "queue"})
+@pytest.mark.parametrize("policy", ["queue", "buffer_one", "cancel_other"])
+def test_a_task_class_policy_is_skip_or_allow(policy: str) -> None:
+    # buffer_one and cancel_other are the beat's: set on a schedule, or as the task's
+    # registered default; a class attribute could not apply them
+    with pytest.raises(ConfigurationError, match="overlap_policy must be 'skip' or 'allow'") as e:
+        type("Bad", (DataForgeTask,), {"overlap_policy": policy})
+    assert "register_task" in str(e.value)
 
 
 def test_connect_signals_is_idempotent(harness: Harness) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,6 +34,7 @@ from dataforge_scheduler.celery.dispatch import CeleryDispatcher
 from dataforge_scheduler.celery.sending import SlotSender
 from dataforge_scheduler.celery.task import DataForgeTask
 from dataforge_scheduler.celery.wakeup import NoticeWaiter
+from dataforge_scheduler.core.backlog import InFlight
 from dataforge_scheduler.core.clock import Clock, ServerClock, SystemClock, utcnow
 from dataforge_scheduler.core.enums import (
     ExecutionStatus,
@@ -64,8 +66,9 @@ class DatabaseScheduler(Scheduler):
     app's ``beat_scheduler`` that ``setup()`` sets). Programmatic use (benchmarks,
     fixtures): ``DatabaseScheduler(app, runtime=..., clock=..., dispatcher=...)`` then
     ``run_pass(now)``. Hooks for subclasses: ``claim_filter``, ``trigger_for_row``,
-    ``after_send`` and ``is_registered``. How a run is published (routing, headers) is
-    the dispatcher's ``message_for``, shared with "run now".
+    ``after_send``, ``takes_lock``, ``cancel_runs`` and ``is_registered``. How a run is
+    published (routing, headers) is the dispatcher's ``message_for``, shared with "run
+    now".
     """
 
     #: Schedules claimed per transaction; a full batch makes the next pass start at once.
@@ -261,6 +264,17 @@ class DatabaseScheduler(Scheduler):
             task.overlap_policy != OverlapPolicy.ALLOW.value
         )
 
+    def cancel_runs(self, celery_task_ids: Sequence[str], *, reason: str) -> None:
+        """Cancel runs of a schedule whose overlap policy is ``cancel_other``: note the
+        reason their rows record (the worker's revoke handler reads it), then revoke
+        them through the dispatcher (``Dispatcher.cancel``: SIGTERM to a run going; one
+        not started yet is dropped when a worker receives it)."""
+        cancels = self.runtime.backend.cancels
+        for celery_task_id in celery_task_ids:
+            cancels.note(celery_task_id, reason)
+        self.dispatcher.cancel(celery_task_ids)
+        logger.warning("cancelled run(s) %s: %s", ", ".join(celery_task_ids), reason)
+
     def is_registered(self, task_name: str) -> bool:
         """Whether ``task_name`` may be sent; unregistered slots are recorded as failed."""
         return task_name in self.app.tasks
@@ -323,7 +337,7 @@ class DatabaseScheduler(Scheduler):
                 rows = sql.select_uninitialised(session, limit=self.batch_size, extra=extra)
                 sql.advance_schedules(session, [self._first_run(row, now) for row in rows])
             rows = sql.select_due(session, now=now, limit=self.batch_size, extra=extra)
-            queued = sweep.waiting_schedules(
+            going = sweep.in_flight(
                 session,
                 [
                     row.id
@@ -332,7 +346,7 @@ class DatabaseScheduler(Scheduler):
                 ],
                 sent_since=now - timedelta(seconds=self.unstarted_wait_seconds),
             )
-            plans = [self._plan_guarded(row, now, queued=row.id in queued) for row in rows]
+            plans = [self._plan_guarded(row, now, in_flight=going.get(row.id)) for row in rows]
             slots = [slot for plan in plans for slot in plan.slots]
             inserted = sql.insert_slots(session, slots, now=now)
             sql.advance_schedules(session, [plan.advance(inserted) for plan in plans])
@@ -340,8 +354,21 @@ class DatabaseScheduler(Scheduler):
             claimed = sql.claimed_slots(plans, inserted)
         if rows:
             logger.debug("claimed %d slot(s) of %d due schedule(s)", len(claimed), len(rows))
+        for plan in plans:  # after the commit: a claim that failed cancels nothing
+            if plan.cancel and any(slot.celery_task_id in inserted for slot in plan.slots):
+                self._cancel_guarded(plan)
         held = any(slot.status is ExecutionStatus.QUEUED for slot in slots)
         return claimed, len(rows), earliest, held
+
+    def _cancel_guarded(self, plan: RowPlan) -> None:
+        try:
+            self.cancel_runs(plan.cancel, reason=plan.cancel_reason or "revoked")
+        except Exception:  # the new slot still waits for them; the reaper ends them if lost
+            logger.exception(
+                "could not cancel run(s) %s of schedule %s (overlap policy cancel_other)",
+                ", ".join(plan.cancel),
+                plan.row.name,
+            )
 
     def _first_run(self, row: ScheduledTask, now: datetime) -> Advance:
         trigger = self._trigger(row, now)
@@ -360,17 +387,21 @@ class DatabaseScheduler(Scheduler):
             )
         return advance
 
-    def _plan_guarded(self, row: ScheduledTask, now: datetime, *, queued: bool) -> RowPlan:
+    def _plan_guarded(
+        self, row: ScheduledTask, now: datetime, *, in_flight: InFlight | None
+    ) -> RowPlan:
         """``_plan``, but one row's failure never stops the other rows of its batch."""
         try:
-            return self._plan(row, now, queued=queued)
+            return self._plan(row, now, in_flight=in_flight)
         except Exception as exc:
             advance = self._row_failed(row, now=now, exc=exc, what="planning its slots")
             return RowPlan(
                 row=row, slots=[], next_run_at=advance.next_run_at, status=advance.status
             )
 
-    def _plan(self, row: ScheduledTask, now: datetime, *, queued: bool = False) -> RowPlan:
+    def _plan(
+        self, row: ScheduledTask, now: datetime, *, in_flight: InFlight | None = None
+    ) -> RowPlan:
         trigger = self._trigger(row, now)
         if isinstance(trigger, Advance):
             return RowPlan(
@@ -392,7 +423,7 @@ class DatabaseScheduler(Scheduler):
             new_task_id=lambda: str(uuid.uuid4()),
             unregistered_error=None if registered else self._unregistered_error(row),
             check_kwargs=check,
-            queued=queued,
+            in_flight=in_flight or InFlight(),
             locks=self.takes_lock(row.task_name),
         )
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from kombu.exceptions import KombuError
@@ -103,3 +103,17 @@ class CeleryDispatcher:
         logger.debug(
             "sent %s as %s with options %s", message.task_name, message.task_id, message.options
         )
+
+    def cancel(self, celery_task_ids: Sequence[str]) -> None:
+        """``app.control.revoke(ids, terminate=True, signal="SIGTERM")``: a broadcast every
+        worker keeps in its revoked set (a run not started is dropped on receipt; one
+        going is terminated). A worker started after the broadcast does not know it."""
+        if not celery_task_ids:
+            return
+        try:
+            self.app.control.revoke(list(celery_task_ids), terminate=True, signal="SIGTERM")
+        except _BROKER_ERRORS as exc:
+            raise BackendUnavailable(
+                f"could not revoke run(s) {', '.join(celery_task_ids)}: the broker is "
+                f"unreachable ({exc})"
+            ) from exc

@@ -26,7 +26,7 @@ from typing import Any
 
 from dataforge_scheduler.celery.headers import EXECUTION_ID, OVERLAP, TRIGGER, header
 from dataforge_scheduler.celery.logbuffer import LogBuffer, default_flusher
-from dataforge_scheduler.celery.outcomes import Outcome, outcome_of
+from dataforge_scheduler.celery.outcomes import Outcome, outcome_of, stopped_from_outside
 from dataforge_scheduler.celery.task import DataForgeTask, DeferredRelease, default_renewer
 from dataforge_scheduler.core.context import LockHold, RunContext
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger, OverlapPolicy
@@ -185,6 +185,8 @@ def end(run: RunContext, state: str | None, retval: Any) -> None:
     settings = runtime.settings
     now = runtime.clock.now()
     outcome = outcome_of(run, state, retval=retval, now=now)
+    if stopped_from_outside(state):
+        outcome = _cancelled(runtime, run.celery_task_id, outcome)
     final = outcome.status is not ExecutionStatus.RETRYING
     log = run.log
     if not final and log is not None and not run.state.retry_logged:
@@ -221,6 +223,19 @@ def end(run: RunContext, state: str | None, retval: Any) -> None:
             lock_end.scope,
             run.celery_task_id,
         )
+
+
+def _cancelled(runtime: Runtime, task_id: str, outcome: Outcome) -> Outcome:
+    """A run its canceller stopped (overlap policy ``cancel_other``) ends ``revoked``
+    with the reason it noted, whichever process records the end first; without a note
+    the outcome stands."""
+    try:
+        reason = runtime.backend.cancels.reason(task_id)
+    except BackendUnavailable:
+        return outcome
+    if reason is None:
+        return outcome
+    return Outcome(ExecutionStatus.REVOKED, error=f"{reason} (terminated)")
 
 
 def _lock_end(run: RunContext, outcome: Outcome) -> LockEnd | None:

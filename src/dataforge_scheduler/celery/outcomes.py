@@ -19,7 +19,7 @@ from celery import states
 from dataforge_scheduler.core.context import RunContext
 from dataforge_scheduler.core.enums import ExecutionStatus
 
-__all__ = ["TERMINATED", "Outcome", "describe", "outcome_of"]
+__all__ = ["TERMINATED", "Outcome", "describe", "outcome_of", "stopped_from_outside"]
 
 TERMINATED = (
     "terminated: the worker stopped this run (hard time limit, revoke(terminate=True) or a signal)"
@@ -70,6 +70,17 @@ def outcome_of(run: RunContext, state: str | None, *, retval: Any, now: datetime
     if state == states.REJECTED:
         return Outcome(ExecutionStatus.FAILED, error=f"rejected: {retval!r}")
     return Outcome(ExecutionStatus.FAILED, error=kept.error or TERMINATED, traceback=kept.traceback)
+
+
+def stopped_from_outside(state: str | None) -> bool:
+    """Whether an attempt ended with no state of its own: the worker stopped it (a
+    revoke with terminate, a signal), and the reason may be known elsewhere."""
+    return state not in _OWN_STATES
+
+
+_OWN_STATES = frozenset(
+    {states.SUCCESS, states.FAILURE, states.RETRY, states.IGNORED, states.REJECTED}
+)
 
 
 def _countdown(when: Any, *, now: datetime) -> float:

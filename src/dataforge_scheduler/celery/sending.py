@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from dataforge_scheduler.core.backlog import sweep_schedule
-from dataforge_scheduler.core.enums import MisfirePolicy, OverlapPolicy
+from dataforge_scheduler.core.enums import OverlapPolicy
 from dataforge_scheduler.core.slots import ClaimedSlot
 from dataforge_scheduler.errors import BackendUnavailable, DataForgeError
 from dataforge_scheduler.sql import store
@@ -104,17 +104,16 @@ class SlotSender:
         sending: Sequence[ClaimedSlot],
         missed: Sequence[tuple[ClaimedSlot, str]],
     ) -> None:
-        queued = backlog.misfire_policy is MisfirePolicy.CATCH_UP and (
-            backlog.overlap_policy is not OverlapPolicy.ALLOW
-        )
         for slot in sending:
-            # a catch_up backlog is sent this way by design; anything else was stranded
+            # a slot that waited its turn is sent this way by design; any other was stranded
+            queued = slot.execution_id in backlog.queued
             logger.log(
                 logging.INFO if queued else logging.WARNING,
                 "sending slot %s of %s, claimed earlier and not sent yet (%s)",
                 slot.scheduled_for.isoformat() if slot.scheduled_for else None,
                 slot.schedule_name,
-                "catch_up sends a backlog one run after another"
+                f"it waited for the run before it (misfire policy {backlog.misfire_policy}, "
+                f"overlap policy {backlog.overlap_policy})"
                 if queued
                 else "a scheduler stopped between its claim and its send, or the broker refused it",
             )

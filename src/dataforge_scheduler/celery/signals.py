@@ -172,7 +172,7 @@ def _on_revoked(
 ) -> None:
     if not isinstance(sender, DataForgeTask) or request is None:
         return
-    reason = "expired before it ran" if expired else "revoked"
+    reason = "expired before it ran" if expired else _cancel_note(sender, str(request.id))
     if terminated:
         reason += f" (terminated by signal {signum})"
     _finish_elsewhere(
@@ -183,6 +183,16 @@ def _on_revoked(
         error=reason,
         traceback=None,
     )
+
+
+def _cancel_note(task: DataForgeTask, task_id: str) -> str:
+    """Why the run was revoked, as its canceller noted it (overlap policy cancel_other);
+    plain "revoked" for a revoke from elsewhere, or when Redis cannot say."""
+    try:
+        return runtime_for(task.app).backend.cancels.reason(task_id) or "revoked"
+    except Exception:
+        logger.warning("dataforge: could not read why run %s was revoked", task_id, exc_info=True)
+        return "revoked"
 
 
 def _finish_elsewhere(

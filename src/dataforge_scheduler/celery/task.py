@@ -93,7 +93,9 @@ class DataForgeTask(Task[Any, Any]):
 
     - ``overlap_policy``: ``"skip"`` (default) takes the lock and skips the run while
       another holds it; ``"allow"`` takes no lock. A schedule whose ``overlap_policy``
-      is ``allow`` runs without the lock too.
+      is ``allow`` runs without the lock too; its ``buffer_one`` and ``cancel_other``
+      are the beat's to apply (the run takes the lock as under ``skip``). The default
+      policy of new schedules is the registry's (``register_task(overlap_policy=...)``).
     - ``lock_ttl``: seconds (default: the ``lock_ttl_seconds`` setting).
     - ``lock_auto_renew``: extend the lock every TTL/3 while the body runs (default: the
       ``lock_auto_renew`` setting).
@@ -115,10 +117,13 @@ class DataForgeTask(Task[Any, Any]):
         if policy is not None:
             try:
                 cls.overlap_policy = OverlapPolicy(policy).value
+                if cls.overlap_policy not in (OverlapPolicy.SKIP, OverlapPolicy.ALLOW):
+                    raise ValueError(policy)
             except ValueError:
                 raise ConfigurationError(
-                    f"task {cls.__name__}: overlap_policy must be 'skip' or 'allow', "
-                    f"got {policy!r}",
+                    f"task {cls.__name__}: overlap_policy must be 'skip' or 'allow' (a "
+                    "schedule's buffer_one and cancel_other are set on the schedule, "
+                    f"or as the task's default with register_task), got {policy!r}",
                     field="overlap_policy",
                 ) from None
         _wrap_coroutine_run(cls)

@@ -20,18 +20,41 @@ until that run has ended, then sent by the same sweep.
 
 ``split_backlog`` applies that to the slots a pass plans for one schedule;
 ``sweep_schedule`` to the slots of one schedule that were claimed but not sent.
+
+Then the overlap policy decides what the planned slots do about runs of the schedule
+already in flight (``apply_overlap``, from an ``InFlight`` the pass reads):
+
+- ``skip``: sent, unless slots already wait or a run was sent and has not started (held
+  behind them); a run still going makes the worker's lock record the new one
+  ``skipped``.
+- ``buffer_one``: while a run is in flight, the first slot waits (held) and any further
+  one is recorded ``skipped`` ("buffer full"); with one already waiting, all are.
+- ``cancel_other``: the runs in flight are cancelled (revoked and terminated) and the
+  slots wait until they have ended.
+- ``allow``: sent; nothing waits for anything.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Generic, TypeVar
 
 from dataforge_scheduler.core.enums import MisfirePolicy, OverlapPolicy
 
-__all__ = ["Backlog", "late_reason", "split_backlog", "superseded_reason", "sweep_schedule"]
+__all__ = [
+    "Backlog",
+    "InFlight",
+    "Overlap",
+    "apply_overlap",
+    "buffer_full_reason",
+    "cancelled_reason",
+    "late_reason",
+    "split_backlog",
+    "superseded_reason",
+    "sweep_schedule",
+]
 
 T = TypeVar("T")
 
@@ -39,11 +62,35 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Backlog(Generic[T]):
     """What to do with a schedule's slots: ``send`` now, keep ``held`` (unsent, sent later
-    one at a time) and record ``missed`` (each with its reason)."""
+    one at a time), record ``missed`` (not run, by the misfire policy) or ``skipped``
+    (not run, by the overlap policy), each with its reason."""
 
     send: list[T] = field(default_factory=list)
     held: list[T] = field(default_factory=list)
     missed: list[tuple[T, str]] = field(default_factory=list)
+    skipped: list[tuple[T, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """What one schedule has going when a pass plans its slots: ``waiting`` slots
+    (``queued``, unsent), the Celery task ids of its ``runs`` in flight (running,
+    retrying, or sent recently and not started), and whether one of those was sent and
+    has not started (``unstarted``: the broker still holds it)."""
+
+    waiting: int = 0
+    runs: tuple[str, ...] = ()
+    unstarted: bool = False
+
+
+@dataclass(frozen=True)
+class Overlap(Generic[T]):
+    """``apply_overlap``'s answer: the backlog, and the runs to cancel (Celery task ids)
+    with the reason each cancelled run's row records."""
+
+    backlog: Backlog[T]
+    cancel: tuple[str, ...] = ()
+    cancel_reason: str | None = None
 
 
 def superseded_reason(newest: datetime, policy: MisfirePolicy) -> str:
@@ -61,6 +108,67 @@ def late_reason(late_seconds: float, grace_seconds: float, policy: MisfirePolicy
         f"missed: found {late_seconds:.0f} s late, beyond the misfire grace of "
         f"{grace_seconds:.0f} s, and misfire policy {policy.value} {rule}"
     )
+
+
+def buffer_full_reason(waiting: bool) -> str:
+    """Why a slot was recorded ``skipped`` under ``buffer_one``."""
+    already = "another slot already waits" if waiting else "an earlier slot of this pass waits"
+    return (
+        "skipped: a run of this schedule is still going and overlap policy buffer_one "
+        f"keeps one slot waiting for it; the buffer is full ({already})"
+    )
+
+
+def cancelled_reason(slot: datetime) -> str:
+    """Why a run was revoked under ``cancel_other``."""
+    return (
+        f"revoked: overlap policy cancel_other: slot {slot.isoformat()} of this schedule "
+        "replaced this run"
+    )
+
+
+def apply_overlap(
+    backlog: Backlog[datetime],
+    *,
+    policy: OverlapPolicy,
+    in_flight: InFlight,
+) -> Overlap[datetime]:
+    """What ``policy`` does with a pass's ``backlog`` (already split by the misfire
+    policy) given what the schedule has ``in_flight`` (see the module docstring).
+    ``allow`` is also the policy of a task that takes no lock."""
+    slots = [*backlog.send, *backlog.held]  # in slot order: held ones follow the sent one
+    if not slots or policy is OverlapPolicy.ALLOW:
+        return Overlap(backlog)
+    busy = bool(in_flight.runs)
+    if policy is OverlapPolicy.SKIP:
+        if in_flight.waiting or in_flight.unstarted:
+            return Overlap(replace(backlog, send=[], held=slots))
+        return Overlap(backlog)
+    if policy is OverlapPolicy.BUFFER_ONE:
+        if not busy and not in_flight.waiting:  # nothing going: one runs, one may wait
+            send, held, rest = slots[:1], slots[1:2], slots[2:]
+        else:
+            room = 0 if in_flight.waiting else 1
+            send, held, rest = [], slots[:room], slots[room:]
+        reason = buffer_full_reason(bool(in_flight.waiting))
+        return Overlap(
+            replace(
+                backlog,
+                send=send,
+                held=held,
+                skipped=[*backlog.skipped, *((slot, reason) for slot in rest)],
+            )
+        )
+    # cancel_other: what is going is cancelled; the slots wait until it has ended
+    if busy:
+        return Overlap(
+            replace(backlog, send=[], held=slots),
+            cancel=in_flight.runs,
+            cancel_reason=cancelled_reason(slots[-1]),
+        )
+    if in_flight.waiting:
+        return Overlap(replace(backlog, send=[], held=slots))
+    return Overlap(backlog)
 
 
 def split_backlog(
@@ -98,12 +206,14 @@ def sweep_schedule(
     would race it for the lock); then ``catch_up`` sends the oldest, and
     ``run_once``/``skip`` the newest unless a newer slot already has a row. Under
     ``run_once``/``skip`` a slot a newer one overtook is recorded ``missed`` at once.
+    Under ``buffer_one`` the slot that waited runs, oldest first, whatever newer slots
+    were skipped meanwhile (the buffer holds it for exactly that).
     """
     if not unsent:
         return Backlog()
     if overlap is OverlapPolicy.ALLOW:
         return Backlog(send=list(unsent))
-    if misfire is MisfirePolicy.CATCH_UP:
+    if misfire is MisfirePolicy.CATCH_UP or overlap is OverlapPolicy.BUFFER_ONE:
         if in_flight:
             return Backlog(held=list(unsent))
         return Backlog(send=[unsent[0]], held=list(unsent[1:]))

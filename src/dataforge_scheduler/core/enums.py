@@ -46,7 +46,7 @@ class ExecutionStatus(StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     RETRYING = "retrying"
-    SKIPPED = "skipped"  # the schedule's lock was held by another run
+    SKIPPED = "skipped"  # another run of the schedule was going (its error says how)
     MISSED = "missed"  # not sent, by the misfire policy (its error says which rule)
     LOST = "lost"  # the worker died mid-run
     REVOKED = "revoked"
@@ -86,10 +86,20 @@ class MisfirePolicy(StrEnum):
 
 
 class OverlapPolicy(StrEnum):
-    """Whether a run may start while another run of the same schedule holds the lock."""
+    """What a slot does when another run of its schedule is still going.
+
+    ``skip``: the slot is sent and its run takes the schedule's lock, or is recorded
+    ``skipped`` while another run holds it. ``allow``: no lock; runs may overlap.
+    ``buffer_one``: the slot waits (``queued``) until the run ends, then runs; at most
+    one waits, a further one is recorded ``skipped`` ("buffer full"). ``cancel_other``:
+    the run still going is revoked and terminated (recorded ``revoked`` with the
+    reason) and the slot runs once it has ended.
+    """
 
     SKIP = "skip"
     ALLOW = "allow"
+    BUFFER_ONE = "buffer_one"
+    CANCEL_OTHER = "cancel_other"
 
 
 class AuditAction(StrEnum):

@@ -43,10 +43,12 @@ from dataforge_scheduler.core.values import (
 )
 
 __all__ = [
+    "CANCEL_NOTE_TTL_SECONDS",
     "Acquired",
     "AsyncLogFeed",
     "AsyncLogSubscription",
     "Backend",
+    "CancelNotes",
     "ChangeNotices",
     "Dispatcher",
     "LockInfo",
@@ -264,6 +266,33 @@ class ChangeNotices(Protocol):
         ...
 
 
+# ---------------------------------------------------------------- cancellations
+
+
+class CancelNotes(Protocol):
+    """Why a run was cancelled, from the process that cancels it to the worker's process
+    that records it ``revoked`` (a revoke message carries no reason).
+
+    Invariants: ``reason`` returns the reason last noted for that Celery task id, as
+    often as asked (the run's pool process and the worker's main process may both record
+    its end; whichever is first, the row says why); a note is kept
+    ``CANCEL_NOTE_TTL_SECONDS``, so a run cancelled before a worker received it finds its
+    reason when one does; the reason comes back exactly as noted (any Unicode).
+    """
+
+    def note(self, celery_task_id: str, reason: str) -> None:
+        """Keep ``reason`` for the run ``celery_task_id`` about to be cancelled."""
+        ...
+
+    def reason(self, celery_task_id: str) -> str | None:
+        """The reason noted for ``celery_task_id``; None if none (or expired)."""
+        ...
+
+
+#: How long a cancel note waits for the worker that records the run ``revoked``.
+CANCEL_NOTE_TTL_SECONDS = 24 * 3600
+
+
 # ---------------------------------------------------------------- run history
 
 
@@ -361,6 +390,12 @@ class Dispatcher(Protocol):
         """Publish ``run``; the message sent."""
         ...
 
+    def cancel(self, celery_task_ids: Sequence[str]) -> None:
+        """Revoke these runs: one not started yet is dropped when a worker receives it,
+        one going is terminated (SIGTERM). ``BackendUnavailable`` when the broker cannot
+        take the revoke."""
+        ...
+
 
 # ---------------------------------------------------------------- one backend
 
@@ -393,6 +428,9 @@ class Backend(Protocol):
 
     @property
     def journal(self) -> RunJournal: ...
+
+    @property
+    def cancels(self) -> CancelNotes: ...
 
     def check(self) -> str:
         """``"ok"`` (or ``"ok (in-process)"``) when the backend answers."""

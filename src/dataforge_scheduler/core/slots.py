@@ -115,13 +115,16 @@ class ClaimedSlot:
 
 @dataclass(frozen=True)
 class RowPlan:
-    """What a pass does with one due row: the execution rows to insert and what to
-    write back (``advance``)."""
+    """What a pass does with one due row: the execution rows to insert, what to write
+    back (``advance``), and the runs of the schedule to cancel (Celery task ids, under
+    overlap policy ``cancel_other``) with the reason their rows record."""
 
     row: PlannableRow
     slots: list[NewSlot]
     next_run_at: datetime | None
     status: TaskStatus
+    cancel: tuple[str, ...] = ()
+    cancel_reason: str | None = None
 
     def advance(self, inserted: Mapping[str, int]) -> Advance:
         """The row's write-back; a slot recorded as failed (unregistered task, kwargs

@@ -42,7 +42,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from dataforge_scheduler.core.backlog import Backlog, late_reason, split_backlog
+from dataforge_scheduler.core.backlog import (
+    Backlog,
+    InFlight,
+    apply_overlap,
+    late_reason,
+    split_backlog,
+)
 from dataforge_scheduler.core.enums import (
     ExecutionStatus,
     MisfirePolicy,
@@ -280,7 +286,7 @@ def plan_row(
     new_task_id: Callable[[], str],
     unregistered_error: str | None = None,
     check_kwargs: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    queued: bool = False,
+    in_flight: InFlight | None = None,
     locks: bool = True,
 ) -> RowPlan:
     """Plan one due row. With ``unregistered_error`` its slots are recorded as failed
@@ -288,10 +294,11 @@ def plan_row(
     task's registered params) returns the kwargs to send, coerced, or raises
     ``InvalidParams``: the slots are then recorded as failed runs naming the bad field.
     ``InvalidSchedule`` when the row can never be sent (``handler_kwargs`` not a JSON
-    object: raw SQL). ``queued``: the row has ``queued`` slots, or a run sent and not
-    started yet, so the slots it would send now are queued behind them. ``locks``
-    False: its task takes no lock (not a DataForgeTask, or its class allows overlap),
-    so its backlog cannot race and is planned as under overlap policy ``allow``."""
+    object: raw SQL). ``in_flight``: what the schedule has going (``queued`` slots,
+    runs not finished), which its overlap policy weighs (``core.backlog.apply_overlap``):
+    the plan may hold its slots, record them ``skipped``, or name runs to cancel.
+    ``locks`` False: its task takes no lock (not a DataForgeTask, or its class allows
+    overlap), so it is planned as under overlap policy ``allow``."""
     stored = _stored_kwargs(row)
     if check_kwargs is not None and unregistered_error is None:
         try:
@@ -322,10 +329,17 @@ def plan_row(
         grace=grace,
         locks=locks,
     )
+    cancel: tuple[str, ...] = ()
+    cancel_reason = None
     if unregistered_error is not None:  # nothing is sent: every slot is recorded failed
         backlog = Backlog(send=list(plan.slots))
-    elif queued and locks:
-        backlog = Backlog(held=[*backlog.send, *backlog.held], missed=backlog.missed)
+    elif in_flight is not None:
+        overlap = apply_overlap(
+            backlog,
+            policy=OverlapPolicy(row.overlap_policy) if locks else OverlapPolicy.ALLOW,
+            in_flight=in_flight,
+        )
+        backlog, cancel, cancel_reason = overlap.backlog, overlap.cancel, overlap.cancel_reason
     if plan.late:
         logger.warning(
             "schedule %s (id %s) is %.0f s late (grace %.0f s): misfire policy %s runs "
@@ -358,13 +372,22 @@ def plan_row(
             *(slot_row(at, slot_status, unregistered_error) for at in backlog.send),
             *(slot_row(at, ExecutionStatus.QUEUED, None) for at in backlog.held),
             *(slot_row(at, ExecutionStatus.MISSED, reason) for at, reason in backlog.missed),
+            *(slot_row(at, ExecutionStatus.SKIPPED, why) for at, why in backlog.skipped),
         ],
         key=lambda slot: slot.scheduled_for,
     )
+    if backlog.skipped:
+        logger.info(
+            "schedule %s (id %s): %d slot(s) skipped, a run is still going (overlap policy %s)",
+            row.name,
+            row.id,
+            len(backlog.skipped),
+            row.overlap_policy,
+        )
+    status = TaskStatus.COMPLETED if plan.next_run_at is None else TaskStatus.ACTIVE
     if plan.next_run_at is None:
         logger.info("schedule %s (id %s) fired its last slot: completed", row.name, row.id)
-        return RowPlan(row, slots, None, TaskStatus.COMPLETED)
-    return RowPlan(row, slots, plan.next_run_at, TaskStatus.ACTIVE)
+    return RowPlan(row, slots, plan.next_run_at, status, cancel=cancel, cancel_reason=cancel_reason)
 
 
 def _backlog(

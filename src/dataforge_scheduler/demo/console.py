@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -81,6 +82,11 @@ class NarratingDispatcher:
             why = f"{why}, the {when} slot"
         self._console.line("dispatch", message.task_name, f"{label} ({why})")
         return message
+
+    def cancel(self, celery_task_ids: Sequence[str]) -> None:
+        self.inner.cancel(celery_task_ids)
+        for celery_task_id in celery_task_ids:
+            self._console.line("cancel", "revoke", f"task id {celery_task_id}")
 
 
 @dataclass

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from dataforge_scheduler.core.clock import Clock
 from dataforge_scheduler.memory.async_logs import PollingAsyncLogFeed
+from dataforge_scheduler.memory.cancels import MemoryCancelNotes
 from dataforge_scheduler.memory.journal import MemoryRunJournal
 from dataforge_scheduler.memory.locks import MemoryLockManager
 from dataforge_scheduler.memory.logbus import MemoryLogBus
@@ -32,6 +33,7 @@ class MemoryBackend:
         self.notices = MemoryChangeNotices()
         self.log_feed = PollingAsyncLogFeed(self.logbus)
         self.journal = MemoryRunJournal(locks=self.locks, logbus=self.logbus, clock=clock)
+        self.cancels = MemoryCancelNotes(clock=clock)
 
     def __repr__(self) -> str:
         return "<MemoryBackend>"
@@ -41,7 +43,12 @@ class MemoryBackend:
 
     def purge(self) -> int:
         with self._mutex:
-            return self.locks.clear() + self.logbus.clear() + self.journal.clear()
+            return (
+                self.locks.clear()
+                + self.logbus.clear()
+                + self.journal.clear()
+                + self.cancels.clear()
+            )
 
     def close(self) -> None:
         """Nothing to release: the roles die with the runtime."""

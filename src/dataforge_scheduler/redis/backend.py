@@ -16,6 +16,7 @@ import redis
 from dataforge_scheduler.core.clock import Clock
 from dataforge_scheduler.errors import BackendUnavailable
 from dataforge_scheduler.redis.async_logs import RedisAsyncLogFeed
+from dataforge_scheduler.redis.cancels import RedisCancelNotes
 from dataforge_scheduler.redis.connection import backend_errors
 from dataforge_scheduler.redis.journal import RedisRunJournal
 from dataforge_scheduler.redis.keys import Keys
@@ -46,6 +47,7 @@ class RedisBackend:
         self._notices: RedisChangeNotices | None = None
         self._log_feed: RedisAsyncLogFeed | None = None
         self._journal: RedisRunJournal | None = None
+        self._cancels: RedisCancelNotes | None = None
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self.keys!r}>"
@@ -95,6 +97,13 @@ class RedisBackend:
                 self._journal = RedisRunJournal(self.client, self.keys, clock=self._clock)
             return self._journal
 
+    @property
+    def cancels(self) -> RedisCancelNotes:
+        with self._mutex:
+            if self._cancels is None:
+                self._cancels = RedisCancelNotes(self.client, self.keys)
+            return self._cancels
+
     def check(self) -> str:
         try:
             with backend_errors("answering a ping"):
@@ -121,5 +130,6 @@ class RedisBackend:
             client, self._client = self._client, None
             self._locks = self._logbus = self._notices = None
             self._journal = None
+            self._cancels = None
         if client is not None:
             client.close()

@@ -173,6 +173,10 @@ class Keys:
         """The stream of records the database refused for good."""
         return f"{self._prefix}:outbox:dead"
 
+    def cancel(self, run_id: str) -> str:
+        """The string holding why a run was cancelled, until its worker records it."""
+        return f"{self._prefix}:cancel:{_run(run_id)}"
+
     # ---- schedule changes
 
     def schedule_changes_channel(self) -> str:

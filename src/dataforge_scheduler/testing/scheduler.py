@@ -3,16 +3,17 @@
 Each ``tick()`` is one ``run_pass(clock.now())``: the scheduler claims what is due in
 the database (a ``pending`` execution row per slot, ``next_run_at`` advanced by the
 trigger and the misfire policy) and sends it through a ``RecordingDispatcher``, which
-keeps each message instead of publishing it (the same double this project's own tests
-use; it passes the ``Dispatcher`` contract suite). ``advance()`` moves the clock and ticks at
-every ``next_run_at`` on the way, so a long jump fires each slot on time, as a beat
-that never slept would, instead of turning them into one misfire; use ``clock.set()``
-then ``tick()`` to see the misfire policy at work after downtime.
+keeps each message (and each cancel) instead of publishing it (the same double this
+project's own tests use; it passes the ``Dispatcher`` contract suite). ``advance()``
+moves the clock and ticks at every ``next_run_at`` on the way, so a long jump fires each
+slot on time, as a beat that never slept would, instead of turning them into one
+misfire; use ``clock.set()`` then ``tick()`` to see the misfire policy at work after downtime.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -69,6 +70,7 @@ class RecordingDispatcher:
 
     def __init__(self) -> None:
         self.sent: list[SentTask] = []
+        self.cancelled: list[str] = []  # Celery task ids, in the order cancelled
         self.down = False
         self._lock = threading.Lock()
 
@@ -92,6 +94,15 @@ class RecordingDispatcher:
         with self._lock:
             self.sent.append(record)
         return message
+
+    def cancel(self, celery_task_ids: Sequence[str]) -> None:
+        if self.down:
+            raise BackendUnavailable(
+                f"could not revoke run(s) {', '.join(celery_task_ids)}: the broker is down "
+                "(RecordingDispatcher.down)"
+            )
+        with self._lock:
+            self.cancelled.extend(celery_task_ids)
 
 
 class SchedulerDriver:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -86,9 +86,17 @@ class _KillOnSend:
         os.kill(os.getpid(), signal.SIGKILL)
         return message_for(run)  # pragma: no cover - the process is gone
 
+    def cancel(self, celery_task_ids: Sequence[str]) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
 
 class CrashingScheduler(DatabaseScheduler):
-    """Dies by SIGKILL between its first committed claim and its send."""
+    """Dies by SIGKILL between its first committed claim and its send.
+
+    It never sweeps (its lease is an hour): it would die re-sending the slot an earlier
+    crash stranded, and each crash must strand a claim of its own."""
+
+    resend_after_seconds = 3600.0
 
     def __init__(self, app: Any, **kwargs: Any) -> None:
         kwargs.setdefault("dispatcher", _KillOnSend())

@@ -30,7 +30,7 @@ from dataforge_scheduler.api.schemas.tasks import (
     TaskPage,
     TaskUpdate,
 )
-from dataforge_scheduler.core.enums import AuditAction
+from dataforge_scheduler.core.enums import AuditAction, OverlapPolicy
 from dataforge_scheduler.errors import ConflictError, ExecutionNotFound
 from dataforge_scheduler.redis.keys import schedule_scope
 from dataforge_scheduler.sql import store
@@ -99,6 +99,10 @@ async def create_task(ctx: Context) -> Response:
     fields["handler_kwargs"] = stored_kwargs(
         ctx.runtime.registry, body.task_name, body.handler_kwargs
     )
+    if body.overlap_policy is None:  # the task's default (stored_kwargs knows it exists)
+        fields["overlap_policy"] = ctx.runtime.registry.get(body.task_name).overlap_policy or (
+            OverlapPolicy.SKIP
+        )
     settings = ctx.runtime.settings
     now = ctx.now()
 

@@ -74,7 +74,11 @@ class TaskCreate(BaseModel):
     end_at: UTCDateTimeIn | None = None
     misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE
     misfire_grace_seconds: int | None = Field(None, ge=0, lt=_INT32)
-    overlap_policy: OverlapPolicy = OverlapPolicy.SKIP
+    overlap_policy: OverlapPolicy | None = Field(
+        None,
+        description="What a slot does while another run of the schedule is going; "
+        "omitted: the task's registered default, else skip",
+    )
 
 
 class TaskUpdate(BaseModel):
@@ -156,6 +160,9 @@ class RegisteredTaskInfo(BaseModel):
     description: str
     category: str
     is_system: bool
+    overlap_policy: OverlapPolicy | None = Field(
+        None, description="the overlap policy of schedules created without one (null: skip)"
+    )
     params: list[dict[str, Any]]
 
 

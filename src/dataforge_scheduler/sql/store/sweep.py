@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from dataforge_scheduler.core.backlog import InFlight
 from dataforge_scheduler.core.enums import ExecutionStatus, MisfirePolicy, OverlapPolicy
 from dataforge_scheduler.core.slots import ClaimedSlot
 from dataforge_scheduler.sql.models import ScheduledTask
@@ -28,7 +29,7 @@ from dataforge_scheduler.sql.store.claims import (  # the claim's own helpers
 )
 from dataforge_scheduler.sql.store.common import aware_now
 
-__all__ = ["UnsentBacklog", "mark_missed", "select_unsent", "send_queued", "waiting_schedules"]
+__all__ = ["UnsentBacklog", "in_flight", "mark_missed", "select_unsent", "send_queued"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class UnsentBacklog:
     slots: list[ClaimedSlot]
     newest_slot: datetime | None
     in_flight: bool
+    queued: frozenset[int] = frozenset()  # execution ids of the slots that waited their turn
 
 
 def select_unsent(
@@ -92,7 +94,15 @@ def select_unsent(
         return [], orphans
     ids = list(schedules)
     rows = session.execute(
-        select(e.id, e.celery_task_id, e.scheduled_task_id, e.task_name, e.scheduled_for, e.kwargs)
+        select(
+            e.id,
+            e.celery_task_id,
+            e.scheduled_task_id,
+            e.task_name,
+            e.scheduled_for,
+            e.kwargs,
+            e.status,
+        )
         .where(
             or_(and_(*unsent_slots(created_before)), queued),
             e.scheduled_task_id.in_(ids),
@@ -127,7 +137,10 @@ def select_unsent(
         )
     )
     by_schedule: dict[int, list[ClaimedSlot]] = {}
+    waited: set[int] = set()
     for row in rows:
+        if row.status == ExecutionStatus.QUEUED:
+            waited.add(row.id)
         schedule = schedules[row.scheduled_task_id]
         by_schedule.setdefault(row.scheduled_task_id, []).append(
             claimed_run(
@@ -147,35 +160,59 @@ def select_unsent(
             slots=slots,
             newest_slot=newest.get(sid),
             in_flight=sid in in_flight,
+            queued=frozenset(slot.execution_id for slot in slots if slot.execution_id in waited),
         )
         for sid, slots in by_schedule.items()
     ]
     return backlogs, orphans
 
 
-def waiting_schedules(
+def in_flight(
     session: Session, schedule_ids: Sequence[int], *, sent_since: datetime
-) -> set[int]:
-    """Which of these schedules have ``queued`` slots, or a run sent after
-    ``sent_since`` that has not started yet (the status prefix of the reaper index):
-    their new slots queue behind, so they never race it for the lock when the broker
-    delivers both at once."""
+) -> dict[int, InFlight]:
+    """What each of these schedules has going, for its overlap policy
+    (``core.backlog.apply_overlap``): its ``queued`` slots, and its runs in flight:
+    running, retrying, or sent after ``sent_since`` and not started yet (the broker
+    holds them). One statement on the status prefix of the reaper index; schedules with
+    nothing going are left out."""
     if not schedule_ids:
-        return set()
+        return {}
     e = _executions.c
-    query = (
-        select(e.scheduled_task_id)
-        .where(
-            e.status.in_([_literal(ExecutionStatus.QUEUED), _literal(ExecutionStatus.PENDING)]),
-            e.scheduled_task_id.in_(list(schedule_ids)),
-            or_(
-                e.status == _literal(ExecutionStatus.QUEUED),
-                e.sent_at > aware_now(sent_since),
-            ),
-        )
-        .distinct()
+    query = select(e.scheduled_task_id, e.status, e.celery_task_id).where(
+        e.status.in_(
+            [
+                _literal(status)
+                for status in (
+                    ExecutionStatus.QUEUED,
+                    ExecutionStatus.PENDING,
+                    ExecutionStatus.RUNNING,
+                    ExecutionStatus.RETRYING,
+                )
+            ]
+        ),
+        e.scheduled_task_id.in_(list(schedule_ids)),
+        or_(e.status != _literal(ExecutionStatus.PENDING), e.sent_at > aware_now(sent_since)),
     )
-    return {sid for sid in session.scalars(query) if sid is not None}
+    waiting: dict[int, int] = {}
+    runs: dict[int, list[str]] = {}
+    unstarted: set[int] = set()
+    for sid, status, celery_task_id in session.execute(query):
+        if sid is None:
+            continue
+        if status == ExecutionStatus.QUEUED:
+            waiting[sid] = waiting.get(sid, 0) + 1
+            continue
+        runs.setdefault(sid, []).append(celery_task_id)
+        if status == ExecutionStatus.PENDING:
+            unstarted.add(sid)
+    return {
+        sid: InFlight(
+            waiting=waiting.get(sid, 0),
+            runs=tuple(runs.get(sid, ())),
+            unstarted=sid in unstarted,
+        )
+        for sid in waiting.keys() | runs.keys()
+    }
 
 
 def send_queued(session: Session, execution_ids: Sequence[int]) -> None:

@@ -1,0 +1,205 @@
+"""Overlap policies ``buffer_one`` and ``cancel_other`` with a real worker and beat.
+
+A prefork worker (two processes, so two runs of one schedule could overlap if nothing
+stopped them) and a ``celery beat`` (DatabaseScheduler) of ``apps.outage_app`` run
+``ot.tick``, a DataForgeTask that logs one line, sleeps ``work`` seconds and then appends
+its Celery task id to a proof file. Each schedule fires every second (or two) and its
+runs last longer than that, so every slot finds a run still going:
+
+- ``buffer_one``: one slot waits for the run going and then runs; the others are
+  recorded ``skipped`` with the buffer's reason, never by the lock; runs never overlap.
+- ``cancel_other``: each new slot revokes and terminates the run going, which is
+  recorded ``revoked`` with the reason (not ``lost``: the worker did not die), its body
+  cut short; the new one runs after it, never beside it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from tests.integration.procs import CeleryProcess, service_env, wait_until
+
+from dataforge_scheduler.core.clock import utcnow
+from dataforge_scheduler.core.enums import ExecutionStatus
+from dataforge_scheduler.registry import TaskRegistry
+from dataforge_scheduler.runtime import Runtime
+from dataforge_scheduler.settings import Settings
+from dataforge_scheduler.sql import store
+from dataforge_scheduler.sql.models import TaskExecution
+
+pytestmark = [pytest.mark.worker, pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
+
+APP = "tests.integration.apps.outage_app"
+TASK = "ot.tick"
+SCHEDULER = "dataforge_scheduler.celery.beat:DatabaseScheduler"
+OPEN = {
+    ExecutionStatus.PENDING,
+    ExecutionStatus.QUEUED,
+    ExecutionStatus.RUNNING,
+    ExecutionStatus.RETRYING,
+}
+
+
+class Cluster:
+    """A worker and a beat on one schedule; the proof file of bodies that finished."""
+
+    def __init__(self, runtime: Runtime, env: dict[str, str], logs: Path) -> None:
+        self.runtime = runtime
+        self.body_log = logs / "bodies.txt"
+        self.worker = CeleryProcess(
+            "worker", APP, env=env, log_path=logs / "worker.log", args=["-P", "prefork", "-c", "2"]
+        )
+        self.beat = CeleryProcess(
+            "beat", APP, env=env, log_path=logs / "beat.log", args=["-S", SCHEDULER]
+        )
+
+    def schedule(self, **fields: Any) -> int:
+        with self.runtime.session() as session:
+            row = store.create_schedule(
+                session,
+                {"name": "overlapping", "task_type": "interval", "task_name": TASK, **fields},
+                now=utcnow() - timedelta(seconds=0.5),
+                default_timezone="UTC",
+            )
+            session.commit()
+            return row.id
+
+    def start(self) -> None:
+        self.worker.start().wait_ready()
+        self.beat.start().wait_ready()
+
+    def rows(self) -> list[TaskExecution]:
+        with self.runtime.session() as session:
+            rows = list(
+                session.scalars(sa.select(TaskExecution).order_by(TaskExecution.scheduled_for))
+            )
+            session.expunge_all()
+        return rows
+
+    def bodies(self) -> list[str]:
+        if not self.body_log.exists():
+            return []
+        return self.body_log.read_text(encoding="utf-8").split()
+
+    def run_for(self, seconds: float) -> list[TaskExecution]:
+        """Let the beat fire for ``seconds``, stop it, and wait until every run sent has
+        ended (nothing left open but slots the stopped beat never sent)."""
+        time.sleep(seconds)
+        self.beat.stop()
+
+        def settled() -> list[TaskExecution] | None:
+            rows = self.rows()
+            going = [
+                row
+                for row in rows
+                if row.status in OPEN and not (row.sent_at is None and row.started_at is None)
+            ]
+            return None if going else rows
+
+        try:
+            return wait_until(settled, timeout=60, interval=0.5, message="every run to end")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.output()}") from None
+
+    def output(self) -> str:
+        return f"worker:\n{self.worker.output()[-6000:]}\nbeat:\n{self.beat.output()[-4000:]}"
+
+    def stop(self) -> None:
+        self.beat.stop()
+        self.worker.stop()
+
+
+@pytest.fixture
+def cluster(
+    pg: Any, pg_url: str, redis_url: str, redis_client: Any, key_prefix: str, tmp_path: Path
+) -> Iterator[Cluster]:
+    settings = Settings(
+        database_url=pg_url, redis_url=redis_url, celery_broker_url=redis_url, key_prefix=key_prefix
+    )
+    runtime = Runtime(settings, registry=TaskRegistry(), engine=pg)
+    env = service_env(
+        database_url=pg_url,
+        redis_url=redis_url,
+        key_prefix=key_prefix,
+        DATAFORGE_TEST_BODY_LOG=str(tmp_path / "bodies.txt"),
+        DATAFORGE_CELERY_BEAT_SYNC_EVERY="1",
+    )
+    running = Cluster(runtime, env, tmp_path)
+    try:
+        yield running
+    finally:
+        running.stop()
+        runtime.close()
+
+
+def _ran(rows: list[TaskExecution]) -> list[TaskExecution]:
+    return [row for row in rows if row.started_at is not None]
+
+
+def _assert_never_two_at_once(rows: list[TaskExecution]) -> None:
+    runs = sorted(_ran(rows), key=lambda row: row.started_at)
+    for earlier, later in itertools.pairwise(runs):
+        assert earlier.finished_at is not None, earlier
+        assert later.started_at >= earlier.finished_at, (
+            f"run of slot {later.scheduled_for} started at {later.started_at}, before the "
+            f"run of slot {earlier.scheduled_for} ended at {earlier.finished_at}"
+        )
+
+
+def test_buffer_one_runs_one_waiting_slot_after_each_run_and_skips_the_rest(
+    cluster: Cluster,
+) -> None:
+    sid = cluster.schedule(
+        interval_seconds=1, overlap_policy="buffer_one", handler_kwargs={"work": 2.5}
+    )
+    cluster.start()
+    rows = cluster.run_for(9)
+    by_status: dict[ExecutionStatus, list[TaskExecution]] = {}
+    for row in rows:
+        assert row.scheduled_task_id == sid
+        by_status.setdefault(row.status, []).append(row)
+    success = by_status.get(ExecutionStatus.SUCCESS, [])
+    skipped = by_status.get(ExecutionStatus.SKIPPED, [])
+    assert len(success) >= 2, cluster.output()
+    assert skipped, "slots finding the buffer full must be recorded skipped"
+    for row in skipped:
+        assert row.error is not None
+        assert "buffer_one" in row.error, row.error
+        assert row.started_at is None, "a skipped slot never reached a worker"
+    # no run ever met the lock: the buffered slot waited for the run before it
+    assert all("lock" not in (row.error or "") for row in rows)
+    assert sorted(cluster.bodies()) == sorted(row.celery_task_id for row in success)
+    _assert_never_two_at_once(rows)
+
+
+def test_cancel_other_revokes_the_run_going_with_the_reason_and_runs_the_new_slot(
+    cluster: Cluster,
+) -> None:
+    sid = cluster.schedule(
+        interval_seconds=2, overlap_policy="cancel_other", handler_kwargs={"work": 12}
+    )
+    cluster.start()
+    rows = cluster.run_for(9)
+    revoked = [row for row in rows if row.status is ExecutionStatus.REVOKED]
+    assert len(revoked) >= 2, [(row.status, row.error) for row in rows]
+    for row in revoked:
+        assert row.scheduled_task_id == sid
+        assert row.error is not None
+        assert "overlap policy cancel_other" in row.error, row.error
+        assert "(terminated" in row.error, row.error
+    statuses = {row.status for row in rows}
+    assert ExecutionStatus.LOST not in statuses, cluster.output()
+    assert ExecutionStatus.SKIPPED not in statuses, "the new slot must wait, not meet the lock"
+    # each cancelled run was cut short: only a run nobody cancelled (the last one, after
+    # the beat stopped) finished its body
+    finished = {row.celery_task_id for row in rows if row.status is ExecutionStatus.SUCCESS}
+    assert len(finished) <= 1
+    assert set(cluster.bodies()) == finished
+    _assert_never_two_at_once(rows)
