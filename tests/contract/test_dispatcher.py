@@ -9,6 +9,8 @@ expiry); for the recording double, from its ``sent`` list.
 
 from __future__ import annotations
 
+import contextlib
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,6 +47,30 @@ class Subject:
     dispatcher: Dispatcher
     received: Callable[[], list[Received]]
     broken: Callable[[], Dispatcher]
+    #: runs ``cancel`` inside a listener for revokes (the recording double's list, or a
+    #: Celery control node as a worker runs one); returns the revokes seen
+    cancels_seen: Callable[[Callable[[], None]], list[dict[str, Any]]]
+
+
+def _celery_revokes(app: Celery, act: Callable[[], None]) -> list[dict[str, Any]]:
+    """The revoke broadcasts a worker's control node receives while ``act`` runs."""
+    seen: list[dict[str, Any]] = []
+
+    def revoke(state: Any, **arguments: Any) -> None:
+        seen.append(arguments)
+
+    with app.connection_for_write() as connection:
+        node = app.control.mailbox.Node("contract@probe", handlers={"revoke": revoke})
+        consumer = node.listen(channel=connection.default_channel)
+        with contextlib.suppress(TimeoutError, OSError):  # subscribes on the first drain
+            connection.drain_events(timeout=0.2)
+        act()
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError, OSError):
+                connection.drain_events(timeout=0.2)
+        consumer.cancel()
+    return seen
 
 
 def _celery_received(app: Celery, queue: str) -> list[Received]:
@@ -108,7 +134,13 @@ def subject(request: pytest.FixtureRequest, key_prefix: str, queue: str) -> Iter
             recording.down = True
             return recording
 
-        yield Subject(recording, recorded, broken_recording)
+        def recorded_cancels(act: Callable[[], None]) -> list[dict[str, Any]]:
+            before = len(recording.cancelled)
+            act()
+            ids = recording.cancelled[before:]
+            return [{"task_id": ids, "terminate": True, "signal": "SIGTERM"}] if ids else []
+
+        yield Subject(recording, recorded, broken_recording, recorded_cancels)
         return
     if request.param == "celery-memory":
         broker = f"memory://contract-{uuid.uuid4().hex[:8]}"
@@ -121,6 +153,7 @@ def subject(request: pytest.FixtureRequest, key_prefix: str, queue: str) -> Iter
         CeleryDispatcher(app),
         lambda: _celery_received(app, queue),
         lambda: CeleryDispatcher(refusing),
+        lambda act: _celery_revokes(app, act),
     )
 
 
@@ -196,11 +229,12 @@ def test_an_unreachable_broker_raises_backend_unavailable_and_publishes_nothing(
     assert subject.received() == []
 
 
-def test_a_cancel_is_taken_and_publishes_no_run(subject: Subject, queue: str) -> None:
-    run = _run(queue)
-    subject.dispatcher.cancel([run.celery_task_id])
-    subject.dispatcher.cancel([])  # nothing to cancel: nothing asked of the broker
+def test_a_cancel_revokes_with_terminate_and_publishes_no_run(subject: Subject, queue: str) -> None:
+    runs = [_run(queue).celery_task_id, _run(queue).celery_task_id]
+    seen = subject.cancels_seen(lambda: subject.dispatcher.cancel(runs))
+    assert seen == [{"task_id": runs, "terminate": True, "signal": "SIGTERM"}]
     assert subject.received() == []
+    subject.broken().cancel([])  # nothing to cancel: the broker is not even asked
 
 
 def test_an_unreachable_broker_refuses_a_cancel_naming_the_run(

@@ -281,6 +281,52 @@ def test_cancel_other_cancels_the_run_going_with_the_reason_then_sends_its_slot(
     assert h.dispatcher.cancelled == [going]  # cancelled once
 
 
+def test_buffer_one_keeps_one_slot_waiting_through_a_broker_outage(h: Harness) -> None:
+    """The broker refuses every send for a while: the slots claimed meanwhile are not all
+    replayed once it is back. One stranded slot runs, one waits behind it, the rest are
+    recorded ``skipped``."""
+    sid = h.create(task_type="interval", interval_seconds=1, overlap_policy="buffer_one")
+    h.dispatcher.down = True
+    for k in range(1, 6):
+        assert h.at(T0 + seconds(k)).sent == ()
+    rows = _by_status(h, sid)
+    assert rows[ExecutionStatus.PENDING] == [T0 + seconds(1)]  # claimed, never sent
+    assert rows[ExecutionStatus.QUEUED] == [T0 + seconds(2)]
+    assert rows[ExecutionStatus.SKIPPED] == [T0 + seconds(k) for k in range(3, 6)]
+    h.dispatcher.down = False
+    sent = [s.scheduled_for for s in h.at(T0 + seconds(5.5)).sent]
+    assert sent == [T0 + seconds(1)]  # the oldest first; the other waits for it
+
+
+def test_cancel_other_survives_a_broker_that_refuses_the_revoke(h: Harness) -> None:
+    """The revoke cannot reach the broker: the pass goes on, the new slot waits, and the
+    next slot cancels the run again once the broker is back."""
+    sid = h.create(task_type="interval", interval_seconds=1, overlap_policy="cancel_other")
+    h.at(T0 + seconds(1))
+    going = _start(h, sid, T0 + seconds(1))
+    h.dispatcher.down = True
+    assert h.at(T0 + seconds(2)).sent == ()
+    assert h.dispatcher.cancelled == []
+    assert _by_status(h, sid)[ExecutionStatus.QUEUED] == [T0 + seconds(2)]
+    h.dispatcher.down = False
+    assert h.at(T0 + seconds(3)).sent == ()
+    assert h.dispatcher.cancelled == [going]
+
+
+def test_cancel_other_revokes_a_retry_waiting_out_its_countdown_at_once(h: Harness) -> None:
+    sid = h.create(task_type="interval", interval_seconds=1, overlap_policy="cancel_other")
+    h.at(T0 + seconds(1))
+    going = _start(h, sid, T0 + seconds(1))
+    _end(h, going, ExecutionStatus.RETRYING)
+    assert h.at(T0 + seconds(2)).sent == ()
+    [retried] = [e for e in h.executions(sid) if e.celery_task_id == going]
+    assert retried.status is ExecutionStatus.REVOKED
+    assert retried.error is not None
+    assert "cancel_other" in retried.error
+    # nothing is in flight any more: the sweep sends the new slot
+    assert [s.scheduled_for for s in h.at(T0 + seconds(2.5)).sent] == [T0 + seconds(2)]
+
+
 class _SendsAnyTask(DatabaseScheduler):
     """A beat that sends names it does not import (``dataforge.sync_accounts`` here)."""
 

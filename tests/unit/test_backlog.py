@@ -152,3 +152,30 @@ def test_allow_ignores_what_is_in_flight() -> None:
     )
     assert decided.backlog == Backlog(send=[T0])
     assert decided.cancel == ()
+
+
+def test_buffer_one_lets_a_slot_wait_behind_one_about_to_be_sent() -> None:
+    # the run ended and the sweep has not sent the waiting slot yet: the new slot waits
+    # behind it instead of being skipped for a run that is not going
+    decided = apply_overlap(
+        Backlog(send=[T0]), policy=OverlapPolicy.BUFFER_ONE, in_flight=InFlight(waiting=1)
+    )
+    assert (decided.backlog.held, decided.backlog.skipped) == ([T0], [])
+    two_ahead = apply_overlap(
+        Backlog(send=[T0]), policy=OverlapPolicy.BUFFER_ONE, in_flight=InFlight(waiting=2)
+    )
+    assert [slot for slot, _ in two_ahead.backlog.skipped] == [T0]
+
+
+def test_buffer_one_counts_slots_claimed_and_not_sent_as_ahead_of_it() -> None:
+    # a broker outage strands claimed slots: they go first, and the buffer stays one deep
+    one_unsent = apply_overlap(
+        Backlog(send=[T0]), policy=OverlapPolicy.BUFFER_ONE, in_flight=InFlight(unsent=1)
+    )
+    assert one_unsent.backlog.held == [T0]
+    behind_a_run = apply_overlap(
+        Backlog(send=[T0]),
+        policy=OverlapPolicy.BUFFER_ONE,
+        in_flight=InFlight(unsent=1, runs=("going",)),
+    )
+    assert [slot for slot, _ in behind_a_run.backlog.skipped] == [T0]

@@ -266,13 +266,27 @@ class DatabaseScheduler(Scheduler):
 
     def cancel_runs(self, celery_task_ids: Sequence[str], *, reason: str) -> None:
         """Cancel runs of a schedule whose overlap policy is ``cancel_other``: note the
-        reason their rows record (the worker's revoke handler reads it), then revoke
-        them through the dispatcher (``Dispatcher.cancel``: SIGTERM to a run going; one
-        not started yet is dropped when a worker receives it)."""
+        reason their rows record (``runtime.backend.cancels``; the worker reads it),
+        revoke them through the dispatcher (``Dispatcher.cancel``: SIGTERM to a run
+        going; one not started yet is dropped when a worker receives it), and record a
+        retry waiting out its countdown ``revoked`` at once. Without Redis the note is
+        lost (the row then says only "revoked") but the runs are still revoked."""
         cancels = self.runtime.backend.cancels
-        for celery_task_id in celery_task_ids:
-            cancels.note(celery_task_id, reason)
-        self.dispatcher.cancel(celery_task_ids)
+        try:
+            for celery_task_id in celery_task_ids:
+                cancels.note(celery_task_id, reason)
+        except DataForgeError as exc:
+            logger.warning("could not note why run(s) are cancelled (%s); revoking anyway", exc)
+        cancel = getattr(self.dispatcher, "cancel", None)
+        if cancel is None:
+            raise ConfigurationError(
+                f"{type(self.dispatcher).__name__} has no cancel(celery_task_ids): a "
+                "dispatcher must implement it for overlap policy cancel_other",
+                field="dispatcher",
+            )
+        cancel(celery_task_ids)
+        with self.runtime.session() as session:
+            sweep.revoke_retrying(session, celery_task_ids, reason=reason, now=self.clock.now())
         logger.warning("cancelled run(s) %s: %s", ", ".join(celery_task_ids), reason)
 
     def is_registered(self, task_name: str) -> bool:
@@ -423,7 +437,7 @@ class DatabaseScheduler(Scheduler):
             new_task_id=lambda: str(uuid.uuid4()),
             unregistered_error=None if registered else self._unregistered_error(row),
             check_kwargs=check,
-            in_flight=in_flight or InFlight(),
+            in_flight=in_flight,
             locks=self.takes_lock(row.task_name),
         )
 

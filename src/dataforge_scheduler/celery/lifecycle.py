@@ -231,7 +231,8 @@ def _cancelled(runtime: Runtime, task_id: str, outcome: Outcome) -> Outcome:
     the outcome stands."""
     try:
         reason = runtime.backend.cancels.reason(task_id)
-    except BackendUnavailable:
+    except Exception:  # the end must be recorded whatever Redis says
+        logger.warning("dataforge: could not read why run %s was stopped", task_id, exc_info=True)
         return outcome
     if reason is None:
         return outcome

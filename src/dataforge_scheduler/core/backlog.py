@@ -74,13 +74,16 @@ class Backlog(Generic[T]):
 @dataclass(frozen=True)
 class InFlight:
     """What one schedule has going when a pass plans its slots: ``waiting`` slots
-    (``queued``, unsent), the Celery task ids of its ``runs`` in flight (running,
-    retrying, or sent recently and not started), and whether one of those was sent and
-    has not started (``unstarted``: the broker still holds it)."""
+    (``queued``, unsent), ``unsent`` slots claimed and not sent yet (a broker outage, a
+    scheduler that died, another beat sending them now: the sweep sends them), the
+    Celery task ids of its ``runs`` in flight (running, retrying, or sent recently and
+    not started), and whether one of those was sent and has not started (``unstarted``:
+    the broker still holds it)."""
 
     waiting: int = 0
     runs: tuple[str, ...] = ()
     unstarted: bool = False
+    unsent: int = 0
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,8 @@ def buffer_full_reason(waiting: bool) -> str:
     """Why a slot was recorded ``skipped`` under ``buffer_one``."""
     already = "another slot already waits" if waiting else "an earlier slot of this pass waits"
     return (
-        "skipped: a run of this schedule is still going and overlap policy buffer_one "
-        f"keeps one slot waiting for it; the buffer is full ({already})"
+        "skipped: overlap policy buffer_one lets one slot wait behind the run of this "
+        f"schedule in flight, and the buffer is full ({already})"
     )
 
 
@@ -145,12 +148,15 @@ def apply_overlap(
             return Overlap(replace(backlog, send=[], held=slots))
         return Overlap(backlog)
     if policy is OverlapPolicy.BUFFER_ONE:
-        if not busy and not in_flight.waiting:  # nothing going: one runs, one may wait
+        # slots claimed and not sent yet go before these: one of them runs next, and
+        # one more may wait behind it
+        ahead = in_flight.waiting + in_flight.unsent
+        if not busy and not ahead:  # nothing going: one runs, one may wait
             send, held, rest = slots[:1], slots[1:2], slots[2:]
         else:
-            room = 0 if in_flight.waiting else 1
+            room = max(0, (1 if busy else 2) - ahead)
             send, held, rest = [], slots[:room], slots[room:]
-        reason = buffer_full_reason(bool(in_flight.waiting))
+        reason = buffer_full_reason(bool(ahead))
         return Overlap(
             replace(
                 backlog,
@@ -166,7 +172,7 @@ def apply_overlap(
             cancel=in_flight.runs,
             cancel_reason=cancelled_reason(slots[-1]),
         )
-    if in_flight.waiting:
+    if in_flight.waiting or in_flight.unsent:
         return Overlap(replace(backlog, send=[], held=slots))
     return Overlap(backlog)
 

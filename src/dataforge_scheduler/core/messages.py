@@ -26,7 +26,7 @@ __all__ = ["EXECUTION_ID", "OVERLAP", "SLOT", "TRIGGER", "RunMessage", "message_
 TRIGGER = "df_trigger"  # "schedule" | "manual" | "retry"
 SLOT = "df_slot"  # ISO-8601 UTC instant of the slot a scheduler claimed
 EXECUTION_ID = "df_execution_id"  # id of the task_executions row made for this send
-OVERLAP = "df_overlap"  # the schedule's overlap_policy ("skip" | "allow")
+OVERLAP = "df_overlap"  # the schedule's overlap_policy (an OverlapPolicy value)
 
 
 @dataclass(frozen=True)

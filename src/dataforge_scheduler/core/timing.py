@@ -333,11 +333,11 @@ def plan_row(
     cancel_reason = None
     if unregistered_error is not None:  # nothing is sent: every slot is recorded failed
         backlog = Backlog(send=list(plan.slots))
-    elif in_flight is not None:
+    else:
         overlap = apply_overlap(
             backlog,
             policy=OverlapPolicy(row.overlap_policy) if locks else OverlapPolicy.ALLOW,
-            in_flight=in_flight,
+            in_flight=in_flight or InFlight(),
         )
         backlog, cancel, cancel_reason = overlap.backlog, overlap.cancel, overlap.cancel_reason
     if plan.late:

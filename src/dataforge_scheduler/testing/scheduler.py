@@ -96,6 +96,8 @@ class RecordingDispatcher:
         return message
 
     def cancel(self, celery_task_ids: Sequence[str]) -> None:
+        if not celery_task_ids:
+            return
         if self.down:
             raise BackendUnavailable(
                 f"could not revoke run(s) {', '.join(celery_task_ids)}: the broker is down "

@@ -29,7 +29,14 @@ from dataforge_scheduler.sql.store.claims import (  # the claim's own helpers
 )
 from dataforge_scheduler.sql.store.common import aware_now
 
-__all__ = ["UnsentBacklog", "in_flight", "mark_missed", "select_unsent", "send_queued"]
+__all__ = [
+    "UnsentBacklog",
+    "in_flight",
+    "mark_missed",
+    "revoke_retrying",
+    "select_unsent",
+    "send_queued",
+]
 
 
 @dataclass(frozen=True)
@@ -171,14 +178,14 @@ def in_flight(
     session: Session, schedule_ids: Sequence[int], *, sent_since: datetime
 ) -> dict[int, InFlight]:
     """What each of these schedules has going, for its overlap policy
-    (``core.backlog.apply_overlap``): its ``queued`` slots, and its runs in flight:
-    running, retrying, or sent after ``sent_since`` and not started yet (the broker
-    holds them). One statement on the status prefix of the reaper index; schedules with
-    nothing going are left out."""
+    (``core.backlog.apply_overlap``): its ``queued`` slots, its slots claimed and not
+    sent, and its runs in flight: running, retrying, or sent after ``sent_since`` and
+    not started yet (the broker holds them). One statement on the status prefix of the
+    reaper index; schedules with nothing going are left out."""
     if not schedule_ids:
         return {}
     e = _executions.c
-    query = select(e.scheduled_task_id, e.status, e.celery_task_id).where(
+    query = select(e.scheduled_task_id, e.status, e.celery_task_id, e.sent_at).where(
         e.status.in_(
             [
                 _literal(status)
@@ -191,27 +198,35 @@ def in_flight(
             ]
         ),
         e.scheduled_task_id.in_(list(schedule_ids)),
-        or_(e.status != _literal(ExecutionStatus.PENDING), e.sent_at > aware_now(sent_since)),
+        or_(
+            e.status != _literal(ExecutionStatus.PENDING),
+            e.sent_at.is_(None),
+            e.sent_at > aware_now(sent_since),
+        ),
     )
     waiting: dict[int, int] = {}
+    unsent: dict[int, int] = {}
     runs: dict[int, list[str]] = {}
     unstarted: set[int] = set()
-    for sid, status, celery_task_id in session.execute(query):
+    for sid, status, celery_task_id, sent_at in session.execute(query):
         if sid is None:
             continue
         if status == ExecutionStatus.QUEUED:
             waiting[sid] = waiting.get(sid, 0) + 1
-            continue
-        runs.setdefault(sid, []).append(celery_task_id)
-        if status == ExecutionStatus.PENDING:
-            unstarted.add(sid)
+        elif status == ExecutionStatus.PENDING and sent_at is None:
+            unsent[sid] = unsent.get(sid, 0) + 1
+        else:
+            runs.setdefault(sid, []).append(celery_task_id)
+            if status == ExecutionStatus.PENDING:
+                unstarted.add(sid)
     return {
         sid: InFlight(
             waiting=waiting.get(sid, 0),
             runs=tuple(runs.get(sid, ())),
             unstarted=sid in unstarted,
+            unsent=unsent.get(sid, 0),
         )
-        for sid in waiting.keys() | runs.keys()
+        for sid in waiting.keys() | runs.keys() | unsent.keys()
     }
 
 
@@ -249,3 +264,23 @@ def mark_missed(session: Session, missed: Sequence[tuple[int, str]], *, now: dat
         )
     )
     session.execute(statement, [{"b_id": id_, "b_error": reason} for id_, reason in missed])
+
+
+def revoke_retrying(
+    session: Session, celery_task_ids: Sequence[str], *, reason: str, now: datetime
+) -> int:
+    """Record these runs ``revoked`` with ``reason`` if they are ``retrying``: a retry
+    waiting out its countdown is cancelled at once (its revoked message is dropped when
+    its time comes). How many rows changed."""
+    if not celery_task_ids:
+        return 0
+    e = _executions.c
+    done = session.execute(
+        update(_executions)
+        .where(
+            e.celery_task_id.in_(list(celery_task_ids)),
+            e.status == _literal(ExecutionStatus.RETRYING),
+        )
+        .values(status=ExecutionStatus.REVOKED, finished_at=aware_now(now), error=reason)
+    )
+    return int(getattr(done, "rowcount", 0) or 0)
