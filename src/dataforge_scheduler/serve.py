@@ -87,16 +87,22 @@ def require_uvicorn() -> None:
 
 
 def mount_api(api: ASGIApp, prefix: str = API_PREFIX) -> ASGIApp:
-    """``api`` served under ``prefix``; ``/`` answers an index, other paths 404."""
+    """``api`` served under ``prefix``; ``/`` answers an index, other paths 404.
+
+    The API gets a copy of the scope (its ``root_path`` extended); a query-string API
+    key is then masked in the server's own scope, which is the one the server logs."""
+    from dataforge_scheduler.api.auth import redact_query_string
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             await api(scope, receive, send)
             return
+        child = {**scope, "root_path": (scope.get("root_path", "") or "") + prefix}
+        if "query_string" in scope:  # the API reads the key from its copy
+            scope["query_string"] = redact_query_string(scope["query_string"])
         path: str = scope.get("path", "")
         if path == prefix or path.startswith(prefix + "/"):
-            root = scope.get("root_path", "") or ""
-            await api({**scope, "root_path": root + prefix}, receive, send)
+            await api(child, receive, send)
             return
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1000})

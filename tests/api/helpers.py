@@ -16,8 +16,8 @@ from dataforge_scheduler.testing import RecordingDispatcher
 
 __all__ = ["HEADERS", "KEY", "PREFIX", "READ_KEY", "RecordingDispatcher", "add_schedule"]
 
-KEY = "test-full-key"
-READ_KEY = "test-read-key"
+KEY = "test-full-key-0123456789"
+READ_KEY = "test-read-key-0123456789"
 PREFIX = "/api/v1"
 HEADERS = {"X-API-Key": KEY}
 

@@ -54,7 +54,8 @@ def serve(app: Any, *, access_log: bool = False) -> Iterator[str]:
 
 
 def host_app(kind: str, api: Any) -> Any:
-    """``api`` mounted at ``/api/v1`` in a FastAPI or a Starlette host application."""
+    """``api`` mounted at ``/api/v1`` in a FastAPI or a Starlette host application, or
+    by the library's own ``mount_api``."""
     if kind == "fastapi":
         from fastapi import FastAPI
 
@@ -75,6 +76,10 @@ def host_app(kind: str, api: Any) -> Any:
             return JSONResponse({"host": "starlette"})
 
         return Starlette(routes=[Route("/", index), Mount(PREFIX, app=api)])
+    if kind == "mount_api":
+        from dataforge_scheduler.serve import mount_api
+
+        return mount_api(api, PREFIX)
     raise ValueError(kind)
 
 

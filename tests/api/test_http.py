@@ -194,6 +194,56 @@ async def test_no_way_to_authenticate_refuses_to_build(runtime: Runtime) -> None
         assert (await client.get("/tasks")).status_code == 200
 
 
+async def test_keys_are_named_by_the_operator_or_by_position_never_by_a_hash(
+    runtime: Runtime,
+) -> None:
+    named = create_app(runtime, api_keys={"ci-bot": KEY}, read_only_keys={"grafana": READ_KEY})
+    listed = create_app(runtime, api_keys=["a" * 16, KEY], read_only_keys=[READ_KEY])
+    async with _client(named) as client:
+        await client.post("/tasks/999/pause", headers={"X-API-Key": KEY})
+        who = (await client.get("/audit", headers={"X-API-Key": READ_KEY})).status_code
+    assert who == 200
+    async with _client(listed) as client:
+        created = await client.post(
+            "/tasks",
+            json={"name": "n", "task_type": "manual", "task_name": "dftest.sync_accounts"},
+            headers={"X-API-Key": KEY},
+        )
+        audit = (await client.get("/audit", headers={"X-API-Key": READ_KEY})).json()
+    assert created.status_code == 201, created.text
+    assert [entry["principal"] for entry in audit["items"]] == ["key:2"]
+    async with _client(named) as client:
+        await client.delete(f"/tasks/{created.json()['id']}", headers={"X-API-Key": KEY})
+        audit = (await client.get("/audit", headers={"X-API-Key": READ_KEY})).json()
+    assert audit["items"][0]["principal"] == "key:ci-bot"
+
+
+async def test_a_short_key_is_refused_without_quoting_it(runtime: Runtime) -> None:
+    with pytest.raises(ConfigurationError, match="at least 16") as info:
+        create_app(runtime, api_keys=["short-key"])
+    assert "short-key" not in str(info.value)
+    assert info.value.field == "api_keys"
+    with pytest.raises(ConfigurationError, match="key:tiny"):
+        create_app(runtime, api_keys=[KEY], read_only_keys={"tiny": "x"})
+    assert create_app(runtime, api_keys=["short-key"], min_key_length=8) is not None
+
+
+async def test_anonymous_callers_only_read_unless_writes_are_given(runtime: Runtime) -> None:
+    read_only = create_app(runtime, api_keys=[KEY], allow_anonymous=True)
+    writing = create_app(runtime, api_keys=[], allow_anonymous=True, anonymous_writes=True)
+    async with _client(read_only) as client:
+        assert (await client.get("/tasks")).status_code == 200
+        refused = await client.post("/tasks/999/pause")
+        keyed = await client.post("/tasks/999/pause", headers={"X-API-Key": KEY})
+    async with _client(writing) as client:
+        allowed = await client.post("/tasks/999/pause")
+    assert refused.status_code == 403, refused.text
+    assert keyed.status_code == 404  # a key still writes
+    assert allowed.status_code == 404  # authorised, then the row is missing
+    with pytest.raises(ConfigurationError, match="anonymous_writes"):
+        create_app(runtime, api_keys=[KEY], anonymous_writes=True)
+
+
 async def test_query_string_keys_are_masked_before_any_log(
     app: ApiApp, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -48,7 +48,7 @@ def test_sse_receives_lines_live_while_a_real_worker_runs(
     celery_app = build_app(env)
     runtime = runtime_for(celery_app)
     api = create_app(runtime)
-    headers = {"X-API-Key": "live-key"}
+    headers = {"X-API-Key": "live-key-0123456789abc"}
     received: list[Event] = []
     try:
         worker.start().wait_ready()

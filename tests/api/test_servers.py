@@ -136,13 +136,16 @@ def test_the_seed_curl_lock_commands(host: str, runtime: Runtime) -> None:
     assert after == {"items": [], "total": 0}
 
 
+@pytest.mark.parametrize("mounting", ["alone", "mount_api", "fastapi", "starlette"])
 def test_query_keys_never_reach_the_access_log(
-    app: ApiApp, caplog: pytest.LogCaptureFixture
+    app: ApiApp, caplog: pytest.LogCaptureFixture, mounting: str
 ) -> None:
     caplog.set_level(logging.INFO, logger="uvicorn.access")
-    with serve(host_app("starlette", app), access_log=True) as url:
-        ok = httpx.get(f"{url}{PREFIX}/tasks", params={"api_key": KEY, "page": 1}, timeout=10)
-        bad = httpx.get(f"{url}{PREFIX}/tasks", params={"api_key": KEY + "x"}, timeout=10)
+    served = app if mounting == "alone" else host_app(mounting, app)
+    prefix = "" if mounting == "alone" else PREFIX
+    with serve(served, access_log=True) as url:
+        ok = httpx.get(f"{url}{prefix}/tasks", params={"api_key": KEY, "page": 1}, timeout=10)
+        bad = httpx.get(f"{url}{prefix}/tasks", params={"api_key": KEY + "x"}, timeout=10)
     assert (ok.status_code, bad.status_code) == (200, 401)
     lines = [record.getMessage() for record in caplog.records if record.name == "uvicorn.access"]
     assert len(lines) == 2, lines

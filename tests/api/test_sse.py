@@ -228,3 +228,17 @@ def test_the_memory_backend_streams_live_too(pg: Any, pg_url: str) -> None:
                     break
     assert seen == ["mem 1", "end"]
     assert PREFIX  # mounted at the root here: the stream needs no prefix
+
+
+@pytest.mark.parametrize(
+    "value", [b"--1", "\u00b2".encode(), b"9" * 5000, b"-2", b"1.5", b"0x10", "\u0661".encode()]
+)
+def test_an_odd_last_event_id_is_a_422_never_a_500(
+    base_url: str, runtime: Runtime, value: bytes
+) -> None:
+    execution_id = _execution(runtime)
+    with httpx.Client(base_url=base_url, headers=HEADERS, timeout=TIMEOUT) as client:
+        answer = client.get(f"/executions/{execution_id}/logs", headers={"Last-Event-ID": value})
+    assert answer.status_code == 422, answer.text
+    [item] = answer.json()["detail"]
+    assert item["loc"] == ["header", "last-event-id"]

@@ -117,6 +117,25 @@ async def test_create_without_an_overlap_policy_takes_the_tasks_registered_defau
     assert detail.json()["registered"]["overlap_policy"] == "cancel_other", detail.text
 
 
+@pytest.mark.parametrize("value", [True, "10", 1e3, 10.0])
+@pytest.mark.parametrize(
+    "field", ["interval_seconds", "priority", "expire_seconds", "misfire_grace_seconds"]
+)
+async def test_whole_number_fields_take_json_integers_only(
+    client: httpx.AsyncClient, field: str, value: Any
+) -> None:
+    body = _cron(task_type="interval", cron_expression=None, interval_seconds=60)
+    body[field] = value
+    created = await client.post("/tasks", json=body)
+    assert created.status_code == 422, created.text
+    assert ["body", field] in _locs(created)
+    good = await client.post("/tasks", json={**body, field: 10, "name": f"ok-{field}"})
+    assert good.status_code == 201, good.text
+    changed = await client.patch(f"/tasks/{good.json()['id']}", json={field: value})
+    assert changed.status_code == 422, changed.text
+    assert ["body", field] in _locs(changed)
+
+
 async def test_create_date_in_the_past_is_refused(client: httpx.AsyncClient) -> None:
     body = _cron(task_type="date", cron_expression=None, run_at=future(hours=-1).isoformat())
     response = await client.post("/tasks", json=body)
@@ -257,6 +276,19 @@ async def test_unknown_id_is_404_and_a_bad_id_is_422(client: httpx.AsyncClient) 
     assert zero.status_code == 422
 
 
+@pytest.mark.parametrize(
+    "raw",
+    ["9" * 5000, "%C2%B2", "%D9%A1", "99999999999999999999", "9223372036854775808", "-1", "1e3"],
+)
+async def test_an_odd_path_id_is_a_422_never_a_500(client: httpx.AsyncClient, raw: str) -> None:
+    for path in (f"/tasks/{raw}", f"/executions/{raw}", f"/tasks/{raw}/executions"):
+        answer = await client.get(path)
+        assert answer.status_code == 422, (path[:40], answer.text[:200])
+        assert answer.json()["detail"][0]["loc"][0] == "path"
+    largest = await client.get("/tasks/9223372036854775807")  # int64's largest: a real id
+    assert largest.status_code == 404
+
+
 # ---------------------------------------------------------------- update
 
 
@@ -334,7 +366,50 @@ async def test_delete_of_a_system_task_is_403_with_a_message(
     assert (await client.get(f"/tasks/{row.id}")).status_code == 200
 
 
+async def test_a_system_task_may_change_only_when_it_runs_and_whether_it_is_paused(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    row = add_schedule(runtime, "maintenance", task_name="dftest.cleanup", is_system=True)
+    timing = await client.patch(
+        f"/tasks/{row.id}", json={"interval_seconds": 120, "description": "every 2 min"}
+    )
+    paused = await client.post(f"/tasks/{row.id}/pause")
+    resumed = await client.patch(f"/tasks/{row.id}", json={"status": "active"})
+    assert (timing.status_code, paused.status_code, resumed.status_code) == (200, 200, 200)
+    for change in (
+        {"task_name": "dftest.sync_accounts"},
+        {"handler_kwargs": {"x": 1}},
+        {"name": "renamed"},
+        {"overlap_policy": "allow"},
+        {"task_type": "manual"},
+    ):
+        refused = await client.patch(f"/tasks/{row.id}", json=change)
+        assert refused.status_code == 403, (change, refused.text)
+        assert "system schedule" in refused.json()["detail"]
+    unchanged = (await client.get(f"/tasks/{row.id}")).json()
+    assert (unchanged["task_name"], unchanged["name"]) == ("dftest.cleanup", "maintenance")
+    assert unchanged["interval_seconds"] == 120
+
+
 # ---------------------------------------------------------------- audit
+
+
+@pytest.mark.parametrize(
+    "given", ["x" * 65, "a b", "id\u00e9", "<script>", "req;drop", "\u200bzero-width"]
+)
+async def test_an_odd_request_id_is_replaced_not_stored(
+    client: httpx.AsyncClient, given: str
+) -> None:
+    created = await client.post(
+        "/tasks", json=_cron(), headers={"X-Request-ID": given.encode("utf-8")}
+    )
+    assert created.status_code == 201, created.text
+    echoed = created.headers["x-request-id"]
+    assert echoed != given
+    assert len(echoed) == 32
+    assert int(echoed, 16) >= 0  # a fresh hex id
+    [entry] = (await client.get("/audit")).json()["items"]
+    assert entry["request_id"] == echoed
 
 
 async def test_every_change_is_audited_with_before_and_after(
@@ -356,7 +431,7 @@ async def test_every_change_is_audited_with_before_and_after(
     assert delete["after"] is None
     assert delete["request_id"] == "req-42"
     assert {entry["principal"] for entry in audit["items"]} == {create["principal"]}
-    assert create["principal"].startswith("key:")
+    assert create["principal"] == "key:1"  # by position: nothing of the key itself
     assert "test-full-key" not in audit.__repr__()
     filtered = (await client.get("/audit", params={"action": "update"})).json()
     assert filtered["total"] == 1

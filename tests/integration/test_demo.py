@@ -155,12 +155,15 @@ def test_demo_on_postgresql_and_redis(
     assert any(key.startswith(f"{key_prefix}:".encode()) for key in redis_client.keys("*"))
 
 
+LONG_KEY = "api-command-key-0123456789"
+
+
 def test_api_command_serves_health_from_postgresql(
     tmp_path: Path, commands: list[Command], pg_url: str, pg: Any, redis_url: str, key_prefix: str
 ) -> None:
     api = Command(
         ["api", "--port", "0", "--database-url", pg_url, "--redis-url", redis_url],
-        env=clean_env(DATAFORGE_API_KEYS="k-1", DATAFORGE_KEY_PREFIX=key_prefix),
+        env=clean_env(DATAFORGE_API_KEYS=LONG_KEY, DATAFORGE_KEY_PREFIX=key_prefix),
         log_path=tmp_path / "api.log",
     )
     commands.append(api)
@@ -174,8 +177,28 @@ def test_api_command_serves_health_from_postgresql(
         "outbox": {"waiting": 0, "oldest_age_seconds": None, "warning": None},
     }
     assert httpx.get(f"{url}/api/v1/tasks", timeout=5).status_code == 401
-    listed = httpx.get(f"{url}/api/v1/tasks", headers={"X-API-Key": "k-1"}, timeout=5)
+    listed = httpx.get(f"{url}/api/v1/tasks", headers={"X-API-Key": LONG_KEY}, timeout=5)
     assert listed.status_code == 200, listed.text
     assert api.interrupt(signal.SIGTERM) == 0, api.output()
     assert "Traceback" not in api.output()
     assert "API stopped" in api.output()
+
+
+def test_api_command_refuses_a_short_key_without_quoting_it(
+    tmp_path: Path, pg_url: str, redis_url: str, key_prefix: str
+) -> None:
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "dataforge_scheduler", "api", "--port", "0"),
+            *("--database-url", pg_url, "--redis-url", redis_url),
+        ],
+        env=clean_env(DATAFORGE_API_KEYS="k-1", DATAFORGE_KEY_PREFIX=key_prefix),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "keys need at least 16" in done.stderr
+    assert "k-1" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr

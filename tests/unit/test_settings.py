@@ -33,6 +33,7 @@ LIBRARY_DEFAULTS: dict[str, Any] = {
     "redis_url": None,
     "api_keys": [],
     "api_read_only_keys": [],
+    "api_min_key_length": 16,
     "key_prefix": "dataforge",
     "task_name_prefix": "",
     "lock_ttl_seconds": 600,

@@ -27,7 +27,7 @@ async def main():
     async with httpx.AsyncClient(transport=transport, base_url="http://service.test") as c:
         index = await c.get("/")
         health = await c.get("/api/v1/health")
-        tasks = await c.get("/api/v1/tasks/registered", headers={"X-API-Key": "k1"})
+        tasks = await c.get("/api/v1/tasks/registered", headers={"X-API-Key": "first-key-01234567"})
     print(json.dumps({
         "index": [index.status_code, index.json()],
         "health": [health.status_code, health.json()],
@@ -58,7 +58,7 @@ def service_env(tmp_path: Path) -> dict[str, str]:
         "DATAFORGE_CELERY_BROKER_URL": "memory://",
         "DATAFORGE_CELERY_RESULT_BACKEND": "cache+memory://",
         "DATAFORGE_REDIS_URL": "memory://",
-        "DATAFORGE_API_KEYS": "k1,k2",
+        "DATAFORGE_API_KEYS": "first-key-01234567,second-key-0123456",
         "DATAFORGE_SYNC_BATCH_SIZE": "25",
     }
 

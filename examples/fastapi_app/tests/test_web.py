@@ -18,7 +18,7 @@ from app.web import API_PREFIX, create_web_app
 
 pytestmark = pytest.mark.anyio
 
-KEY = "web-test-key"
+KEY = "web-test-key-0123456789"
 
 
 @pytest.fixture

@@ -16,7 +16,13 @@ import uuid
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from dataforge_scheduler.api.auth import Authenticator, AuthHook, Principal, redact_query_string
+from dataforge_scheduler.api.auth import (
+    Authenticator,
+    AuthHook,
+    Keys,
+    Principal,
+    redact_query_string,
+)
 from dataforge_scheduler.api.context import ApiState, Context
 from dataforge_scheduler.api.errors import HTTPError, to_http_error
 from dataforge_scheduler.api.handlers import locks, misc, runs, tasks
@@ -228,10 +234,12 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 def create_app(
     runtime: Runtime,
     *,
-    api_keys: list[str] | None = None,
-    read_only_keys: list[str] | None = None,
+    api_keys: Keys | None = None,
+    read_only_keys: Keys | None = None,
     authenticate: AuthHook | None = None,
     allow_anonymous: bool = False,
+    anonymous_writes: bool = False,
+    min_key_length: int | None = None,
     max_body_bytes: int | None = None,
     sse_max_streams: int | None = None,
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
@@ -239,9 +247,14 @@ def create_app(
 ) -> ApiApp:
     """The REST API over ``runtime`` as an ASGI 3 application.
 
-    Keys default to ``runtime.settings.api_keys`` / ``api_read_only_keys``; with no key,
+    Keys default to ``runtime.settings.api_keys`` / ``api_read_only_keys``; a mapping
+    names them (``{"ci-bot": "..."}``: the audit trail says ``key:ci-bot``), a list names
+    them by position (``key:1``). A key shorter than ``min_key_length`` (default: the
+    ``api_min_key_length`` setting, 16) is refused with ``ConfigurationError``. With no key,
     no ``authenticate`` hook and not ``allow_anonymous``, ``ConfigurationError`` (an API
-    open by accident is worse than one that does not start). ``max_body_bytes`` and
+    open by accident is worse than one that does not start). An anonymous caller
+    (``allow_anonymous``) may only read unless ``anonymous_writes`` is also given.
+    ``max_body_bytes`` and
     ``sse_max_streams`` default to the settings of the same names.
     """
     settings = runtime.settings
@@ -258,6 +271,8 @@ def create_app(
         read_only_keys=settings.api_read_only_keys if read_only_keys is None else read_only_keys,
         hook=authenticate,
         allow_anonymous=allow_anonymous,
+        anonymous_writes=anonymous_writes,
+        min_key_length=settings.api_min_key_length if min_key_length is None else min_key_length,
     )
     state = ApiState(
         runtime=runtime,

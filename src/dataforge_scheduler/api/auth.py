@@ -12,11 +12,10 @@ before any server access log can print it.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -52,10 +51,24 @@ class Principal:
 AuthHook = Callable[[Scope], "Principal | str | Awaitable[Principal | str | None] | None"]
 
 
-def key_principal(key: str, *, read_only: bool) -> Principal:
-    """The principal of an API key: ``key:<first 12 hex of its SHA-256>``."""
-    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
-    return Principal(name=f"key:{digest}", read_only=read_only)
+#: Shortest API key ``create_app`` accepts unless told otherwise (the demo and the pytest
+#: plugin's client, whose keys are not secrets, accept any).
+DEFAULT_MIN_KEY_LENGTH = 16
+
+Keys = Iterable[str] | Mapping[str, str]
+
+
+def named_keys(keys: Keys, *, read_only: bool) -> list[tuple[str, Principal]]:
+    """Each key with its principal: ``key:<name>`` for a mapping of names to keys,
+    ``key:<n>`` (``read-key:<n>``) by position in a list, counted from 1. Nothing of the
+    key itself is in the name, so the audit trail, which any key may read, gives no way
+    to test a guess offline."""
+    kind = "read-key" if read_only else "key"
+    if isinstance(keys, Mapping):
+        pairs = [(str(name), key) for name, key in keys.items()]
+    else:
+        pairs = [(str(number), key) for number, key in enumerate(keys, start=1)]
+    return [(key, Principal(name=f"{kind}:{name}", read_only=read_only)) for name, key in pairs]
 
 
 class Authenticator:
@@ -64,19 +77,38 @@ class Authenticator:
     def __init__(
         self,
         *,
-        keys: Iterable[str],
-        read_only_keys: Iterable[str] = (),
+        keys: Keys,
+        read_only_keys: Keys = (),
         hook: AuthHook | None = None,
         allow_anonymous: bool = False,
+        anonymous_writes: bool = False,
+        min_key_length: int = DEFAULT_MIN_KEY_LENGTH,
     ) -> None:
-        self._keys = [(k.encode("utf-8"), key_principal(k, read_only=False)) for k in keys]
-        self._keys += [
-            (k.encode("utf-8"), key_principal(k, read_only=True)) for k in read_only_keys
+        named = [
+            (field, key, principal)
+            for field, given, read_only in (
+                ("api_keys", keys, False),
+                ("api_read_only_keys", read_only_keys, True),
+            )
+            for key, principal in named_keys(given, read_only=read_only)
         ]
-        if any(not key for key, _ in self._keys):
-            raise ConfigurationError("an API key is empty", field="api_keys")
+        for field, key, principal in named:  # never quote a key: it is a secret
+            if not isinstance(key, str) or not key:
+                raise ConfigurationError(f"API key {principal.name} is empty", field=field)
+            if len(key) < min_key_length:
+                raise ConfigurationError(
+                    f"API key {principal.name} has {len(key)} characters; keys need at "
+                    f"least {min_key_length} (api_min_key_length) so they cannot be guessed",
+                    field=field,
+                )
+        self._keys = [(key.encode("utf-8"), principal) for _, key, principal in named]
         self._hook = hook
         self._allow_anonymous = allow_anonymous
+        if anonymous_writes and not allow_anonymous:
+            raise ConfigurationError(
+                "anonymous_writes needs allow_anonymous=True", field="anonymous_writes"
+            )
+        self._anonymous = Principal(name="anonymous", read_only=not anonymous_writes)
         if not self._keys and hook is None and not allow_anonymous:
             raise ConfigurationError(
                 "the API has no way to authenticate callers: pass api_keys=[...] or set "
@@ -96,7 +128,7 @@ class Authenticator:
             if principal is not None:
                 return principal
         if self._allow_anonymous and presented is None:
-            return Principal(name="anonymous")
+            return self._anonymous
         reason = "invalid API key" if presented is not None else "missing API key"
         raise HTTPError(401, f"Not authenticated: {reason}", headers=_CHALLENGE)
 

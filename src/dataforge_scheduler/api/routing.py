@@ -30,6 +30,7 @@ Handler = Callable[["Context"], Awaitable["Response"]]
 
 _PARAM = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 _MAX_ID = 2**63 - 1
+_ID = re.compile(r"[0-9]{1,19}\Z")
 
 
 class Access:
@@ -119,7 +120,9 @@ def convert(raw: dict[str, str]) -> dict[str, Any]:
     """Path parameters as positive integers (every parameter of this API is an id)."""
     params: dict[str, Any] = {}
     for name, value in raw.items():
-        if not (value.isascii() and value.isdigit()) or not 0 < int(value) <= _MAX_ID:
+        # ASCII digits only, at most 19 (int64): "²" is a digit to str.isdigit, and a
+        # 5,000-digit id must never reach int()
+        if not _ID.match(value) or not 0 < int(value) <= _MAX_ID:
             raise validation_failed(
                 [
                     error_item(

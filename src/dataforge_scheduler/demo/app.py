@@ -161,7 +161,9 @@ class Demo:
         register_demo_tasks(self.app, self.runtime.registry)
         self.narrator = RunNarrator(self.runtime, console)
         self.server = ApiServer(
-            mount_api(create_app(self.runtime)), host=options.host, port=options.port
+            mount_api(create_app(self.runtime, min_key_length=1)),
+            host=options.host,
+            port=options.port,
         )
         self._scheduler: DatabaseScheduler | None = None
         self._threads: list[threading.Thread] = []

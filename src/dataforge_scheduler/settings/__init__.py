@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     """API keys with full access; a JSON list or a comma-separated string."""
     api_read_only_keys: KeyList = Field(default_factory=list)
     """API keys that may only read; a JSON list or a comma-separated string."""
+    api_min_key_length: int = 16
+    """Shortest API key the API accepts (the demo and the pytest plugin's client accept
+    any); the audit trail names keys by position, never by a hash of the key."""
     key_prefix: str = "dataforge"
     """Namespace of every Redis key the library writes."""
     task_name_prefix: str = ""

@@ -54,6 +54,7 @@ _SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd", "secret", "token"})
 # Durations, counts and sizes: must be > 0. Retries may be 0; a prefetch multiplier of 0
 # is Celery's "no limit".
 _POSITIVE = (
+    "api_min_key_length",
     "celery_broker_visibility_timeout",
     "celery_task_default_timeout",
     "celery_task_retry_delay",

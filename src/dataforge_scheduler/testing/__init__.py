@@ -217,6 +217,8 @@ def dataforge_api_client(
     from dataforge_scheduler.api import create_app
     from dataforge_scheduler.testing.client import make_client
 
-    client = make_client(create_app(dataforge_runtime, api_keys=[API_KEY]), api_key=API_KEY)
+    client = make_client(
+        create_app(dataforge_runtime, api_keys=[API_KEY], min_key_length=1), api_key=API_KEY
+    )
     with client:
         yield client

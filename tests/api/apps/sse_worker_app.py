@@ -38,7 +38,7 @@ def build_app(env: Mapping[str, str]) -> Celery:
         celery_broker_url=env["DATAFORGE_CELERY_BROKER_URL"],
         celery_result_backend=env["DATAFORGE_CELERY_RESULT_BACKEND"],
         key_prefix=env["DATAFORGE_KEY_PREFIX"],
-        api_keys=["live-key"],
+        api_keys=["live-key-0123456789abc"],
         celery_worker_concurrency=1,
         log_flush_interval=0.05,
     )

@@ -139,6 +139,8 @@ async def update_task(ctx: Context) -> Response:
 
     def write(session: Session) -> Any:
         row = store.get_schedule(session, schedule_id, for_update=True)
+        if row.is_system:
+            _refuse_system_change(row, changes)
         before = schedule_snapshot(row)
         touches_task = "task_name" in changes or "handler_kwargs" in changes
         if touches_task and changes.get("task_name", row.task_name) is not None:
@@ -173,6 +175,35 @@ async def update_task(ctx: Context) -> Response:
     if changed:
         await ctx.notify(schedule_id)
     return json_response(updated)
+
+
+#: What the API may change on a system schedule (the reaper, retention): when it runs,
+#: whether it is paused, and its description. Its task, kwargs, name and policies are
+#: the library's, and it cannot be deleted.
+SYSTEM_EDITABLE = frozenset(
+    {"description", "status", "task_type", "cron_expression", "interval_seconds", "timezone"}
+)
+
+
+def _refuse_system_change(row: Any, changes: dict[str, Any]) -> None:
+    refused = sorted(
+        name
+        for name, value in changes.items()
+        if name not in SYSTEM_EDITABLE and value != getattr(row, name, None)
+    )
+    if refused:
+        raise HTTPError(
+            403,
+            f"schedule {row.id} ({row.name!r}) is a system schedule: only "
+            f"{', '.join(sorted(SYSTEM_EDITABLE))} may change, not {', '.join(refused)}",
+        )
+    task_type = changes.get("task_type")
+    if task_type is not None and task_type not in ("cron", "interval"):
+        raise HTTPError(
+            403,
+            f"schedule {row.id} ({row.name!r}) is a system schedule: it must keep running "
+            f"on a cron or an interval, not {task_type}",
+        )
 
 
 async def delete_task(ctx: Context) -> Response:

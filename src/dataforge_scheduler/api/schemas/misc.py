@@ -53,12 +53,12 @@ class PreviewRequest(BaseModel):
 
     task_type: TaskType
     cron_expression: str | None = Field(None, max_length=255)
-    interval_seconds: int | None = Field(None, gt=0, lt=2**31)
+    interval_seconds: int | None = Field(None, strict=True, gt=0, lt=2**31)
     run_at: UTCDateTimeIn | None = None
     timezone: str | None = Field(None, max_length=64)
     start_at: UTCDateTimeIn | None = None
     end_at: UTCDateTimeIn | None = None
-    count: int = Field(10, ge=1, le=100, description="how many fire times to return")
+    count: int = Field(10, strict=True, ge=1, le=100, description="how many fire times to return")
 
 
 class PreviewResponse(BaseModel):

@@ -62,18 +62,18 @@ class TaskCreate(BaseModel):
     task_type: TaskType
     task_name: str = Field(min_length=1, max_length=255)
     cron_expression: str | None = Field(None, max_length=255, examples=["0 * * * *"])
-    interval_seconds: int | None = Field(None, gt=0, lt=_INT32)
+    interval_seconds: int | None = Field(None, strict=True, gt=0, lt=_INT32)
     run_at: UTCDateTimeIn | None = None
     timezone: str | None = Field(None, max_length=64, examples=["Asia/Shanghai"])
     handler_kwargs: dict[str, Any] = Field(default_factory=dict)
     status: Settable = "active"
     queue: str | None = Field(None, max_length=200)
-    priority: int | None = Field(None, ge=0, le=255)
-    expire_seconds: int | None = Field(None, ge=1, lt=_INT32)
+    priority: int | None = Field(None, strict=True, ge=0, le=255)
+    expire_seconds: int | None = Field(None, strict=True, ge=1, lt=_INT32)
     start_at: UTCDateTimeIn | None = None
     end_at: UTCDateTimeIn | None = None
     misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE
-    misfire_grace_seconds: int | None = Field(None, ge=0, lt=_INT32)
+    misfire_grace_seconds: int | None = Field(None, strict=True, ge=0, lt=_INT32)
     overlap_policy: OverlapPolicy | None = Field(
         None,
         description="What a slot does while another run of the schedule is going; "
@@ -93,21 +93,25 @@ class TaskUpdate(BaseModel):
     task_type: TaskType | None = None
     task_name: str | None = Field(None, min_length=1, max_length=255)
     cron_expression: str | None = Field(None, max_length=255)
-    interval_seconds: int | None = Field(None, gt=0, lt=_INT32)
+    interval_seconds: int | None = Field(None, strict=True, gt=0, lt=_INT32)
     run_at: UTCDateTimeIn | None = None
     timezone: str | None = Field(None, max_length=64)
     handler_kwargs: dict[str, Any] | None = None
     status: Settable | None = None
     queue: str | None = Field(None, max_length=200)
-    priority: int | None = Field(None, ge=0, le=255)
-    expire_seconds: int | None = Field(None, ge=1, lt=_INT32)
+    priority: int | None = Field(None, strict=True, ge=0, le=255)
+    expire_seconds: int | None = Field(None, strict=True, ge=1, lt=_INT32)
     start_at: UTCDateTimeIn | None = None
     end_at: UTCDateTimeIn | None = None
     misfire_policy: MisfirePolicy | None = None
-    misfire_grace_seconds: int | None = Field(None, ge=0, lt=_INT32)
+    misfire_grace_seconds: int | None = Field(None, strict=True, ge=0, lt=_INT32)
     overlap_policy: OverlapPolicy | None = None
     expected_version: int | None = Field(
-        None, ge=1, lt=_INT32, description="refuse the change (409) unless the row is at it"
+        None,
+        strict=True,
+        ge=1,
+        lt=_INT32,
+        description="refuse the change (409) unless the row is at it",
     )
 
 
