@@ -4,8 +4,10 @@ health and schedule previews."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -412,3 +414,91 @@ async def test_a_slow_query_does_not_block_other_requests(
     assert health.status_code == 200
     assert (await listing).status_code == 200
     assert health.headers["x-request-id"]
+
+
+# ---------------------------------------------------------------- health under load
+
+
+async def test_a_flood_of_health_probes_makes_one_check_per_interval(
+    runtime: Runtime,
+) -> None:
+    app = create_app(runtime)
+    async with _client(app) as client:
+        answers = await asyncio.gather(*(client.get("/health") for _ in range(60)))
+        again = await client.get("/health")
+    assert {answer.status_code for answer in answers} == {200}
+    assert again.json() == answers[0].json()
+    assert app.state.health.checks == 1  # the rest waited for it or read its answer
+
+
+async def test_a_hanging_backend_answers_health_in_bounded_time_and_starves_nothing(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check that hangs (a backend that accepts and never answers): /health answers
+    "timeout" after ``health_timeout_seconds``, one check at a time, and the other
+    endpoints keep answering meanwhile on their own threads."""
+    release = threading.Event()
+    real_check = runtime.check
+
+    def hanging() -> dict[str, str]:
+        release.wait(timeout=30)
+        return real_check()
+
+    monkeypatch.setattr(runtime, "check", hanging)
+    app = create_app(runtime, health_timeout_seconds=0.5)
+    try:
+        async with _client(app) as client:
+            probes = await asyncio.gather(*(client.get("/health") for _ in range(40)))
+            listing = await client.get("/tasks", headers={"X-API-Key": KEY})
+    finally:
+        release.set()
+    assert {probe.status_code for probe in probes} == {503}
+    assert probes[0].json()["database"] == "timeout"
+    assert listing.status_code == 200
+    assert app.state.health.checks == 1
+
+
+async def test_a_failing_backend_is_logged_once_not_per_probe(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = Settings(
+        database_url="postgresql+psycopg://u@127.0.0.1:1/db",
+        redis_url="redis://127.0.0.1:1/0",
+        celery_broker_url="redis://127.0.0.1:1/0",
+        api_keys=[KEY],
+    )
+    runtime = Runtime(settings, registry=TaskRegistry())
+    app = create_app(runtime, health_cache_seconds=0)
+    try:
+        async with _client(app) as client:
+            with caplog.at_level(logging.WARNING, logger="dataforge_scheduler"):
+                for _ in range(5):
+                    assert (await client.get("/health")).status_code == 503
+    finally:
+        runtime.close()
+    assert app.state.health.checks == 5
+    unreachable = [r for r in caplog.records if "is unreachable" in r.getMessage()]
+    assert len(unreachable) == 2, [r.getMessage() for r in unreachable]  # database, Redis
+
+
+async def test_a_503_names_the_backend_and_nothing_of_its_address(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(
+        database_url=pg_url,
+        redis_url="redis://internal-redis.example:1/0",
+        celery_broker_url="redis://internal-redis.example:1/0",
+        api_keys=[KEY],
+    )
+    runtime = Runtime(settings, registry=TaskRegistry())
+    try:
+        async with _client(create_app(runtime), **{"X-API-Key": KEY}) as client:
+            with caplog.at_level(logging.WARNING, logger="dataforge_scheduler"):
+                locks = await client.get("/tasks/locks")
+    finally:
+        runtime.close()
+    assert locks.status_code == 503, locks.text
+    assert locks.json() == {"detail": "Redis is unavailable"}
+    assert locks.headers["retry-after"] == "5"
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    assert "internal-redis.example" in logged  # the detail is for the operator

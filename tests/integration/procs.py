@@ -92,6 +92,7 @@ class CeleryProcess:
         self.args = list(args or [])
         self.prefix = list(prefix or [])  # a wrapper command, e.g. faketime
         self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0  # by restart_if_dead
 
     def command(self) -> list[str]:
         base = [
@@ -175,6 +176,25 @@ class CeleryProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
+
+    def restart_if_dead(self) -> bool:
+        """Start the process again if it died, as a real one's supervisor would; whether
+        it did.
+
+        A Redis restart can kill a Celery worker's main process: kombu's Redis channel,
+        closing the lost broker connection, builds a client from a connection already
+        released (``Unrecoverable error: AttributeError("'NoneType' object has no
+        attribute 'hostname'")`` in ``_connparams``, via ``restore_unacked``); the worker
+        stops consuming, and may not exit. A test of what survives an outage restarts
+        it rather than judge Celery's own reconnection."""
+        crashed = self.output().count("Unrecoverable error") > self.restarts
+        exited = self.proc is not None and self.proc.poll() is not None
+        if not (crashed or exited):
+            return False
+        self.restarts += 1
+        self.kill()
+        self.start()
+        return True
 
     def __enter__(self) -> CeleryProcess:
         return self.start()

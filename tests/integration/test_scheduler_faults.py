@@ -115,6 +115,9 @@ class Cluster:
             connection.execute(sa.text("UPDATE scheduled_tasks SET status = 'paused'"))
 
         def settled() -> list[TaskExecution] | None:
+            for process in self.processes:
+                if process.kind == "worker":
+                    process.restart_if_dead()
             rows = self.rows()
             open_rows = [row for row in rows if not row.status.finished]
             drained = self.runtime.backend.journal.stats().length == 0
@@ -124,6 +127,9 @@ class Cluster:
             return wait_until(settled, timeout=60, interval=0.5, message="every row finished")
         except AssertionError:
             raise AssertionError(self.output()) from None
+
+    def worker_restarts(self) -> int:
+        return sum(p.restarts for p in self.processes if p.kind == "worker")
 
     def output(self) -> str:
         return "\n".join(f"--- {p.log_path.name}\n{p.output()[-4000:]}" for p in self.processes)
@@ -283,10 +289,11 @@ def test_a_database_outage_then_a_redis_restart_leave_no_slot_without_a_reason(
     _judge_bodies(cluster, rows)
     statuses = Counter(row.status for row in rows)
     print(f"{len(rows)} slots: {dict(statuses)}")
-    assert set(statuses) <= {ExecutionStatus.SUCCESS, ExecutionStatus.MISSED}, [
-        (row.scheduled_for, row.status, row.error)
-        for row in rows
-        if row.status not in {ExecutionStatus.SUCCESS, ExecutionStatus.MISSED}
+    allowed = {ExecutionStatus.SUCCESS, ExecutionStatus.MISSED}
+    if cluster.worker_restarts():  # a run the dead worker's pool had begun may be lost
+        allowed.add(ExecutionStatus.LOST)
+    assert set(statuses) <= allowed, [
+        (row.scheduled_for, row.status, row.error) for row in rows if row.status not in allowed
     ]
     assert statuses[ExecutionStatus.MISSED] > 0  # the outage made a backlog
     for row in rows:

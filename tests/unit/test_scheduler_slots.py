@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from dataforge_scheduler.core.backlog import InFlight
 from dataforge_scheduler.core.enums import ExecutionStatus, MisfirePolicy, TaskStatus, TaskType
+from dataforge_scheduler.core.slots import RowPlan
 from dataforge_scheduler.core.timing import (
     SlotPlan,
     first_run_advance,
@@ -414,20 +415,26 @@ def test_buffer_one_keeps_at_most_one_of_a_catch_up_backlog_waiting() -> None:
     }
 
 
-def test_cancel_other_names_the_runs_going_and_holds_its_slot_until_they_end() -> None:
-    due = T0 + MINUTE
-    row = _due_row(MisfirePolicy.RUN_ONCE, overlap="cancel_other")
-    row.next_run_at = due
-    plan = plan_row(
+def _plan_one(overlap: str, in_flight: InFlight, *, locks: bool = True) -> RowPlan:
+    """The plan of a one-minute schedule due a second ago, its first slot at T0 + 1 min."""
+    row = _due_row(MisfirePolicy.RUN_ONCE, overlap=overlap)
+    row.next_run_at = T0 + MINUTE
+    return plan_row(
         row,
         _every_minute(),
-        now=due + seconds_(1),
+        now=T0 + MINUTE + seconds_(1),
         grace=GRACE,
         catch_up_max_runs=10,
         max_slots=1000,
         new_task_id=lambda: "new",
-        in_flight=InFlight(runs=("run-a", "run-b")),
+        in_flight=in_flight,
+        locks=locks,
     )
+
+
+def test_cancel_other_names_the_runs_going_and_holds_its_slot_until_they_end() -> None:
+    due = T0 + MINUTE
+    plan = _plan_one("cancel_other", InFlight(runs=("run-a", "run-b")))
     assert [(slot.scheduled_for, slot.status) for slot in plan.slots] == [
         (due, ExecutionStatus.QUEUED)
     ]
@@ -436,36 +443,13 @@ def test_cancel_other_names_the_runs_going_and_holds_its_slot_until_they_end() -
     assert "cancel_other" in plan.cancel_reason
     assert due.isoformat() in plan.cancel_reason
     # nothing going: nothing to cancel, the slot is sent
-    row.next_run_at = due
-    idle = plan_row(
-        row,
-        _every_minute(),
-        now=due + seconds_(1),
-        grace=GRACE,
-        catch_up_max_runs=10,
-        max_slots=1000,
-        new_task_id=lambda: "new",
-        in_flight=InFlight(),
-    )
+    idle = _plan_one("cancel_other", InFlight())
     assert [slot.status for slot in idle.slots] == [ExecutionStatus.PENDING]
     assert idle.cancel == ()
 
 
 @pytest.mark.parametrize("overlap", ["buffer_one", "cancel_other"])
 def test_a_task_that_takes_no_lock_overlaps_whatever_the_schedule_says(overlap: str) -> None:
-    due = T0 + MINUTE
-    row = _due_row(MisfirePolicy.RUN_ONCE, overlap=overlap)
-    row.next_run_at = due
-    plan = plan_row(
-        row,
-        _every_minute(),
-        now=due + seconds_(1),
-        grace=GRACE,
-        catch_up_max_runs=10,
-        max_slots=1000,
-        new_task_id=lambda: "new",
-        in_flight=InFlight(waiting=1, runs=("run-going",)),
-        locks=False,
-    )
+    plan = _plan_one(overlap, InFlight(waiting=1, runs=("run-going",)), locks=False)
     assert [slot.status for slot in plan.slots] == [ExecutionStatus.PENDING]
     assert plan.cancel == ()

@@ -875,7 +875,13 @@ def test_the_watchdog_renews_the_lock_and_notices_when_it_is_lost(harness: Harne
     locks = _TrackingLocks()
     taken = locks.acquire("task:1", LockOwner("t1"), ttl=60)
     assert isinstance(taken, Acquired)
-    run = _run(runtime=_Runtime(locks))
+    written: list[str] = []
+
+    class _Log:
+        def write(self, lines: list[str]) -> None:
+            written.extend(lines)
+
+    run = _run(runtime=_Runtime(locks), log=_Log())
     run.state.lock = LockHold(scope="task:1", token=taken.token, ttl=0.15)
     watchdog = LockWatchdog(run).start()
     try:
@@ -887,6 +893,9 @@ def test_the_watchdog_renews_the_lock_and_notices_when_it_is_lost(harness: Harne
         _wait_for(lambda: hold.lost, "the watchdog to notice the lost lock")
     finally:
         watchdog.stop()
+    # the run's own log says so, once: its history shows why another run overlapped
+    assert len(written) == 1
+    assert "task:1 was lost" in written[0]
     task = harness.app.tasks["u.ok"]
     task.extend_lock()  # outside a run: nothing to extend
     token = bind_run(run)

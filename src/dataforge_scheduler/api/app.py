@@ -10,6 +10,7 @@ details. Query-string API keys are masked in the scope before a server logs it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import uuid
@@ -26,6 +27,11 @@ from dataforge_scheduler.api.auth import (
 from dataforge_scheduler.api.context import ApiState, Context
 from dataforge_scheduler.api.errors import HTTPError, to_http_error
 from dataforge_scheduler.api.handlers import locks, misc, runs, tasks
+from dataforge_scheduler.api.health import (
+    DEFAULT_CACHE_SECONDS,
+    DEFAULT_TIMEOUT_SECONDS,
+    HealthProbe,
+)
 from dataforge_scheduler.api.http import Receive, Request, Response, Scope, Send, json_response
 from dataforge_scheduler.api.openapi import build_openapi
 from dataforge_scheduler.api.routing import Access, Operation, Router, convert
@@ -243,6 +249,8 @@ def create_app(
     max_body_bytes: int | None = None,
     sse_max_streams: int | None = None,
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
+    health_cache_seconds: float = DEFAULT_CACHE_SECONDS,
+    health_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
     title: str = "dataforge-scheduler",
 ) -> ApiApp:
     """The REST API over ``runtime`` as an ASGI 3 application.
@@ -255,7 +263,9 @@ def create_app(
     open by accident is worse than one that does not start). An anonymous caller
     (``allow_anonymous``) may only read unless ``anonymous_writes`` is also given.
     ``max_body_bytes`` and
-    ``sse_max_streams`` default to the settings of the same names.
+    ``sse_max_streams`` default to the settings of the same names. ``GET /health``
+    checks the backends at most once per ``health_cache_seconds`` (2), one check at a
+    time on its own thread, and answers ``timeout`` past ``health_timeout_seconds`` (3).
     """
     settings = runtime.settings
     limits = {
@@ -274,10 +284,20 @@ def create_app(
         anonymous_writes=anonymous_writes,
         min_key_length=settings.api_min_key_length if min_key_length is None else min_key_length,
     )
+    if health_cache_seconds < 0 or health_timeout_seconds <= 0:
+        raise ConfigurationError(
+            "health_cache_seconds must be 0 or more and health_timeout_seconds more than 0",
+            field="health_timeout_seconds",
+        )
     state = ApiState(
         runtime=runtime,
         max_body_bytes=int(limits["max_body_bytes"]),
         sse_max_streams=int(limits["sse_max_streams"]),
         heartbeat_seconds=float(heartbeat_seconds),
+        health=HealthProbe(
+            functools.partial(misc.check_backends, runtime),
+            cache_seconds=health_cache_seconds,
+            timeout_seconds=health_timeout_seconds,
+        ),
     )
     return ApiApp(state, build_router(), auth, title=title)

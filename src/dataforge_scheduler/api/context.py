@@ -22,6 +22,7 @@ from dataforge_scheduler.errors import DataForgeError
 
 if TYPE_CHECKING:
     from dataforge_scheduler.api.auth import Principal
+    from dataforge_scheduler.api.health import HealthProbe
     from dataforge_scheduler.api.http import Request
     from dataforge_scheduler.core.ports import AsyncLogFeed
     from dataforge_scheduler.runtime import Runtime
@@ -43,6 +44,7 @@ class ApiState:
     max_body_bytes: int
     sse_max_streams: int
     heartbeat_seconds: float
+    health: HealthProbe
     sse_streams: int = 0
 
     @property

@@ -10,6 +10,7 @@ and never build responses for them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 _LOCATIONS = frozenset({"body", "query", "path", "header"})
+
+logger = logging.getLogger(__name__)
 
 
 class HTTPError(Exception):
@@ -83,6 +86,20 @@ def _located(loc: Sequence[Any], *, location: str) -> list[str | int]:
     return [location, *parts]
 
 
+_UNAVAILABLE = {
+    "database": "the database is unavailable",
+    "redis": "Redis is unavailable",
+    "broker": "the broker is unavailable",
+}
+
+
+def unavailable(exc: BackendUnavailable) -> str:
+    """What a 503 says of ``exc``: which backend, in a stable phrase. The driver's own
+    words (hosts, ports, users, channel names) go to the log, at WARNING."""
+    logger.warning("answering 503: %s", exc.message)
+    return _UNAVAILABLE.get(str(exc.details.get("backend")), "a backend is unavailable")
+
+
 def to_http_error(exc: DataForgeError, *, location: str = "body") -> HTTPError:
     """The HTTP answer for a library error; ``location`` prefixes field-level errors."""
     if isinstance(exc, InvalidParams):
@@ -104,13 +121,7 @@ def to_http_error(exc: DataForgeError, *, location: str = "body") -> HTTPError:
     if isinstance(exc, ConflictError):
         return HTTPError(409, exc.message)
     if isinstance(exc, BackendUnavailable):
-        # the database's own words (hosts, users) stay in the log
-        detail = (
-            "the database is unavailable"
-            if exc.details.get("backend") == "database"
-            else exc.message
-        )
-        return HTTPError(503, detail, headers=[("retry-after", "5")])
+        return HTTPError(503, unavailable(exc), headers=[("retry-after", "5")])
     if isinstance(exc, ConfigurationError | DatabaseError):
         return HTTPError(500, "Internal Server Error")
     return HTTPError(400, exc.message)

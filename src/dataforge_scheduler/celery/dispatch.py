@@ -99,6 +99,7 @@ class CeleryDispatcher:
                 f"broker: {exc}",
                 task_name=message.task_name,
                 task_id=message.task_id,
+                backend="broker",
             ) from exc
         logger.debug(
             "sent %s as %s with options %s", message.task_name, message.task_id, message.options
@@ -115,5 +116,6 @@ class CeleryDispatcher:
         except _BROKER_ERRORS as exc:
             raise BackendUnavailable(
                 f"could not revoke run(s) {', '.join(celery_task_ids)}: the broker is "
-                f"unreachable ({exc})"
+                f"unreachable ({exc})",
+                backend="broker",
             ) from exc

@@ -360,13 +360,21 @@ class LockWatchdog:
             self._run.runtime.locks.extend(hold.scope, hold.token, ttl=hold.ttl)
         except LockLost:
             if self._renewer.holds(self):
-                hold.lost = True
                 logger.error(
                     "the lock %s of run %s was lost while it ran (expired or "
                     "force-released); another run may start",
                     hold.scope,
                     self._run.celery_task_id,
                 )
+                if self._run.log is not None:  # the run's own history says so too
+                    self._run.log.write(
+                        [
+                            f"! the lock {hold.scope} was lost while this run went on "
+                            "(expired or force-released): another run of this schedule "
+                            "may start"
+                        ]
+                    )
+                hold.lost = True  # extend_lock() raises LockLost from now on
             return False
         except Exception:
             logger.warning(

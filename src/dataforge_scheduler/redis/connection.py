@@ -27,7 +27,9 @@ def backend_errors(action: str) -> Iterator[None]:
     try:
         yield
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        raise BackendUnavailable(f"Redis is unavailable while {action}: {exc}") from exc
+        raise BackendUnavailable(
+            f"Redis is unavailable while {action}: {exc}", backend="redis"
+        ) from exc
 
 
 def open_pubsub(client: redis.Redis, channel: str, *, timeout: float = 5.0) -> redis.client.PubSub:
@@ -46,4 +48,6 @@ def open_pubsub(client: redis.Redis, channel: str, *, timeout: float = 5.0) -> r
         pubsub.close()
         raise
     pubsub.close()
-    raise BackendUnavailable(f"Redis did not confirm the subscription to {channel} in {timeout} s")
+    raise BackendUnavailable(
+        f"Redis did not confirm the subscription to {channel} in {timeout} s", backend="redis"
+    )

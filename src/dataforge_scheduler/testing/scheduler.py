@@ -81,7 +81,8 @@ class RecordingDispatcher:
         if self.down:
             raise BackendUnavailable(
                 f"could not send task {run.task_name!r} (id {run.celery_task_id}): the broker "
-                "is down (RecordingDispatcher.down)"
+                "is down (RecordingDispatcher.down)",
+                backend="broker",
             )
         message = self.message_for(run)
         record = SentTask(
@@ -101,7 +102,8 @@ class RecordingDispatcher:
         if self.down:
             raise BackendUnavailable(
                 f"could not revoke run(s) {', '.join(celery_task_ids)}: the broker is down "
-                "(RecordingDispatcher.down)"
+                "(RecordingDispatcher.down)",
+                backend="broker",
             )
         with self._lock:
             self.cancelled.extend(celery_task_ids)

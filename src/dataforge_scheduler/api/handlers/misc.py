@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from dataforge_scheduler.api.context import Context
 from dataforge_scheduler.api.handlers.common import page_of
@@ -25,6 +26,9 @@ from dataforge_scheduler.errors import DataForgeError
 from dataforge_scheduler.sql.store import Session, list_audit
 
 __all__ = ["health", "list_audit_entries", "preview_schedule", "registered_tasks"]
+
+if TYPE_CHECKING:
+    from dataforge_scheduler.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -71,24 +75,24 @@ async def preview_schedule(ctx: Context) -> Response:
     return json_response(result)
 
 
-def _public(backend: str, state: str | None) -> str:
-    """A backend's state as the public endpoint tells it: ``ok`` or ``unreachable``; the
-    driver's error (hosts, ports, users) goes to the log only."""
-    if state is not None and state.startswith("ok"):
-        return state
-    logger.warning("health: %s is unreachable: %s", backend, state)
-    return "unreachable"
-
-
 #: An outbox whose oldest record is older than this has no writer keeping up with it.
 OUTBOX_WARN_SECONDS = 60.0
 
 
-def _outbox(ctx: Context) -> OutboxHealth | None:
-    try:
-        stats = ctx.runtime.backend.journal.stats()
-    except DataForgeError as exc:
-        logger.warning("health: cannot read the history outbox: %s", exc)
+def check_backends(runtime: Runtime) -> dict[str, Any]:
+    """What ``/health`` reports, asked of the backends (on the health probe's thread):
+    ``Runtime.check`` and, when Redis answers, the history outbox's stats."""
+    report: dict[str, Any] = dict(runtime.check())
+    if str(report.get("redis", "")).startswith("ok"):
+        try:
+            report["outbox"] = runtime.backend.journal.stats()
+        except DataForgeError as exc:
+            logger.warning("health: cannot read the history outbox: %s", exc)
+    return report
+
+
+def _outbox(stats: Any) -> OutboxHealth | None:
+    if stats is None:
         return None
     age = stats.oldest_age_seconds
     warning = None
@@ -98,15 +102,15 @@ def _outbox(ctx: Context) -> OutboxHealth | None:
 
 
 async def health(ctx: Context) -> Response:
-    report = await ctx.offload(ctx.runtime.check)
-    database = _public("the database", report.get("database"))
-    redis = _public("Redis", report.get("redis"))
-    healthy = database == "ok" and redis.startswith("ok")
-    outbox = await ctx.offload(_outbox, ctx) if redis.startswith("ok") else None
+    """Cached, single-flight and time-bounded: see ``api.health``."""
+    report = await ctx.state.health.report()
     body = Health(
-        status="ok" if healthy else "degraded", database=database, redis=redis, outbox=outbox
+        status="ok" if report.healthy else "degraded",
+        database=report.database,
+        redis=report.redis,
+        outbox=_outbox(report.outbox) if report.redis.startswith("ok") else None,
     )
-    return json_response(body, status=200 if healthy else 503)
+    return json_response(body, status=200 if report.healthy else 503)
 
 
 async def list_audit_entries(ctx: Context) -> Response:

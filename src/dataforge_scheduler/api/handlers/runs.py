@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from dataforge_scheduler.api.context import Context
-from dataforge_scheduler.api.errors import HTTPError, error_item, validation_failed
+from dataforge_scheduler.api.errors import HTTPError, error_item, unavailable, validation_failed
 from dataforge_scheduler.api.handlers.common import execution_out, page_of, task_out
 from dataforge_scheduler.api.http import Response, json_response
 from dataforge_scheduler.api.schemas.runs import (
@@ -87,7 +87,9 @@ async def run_task(ctx: Context) -> Response:
             503, "no dispatcher is configured: call dataforge_scheduler.setup()"
         ) from None
     except BackendUnavailable as exc:
-        raise HTTPError(503, f"the run was recorded but could not be sent: {exc}") from exc
+        raise HTTPError(
+            503, f"the run was recorded but could not be sent: {unavailable(exc)}"
+        ) from exc
     return json_response(_accepted(done.run, schedule_id), status=202)
 
 

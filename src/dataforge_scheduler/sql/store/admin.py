@@ -32,7 +32,8 @@ def ping(engine: Engine) -> None:
             connection.execute(sa.text("SELECT 1"))
     except (sa.exc.SQLAlchemyError, OSError) as exc:
         where = engine.url.render_as_string(hide_password=True)
-        logger.warning("database at %s is unreachable: %s", where, exc)
+        # the caller decides what to log (the health probe rate-limits it)
+        logger.debug("database at %s is unreachable: %s", where, exc)
         raise BackendUnavailable(
             f"the database at {where} is unreachable: {exc}", url=where, backend="database"
         ) from exc

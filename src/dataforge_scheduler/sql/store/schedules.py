@@ -8,6 +8,7 @@ Functions flush but never commit: the caller owns the transaction.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
@@ -46,6 +47,8 @@ __all__ = [
     "resume_schedule",
     "update_schedule",
 ]
+
+logger = logging.getLogger(__name__)
 
 _SORT_COLUMNS = {
     "id": ScheduledTask.id,
@@ -97,7 +100,12 @@ def create_schedule(
 def _write_refused(exc: IntegrityError, name: str) -> Exception:
     if is_unique_violation(exc):
         return ConflictError(f"a schedule named {name!r} already exists", field="name", value=name)
-    return InvalidSchedule(f"the database refused the schedule: {exc.orig}", field=None)
+    # the database's own words (constraint and column names, values) go to the log
+    logger.warning("the database refused schedule %r: %s", name, exc.orig)
+    return InvalidSchedule(
+        "the database refused the schedule: a value is outside what its columns allow",
+        field=None,
+    )
 
 
 def get_schedule(session: Session, schedule_id: int, *, for_update: bool = False) -> ScheduledTask:
