@@ -4,6 +4,8 @@ in-process (memory://) backend."""
 
 from __future__ import annotations
 
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.api.helpers import HEADERS, PREFIX, make_registry, make_settings
+from tests.api.helpers import HEADERS, KEY, PREFIX, READ_KEY, make_registry, make_settings
 from tests.api.servers import Event, serve, sse_events
 from tests.integration.procs import wait_until
 from tests.runs import celery_id, finish, manual
@@ -242,3 +244,71 @@ def test_an_odd_last_event_id_is_a_422_never_a_500(
     assert answer.status_code == 422, answer.text
     [item] = answer.json()["detail"]
     assert item["loc"] == ["header", "last-event-id"]
+
+
+def test_one_caller_cannot_take_every_stream(runtime: Runtime) -> None:
+    """Past its own limit a caller gets 429; the other callers still get streams."""
+    app = create_app(runtime, api_keys=[KEY], read_only_keys=[READ_KEY], sse_max_streams_per_key=2)
+    execution_id = _execution(runtime)
+    reader = {"X-API-Key": READ_KEY}
+    with serve(app) as url:
+        first_client, first = _stream(url, execution_id, **reader)
+        second_client, second = _stream(url, execution_id, **reader)
+        with first_client, first as one, second_client, second as two:
+            assert (one.status_code, two.status_code) == (200, 200)
+            with httpx.Client(base_url=url, timeout=TIMEOUT) as other:
+                third = other.get(f"/executions/{execution_id}/logs", headers=reader)
+                with other.stream(
+                    "GET", f"/executions/{execution_id}/logs", headers={"X-API-Key": KEY}
+                ) as writer:
+                    writer_status = writer.status_code
+            assert third.status_code == 429, third.text
+            assert "2" in third.json()["detail"]
+            assert writer_status == 200  # another key is not held back
+        wait_until(lambda: app.state.sse_streams == 0, timeout=5, message="slots freed")
+    assert app.state.sse_by_principal == {}
+
+
+def test_a_stream_ends_when_its_lifetime_is_up_and_resumes(runtime: Runtime) -> None:
+    app = create_app(runtime, sse_max_stream_seconds=1, heartbeat_seconds=0.3)
+    execution_id = _execution(runtime)
+    runtime.logbus.append(celery_id(runtime, execution_id), ["l0", "l1"])
+    with serve(app) as url:
+        started = time.monotonic()
+        events = _events(url, execution_id)  # returns once the server ends the stream
+        lasted = time.monotonic() - started
+        resumed_client, resumed = _stream(url, execution_id, **{"Last-Event-ID": "1"})
+        runtime.logbus.append(celery_id(runtime, execution_id), ["l2"])
+        runtime.logbus.finish(celery_id(runtime, execution_id), "success", ttl=60)
+        with resumed_client, resumed as response:
+            after = [e for e in sse_events(response) if isinstance(e, Event)]
+    assert [e.data for e in events if e.event == "log"] == ["l0", "l1"]
+    assert all(e.event != "end" for e in events)  # not ended: cut, to be resumed
+    assert lasted < 8
+    assert [e.data for e in after if e.event == "log"] == ["l2"]
+    assert after[-1].event == "end"
+
+
+def test_a_client_that_stops_reading_loses_its_slot(runtime: Runtime) -> None:
+    """A client that reads nothing: the server's writes fill the socket, the write
+    timeout closes the stream, and its slot is free again."""
+    app = create_app(runtime, sse_write_timeout_seconds=1, heartbeat_seconds=0.3)
+    execution_id = _execution(runtime)
+    run_id = celery_id(runtime, execution_id)
+    line = "x" * 4000
+    for _ in range(40):  # 16 MB of log: more than the kernel buffers hold
+        runtime.logbus.append(run_id, [line] * 100)
+    with serve(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            request = (
+                f"GET /executions/{execution_id}/logs HTTP/1.1\r\nHost: {host}\r\n"
+                f"X-API-Key: {KEY}\r\n\r\n"
+            )
+            sock.sendall(request.encode())
+            wait_until(lambda: app.state.sse_streams == 1, timeout=5, message="the stream")
+            wait_until(
+                lambda: app.state.sse_streams == 0, timeout=20, message="the stalled stream closed"
+            )
+    assert app.state.sse_by_principal == {}

@@ -16,6 +16,7 @@ from dataforge_scheduler.celery.maintenance import (
     CLEANUP_TASK_NAME,
     REAP_TASK_NAME,
     TaskTraits,
+    cleanup_audit,
     cleanup_executions,
     ensure_maintenance_schedules,
     reap_lost_executions,
@@ -610,3 +611,28 @@ def test_a_scheduled_maintenance_run_leaves_a_finished_history_row(tmp_path: Pat
         assert row.scheduled_task_id == reaper_id
         assert store.get_schedule(session, reaper_id).success_count == 1
     rt.engine.dispose()
+
+
+def test_retention_deletes_audit_entries_older_than_audit_retention_days(
+    runtime: Runtime, clock: ManualClock
+) -> None:
+    days = runtime.settings.audit_retention_days
+    now = clock.now()
+    with runtime.session() as session:
+        for age_days, target in ((days + 1, 1), (days + 30, 2), (days - 1, 3), (0, 4)):
+            store.record_audit(
+                session,
+                principal="key:1",
+                action="update",
+                target_type="task",
+                target_id=target,
+                before=None,
+                after={"n": target},
+                request_id=None,
+                now=now - timedelta(days=age_days),
+            )
+    assert cleanup_audit(runtime, batch_size=1) == 2  # batches of one, until done
+    with runtime.session() as session:
+        left = store.list_audit(session, page=1, page_size=10)
+    assert sorted(entry.target_id for entry in left.items) == [3, 4]
+    assert cleanup_audit(runtime) == 0

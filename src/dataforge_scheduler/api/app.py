@@ -119,7 +119,7 @@ def build_router() -> Router:
                                  response_model=ExecutionDetail)),
         ("/executions/{id}/logs", _op("GET", stream_logs, "Live log (SSE)", "runs",
                                       media_type="text/event-stream",
-                                      query_model=LogStreamQuery)),
+                                      query_model=LogStreamQuery, errors=(429,))),
         ("/schedules/preview", _op("POST", misc.preview_schedule, "Preview fire times",
                                    "schedules", body_model=PreviewRequest,
                                    response_model=PreviewResponse)),
@@ -248,6 +248,9 @@ def create_app(
     min_key_length: int | None = None,
     max_body_bytes: int | None = None,
     sse_max_streams: int | None = None,
+    sse_max_streams_per_key: int | None = None,
+    sse_max_stream_seconds: float | None = None,
+    sse_write_timeout_seconds: float | None = None,
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
     health_cache_seconds: float = DEFAULT_CACHE_SECONDS,
     health_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
@@ -263,7 +266,8 @@ def create_app(
     open by accident is worse than one that does not start). An anonymous caller
     (``allow_anonymous``) may only read unless ``anonymous_writes`` is also given.
     ``max_body_bytes`` and
-    ``sse_max_streams`` default to the settings of the same names. ``GET /health``
+    ``sse_max_streams`` (and the other ``sse_*`` limits) default to the settings of the
+    same names. ``GET /health``
     checks the backends at most once per ``health_cache_seconds`` (2), one check at a
     time on its own thread, and answers ``timeout`` past ``health_timeout_seconds`` (3).
     """
@@ -272,6 +276,15 @@ def create_app(
         "max_body_bytes": settings.api_max_body_bytes if max_body_bytes is None else max_body_bytes,
         "sse_max_streams": settings.sse_max_streams if sse_max_streams is None else sse_max_streams,
         "heartbeat_seconds": heartbeat_seconds,
+        "sse_max_streams_per_key": settings.sse_max_streams_per_key
+        if sse_max_streams_per_key is None
+        else sse_max_streams_per_key,
+        "sse_max_stream_seconds": settings.sse_max_stream_seconds
+        if sse_max_stream_seconds is None
+        else sse_max_stream_seconds,
+        "sse_write_timeout_seconds": settings.sse_write_timeout_seconds
+        if sse_write_timeout_seconds is None
+        else sse_write_timeout_seconds,
     }
     for name, value in limits.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -294,6 +307,9 @@ def create_app(
         max_body_bytes=int(limits["max_body_bytes"]),
         sse_max_streams=int(limits["sse_max_streams"]),
         heartbeat_seconds=float(heartbeat_seconds),
+        sse_max_streams_per_key=int(limits["sse_max_streams_per_key"]),
+        sse_max_stream_seconds=float(limits["sse_max_stream_seconds"]),
+        sse_write_timeout_seconds=float(limits["sse_write_timeout_seconds"]),
         health=HealthProbe(
             functools.partial(misc.check_backends, runtime),
             cache_seconds=health_cache_seconds,

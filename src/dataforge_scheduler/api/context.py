@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -45,7 +45,40 @@ class ApiState:
     sse_max_streams: int
     heartbeat_seconds: float
     health: HealthProbe
+    sse_max_streams_per_key: int = 10
+    sse_max_stream_seconds: float = 3600.0
+    sse_write_timeout_seconds: float = 30.0
     sse_streams: int = 0
+    sse_by_principal: dict[str, int] = field(default_factory=dict)
+
+    def take_stream(self, principal: str) -> None:
+        """Count a live-log stream of ``principal``; 503 past the total, 429 past the
+        principal's own limit (one caller never takes every slot)."""
+        if self.sse_streams >= self.sse_max_streams:
+            raise HTTPError(
+                503,
+                f"too many live log streams ({self.sse_max_streams}); try again later",
+                headers=[("retry-after", "5")],
+            )
+        held = self.sse_by_principal.get(principal, 0)
+        if held >= self.sse_max_streams_per_key:
+            raise HTTPError(
+                429,
+                f"this caller holds {held} live log streams, the most one caller may "
+                f"({self.sse_max_streams_per_key}); close one first",
+                headers=[("retry-after", "5")],
+            )
+        self.sse_streams += 1
+        self.sse_by_principal[principal] = held + 1
+
+    def give_stream(self, principal: str) -> None:
+        """The stream of ``principal`` ended: free its slot."""
+        self.sse_streams -= 1
+        left = self.sse_by_principal.get(principal, 1) - 1
+        if left > 0:
+            self.sse_by_principal[principal] = left
+        else:
+            self.sse_by_principal.pop(principal, None)
 
     @property
     def log_feed(self) -> AsyncLogFeed:

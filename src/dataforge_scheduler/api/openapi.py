@@ -41,6 +41,7 @@ _REASONS = {
     413: "Request body too large",
     415: "The body is not application/json",
     422: "Validation error",
+    429: "Too many live-log streams held by this caller",
     503: "A backend (database, Redis, broker) is unavailable, or too many streams",
 }
 

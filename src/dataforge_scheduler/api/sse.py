@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from dataforge_scheduler.api.context import Context
-from dataforge_scheduler.api.errors import HTTPError, error_item, validation_failed
+from dataforge_scheduler.api.errors import error_item, validation_failed
 from dataforge_scheduler.api.http import Send
 from dataforge_scheduler.api.schemas.runs import LogStreamQuery
 from dataforge_scheduler.core.enums import ExecutionStatus
@@ -69,20 +69,21 @@ async def stream_logs(ctx: Context) -> EventStream:
     execution_id: int = ctx.path["id"]
     start = _start_after(ctx)
     state = ctx.state
-    if state.sse_streams >= state.sse_max_streams:
-        raise HTTPError(
-            503,
-            f"too many live log streams ({state.sse_max_streams}); try again later",
-            headers=[("retry-after", "5")],
-        )
-    state.sse_streams += 1
+    principal = ctx.principal_name
+    state.take_stream(principal)
     try:
         _, _, run_id = await ctx.offload(_row_status, ctx, execution_id)
         subscription = await state.log_feed.subscribe(run_id)
     except BaseException:
-        state.sse_streams -= 1
+        state.give_stream(principal)
         raise
-    return EventStream(ctx, execution_id, run_id, start=start, subscription=subscription)
+    return EventStream(
+        ctx, execution_id, run_id, start=start, subscription=subscription, principal=principal
+    )
+
+
+class _ClientStalled(Exception):
+    """The client took no data for ``sse_write_timeout_seconds``."""
 
 
 async def _not_started(message: Any) -> None:
@@ -109,8 +110,11 @@ class EventStream:
         *,
         start: int,
         subscription: AsyncLogSubscription,
+        principal: str,
     ) -> None:
         self._ctx = ctx
+        self._principal = principal
+        self._deadline = time.monotonic() + ctx.state.sse_max_stream_seconds
         self._id = execution_id
         self._run_id = run_id
         self._next = start
@@ -128,10 +132,16 @@ class EventStream:
         except DataForgeError as exc:
             # headers are sent: end the stream; the client resumes with Last-Event-ID
             logger.warning("live log stream of execution %s stopped: %s", self._id, exc)
+        except _ClientStalled:
+            logger.info(
+                "live log stream of execution %s closed: its client took nothing for %.0f s",
+                self._id,
+                self._ctx.state.sse_write_timeout_seconds,
+            )
         finally:
             watcher.cancel()
             await self._subscription.close()
-            self._ctx.state.sse_streams -= 1
+            self._ctx.state.give_stream(self._principal)
             await self._finish()
 
     async def _run(self, watcher: asyncio.Future[None]) -> None:
@@ -143,7 +153,12 @@ class EventStream:
         heartbeat = self._ctx.state.heartbeat_seconds
         last_beat = time.monotonic()
         while True:
+            if time.monotonic() >= self._deadline:
+                # the stream's lifetime is up: the client resumes with Last-Event-ID
+                await self._write(b": the stream's lifetime is up; reconnect to go on\n\n")
+                return
             wait = max(0.0, heartbeat - (time.monotonic() - last_beat))
+            wait = min(wait, max(0.0, self._deadline - time.monotonic()))
             getter = asyncio.ensure_future(self._subscription.get(wait))
             pending: set[asyncio.Future[Any]] = {getter, watcher}
             await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -202,13 +217,19 @@ class EventStream:
         await self._write(_event(json.dumps(payload), event="end"))
 
     async def _write(self, chunk: bytes) -> None:
-        await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+        message = {"type": "http.response.body", "body": chunk, "more_body": True}
+        try:
+            # a client that stops reading fills the socket and the send waits: not forever
+            await asyncio.wait_for(self._send(message), self._ctx.state.sse_write_timeout_seconds)
+        except TimeoutError:
+            raise _ClientStalled() from None
 
     async def _finish(self) -> None:
+        message = {"type": "http.response.body", "body": b"", "more_body": False}
         try:
-            await self._send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (OSError, RuntimeError) as exc:  # the client is gone; nothing to finish
-            logger.debug("closing the log stream of execution %s: %s", self._id, exc)
+            await asyncio.wait_for(self._send(message), self._ctx.state.sse_write_timeout_seconds)
+        except (OSError, RuntimeError, TimeoutError) as exc:  # the client is gone
+            logger.debug("closing the log stream of execution %s: %r", self._id, exc)
 
     async def _wait_for_disconnect(self) -> None:
         while True:

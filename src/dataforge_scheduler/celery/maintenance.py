@@ -40,6 +40,7 @@ __all__ = [
     "TaskTraits",
     "TraitsLookup",
     "celery_task_traits",
+    "cleanup_audit",
     "cleanup_executions",
     "ensure_maintenance_schedules",
     "reap_lost_executions",
@@ -65,7 +66,8 @@ _DESCRIPTIONS = {
     ),
     CLEANUP_TASK_NAME: (
         "Delete old history",
-        "Deletes finished executions older than execution_retention_days.",
+        "Deletes finished executions older than execution_retention_days, and audit "
+        "entries older than audit_retention_days.",
     ),
 }
 _APP_MARKER = "_dataforge_maintenance_tasks"
@@ -110,6 +112,31 @@ def cleanup_executions(
     return deleted
 
 
+def cleanup_audit(
+    runtime: Runtime,
+    *,
+    now: datetime | None = None,
+    batch_size: int = 1000,
+    max_batches: int = _DEFAULT_MAX_BATCHES,
+) -> int:
+    """Delete audit entries older than ``audit_retention_days``, in bounded batches as
+    ``cleanup_executions`` does; returns entries deleted."""
+    batch_size = _positive("batch_size", batch_size)
+    max_batches = _positive("max_batches", max_batches)
+    now = now if now is not None else runtime.clock.now()
+    cutoff = now - timedelta(days=runtime.settings.audit_retention_days)
+    deleted = 0
+    for _ in range(max_batches):
+        with runtime.session() as session:
+            count = sql.delete_audit_before(session, cutoff=cutoff, limit=batch_size)
+        deleted += count
+        if count < batch_size:
+            break
+    if deleted:
+        logger.info("deleted %d audit entr(ies) recorded before %s", deleted, cutoff.isoformat())
+    return deleted
+
+
 # ---------------------------------------------------------------- Celery tasks
 
 
@@ -127,7 +154,9 @@ def register_maintenance_tasks(app: Any, runtime: Runtime) -> None:
             return reap_lost_executions(found, traits=celery_task_traits(app)).as_dict()
 
         def cleanup(**_ignored: Any) -> int:
-            return cleanup_executions(runtime_for(app))
+            found = runtime_for(app)
+            cleanup_audit(found)
+            return cleanup_executions(found)
 
         # DataForgeTasks, so their runs have history like any scheduled run (the scheduler's
         # pending row moves on) and two reapers of one schedule never overlap

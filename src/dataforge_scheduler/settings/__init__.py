@@ -123,6 +123,8 @@ class Settings(BaseSettings):
     """Largest task result stored on a run, in bytes of JSON."""
     execution_retention_days: int = 30
     """Days finished runs are kept before the retention task deletes them."""
+    audit_retention_days: int = 365
+    """Days audit-trail entries are kept before the retention task deletes them."""
     lost_run_grace_seconds: int = 60
     """Seconds past its time limit before a silent run is marked lost."""
     misfire_grace_seconds: int = 60
@@ -133,6 +135,12 @@ class Settings(BaseSettings):
     """Largest request body the API accepts, in bytes."""
     sse_max_streams: int = 100
     """Most live-log streams the API serves at once."""
+    sse_max_streams_per_key: int = 10
+    """Most live-log streams one caller (API key or principal) holds at once."""
+    sse_max_stream_seconds: int = 3600
+    """Longest a live-log stream stays open; the client resumes with `Last-Event-ID`."""
+    sse_write_timeout_seconds: float = 30.0
+    """A live-log stream whose client takes no data for this long is closed."""
     history_writer_in_worker: bool = True
     """Run a history writer in every Celery worker's main process (turn off when you run
     `dataforge-scheduler history-writer` processes instead)."""

@@ -55,6 +55,7 @@ _SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd", "secret", "token"})
 # is Celery's "no limit".
 _POSITIVE = (
     "api_min_key_length",
+    "audit_retention_days",
     "celery_broker_visibility_timeout",
     "celery_task_default_timeout",
     "celery_task_retry_delay",
@@ -72,6 +73,9 @@ _POSITIVE = (
     "catch_up_max_runs",
     "api_max_body_bytes",
     "sse_max_streams",
+    "sse_max_streams_per_key",
+    "sse_max_stream_seconds",
+    "sse_write_timeout_seconds",
     "history_batch_size",
     "history_block_seconds",
     "history_claim_after_seconds",

@@ -21,13 +21,14 @@ from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from dataforge_scheduler.core.enums import ExecutionStatus, OverlapPolicy
-from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution
+from dataforge_scheduler.sql.models import AuditEntry, ScheduledTask, TaskExecution
 from dataforge_scheduler.sql.store.common import aware_now
 
 __all__ = [
     "FINISHED_STATUSES",
     "RunningRun",
     "WaitingRun",
+    "delete_audit_before",
     "delete_finished_before",
     "lock_running_run",
     "lock_waiting_run",
@@ -250,6 +251,18 @@ def delete_finished_before(session: Session, *, cutoff: datetime, limit: int) ->
     )
     result = session.execute(
         delete(TaskExecution).where(TaskExecution.id.in_(doomed)),
+        execution_options={"synchronize_session": False},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def delete_audit_before(session: Session, *, cutoff: datetime, limit: int) -> int:
+    """Delete up to ``limit`` audit entries recorded before ``cutoff`` (the ``at`` index
+    finds them); how many were deleted."""
+    cutoff = aware_now(cutoff)
+    doomed = select(AuditEntry.id).where(AuditEntry.at < cutoff).limit(limit)
+    result = session.execute(
+        delete(AuditEntry).where(AuditEntry.id.in_(doomed)),
         execution_options={"synchronize_session": False},
     )
     return int(getattr(result, "rowcount", 0) or 0)
