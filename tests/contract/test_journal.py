@@ -218,6 +218,7 @@ def test_what_a_run_knows_of_itself_expires_after_the_state_ttl(
     journal: RunJournal, let_time_pass: TimePasser
 ) -> None:
     journal.start(_start(), lock=None, state_ttl=0.1)
+    assert journal.start(_start(), lock=None, state_ttl=0.1).duplicate  # known until then
     let_time_pass(
         0.1,
         until=lambda: not journal.start(_start(), lock=None, state_ttl=60).duplicate,

@@ -282,7 +282,7 @@ def _rows(runtime: Runtime) -> dict[str, TaskExecution]:
     return {row.celery_task_id: row for row in rows}
 
 
-def _drain_and_judge(runtime: Runtime, load: Load) -> None:
+def _drain_and_judge(runtime: Runtime, load: Load) -> set[str]:
     """Stop the load, let every run end and the outbox drain, reaping all along; then
     every body that ran is a ``success`` row and nothing is ``lost``."""
     load.stop_sending()
@@ -339,13 +339,15 @@ def _drain_and_judge(runtime: Runtime, load: Load) -> None:
     # a run that ended while Redis was away frees its lock once Redis is back, so the
     # schedule's next runs are not skipped until the lock's TTL
     wait_until(lambda: runtime.locks.list() == [], timeout=10, message="every lock to be released")
+    return bodies
 
 
-def _outage_under_load(runtime: Runtime, load: Load, outage: Callable[[], None]) -> None:
+def _outage_under_load(runtime: Runtime, load: Load, outage: Callable[[], None]) -> set[str]:
+    """The bodies that ran, each judged to have its ``success`` row."""
     load.wait_for_bodies(BEFORE)
     outage()
     load.wait_for_bodies(AFTER, since=len(load.bodies()))
-    _drain_and_judge(runtime, load)
+    return _drain_and_judge(runtime, load)
 
 
 # ---------------------------------------------------------------- the tests
@@ -353,7 +355,8 @@ def _outage_under_load(runtime: Runtime, load: Load, outage: Callable[[], None])
 
 def test_a_postgres_restart_loses_no_history(runtime: Runtime, load: Load, pg: Any) -> None:
     try:
-        _outage_under_load(runtime, load, lambda: _pg_ctl("restart"))
+        judged = _outage_under_load(runtime, load, lambda: _pg_ctl("restart"))
+        assert len(judged) >= BEFORE + AFTER  # runs before and after the outage
     finally:
         _ensure_postgres(pg)
 
@@ -369,7 +372,8 @@ def test_postgres_stopped_for_eight_seconds_loses_no_history(
             _pg_ctl("start")
 
     try:
-        _outage_under_load(runtime, load, stop_for_a_while)
+        judged = _outage_under_load(runtime, load, stop_for_a_while)
+        assert len(judged) >= BEFORE + AFTER  # runs before and after the outage
     finally:
         _ensure_postgres(pg)
 
@@ -380,7 +384,8 @@ def test_a_redis_restart_loses_no_history(
     _local_redis(redis_url)
     config = _redis_config(redis_client)
     try:
-        _outage_under_load(runtime, load, lambda: _restart_redis(redis_client, config))
+        judged = _outage_under_load(runtime, load, lambda: _restart_redis(redis_client, config))
+        assert len(judged) >= BEFORE + AFTER  # runs before and after the outage
     finally:
         if not _redis_up(redis_client):
             _start_redis(config)

@@ -15,6 +15,7 @@ Celery tasks ``dataforge.maintenance.*`` by ``register_maintenance_tasks`` (whic
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -96,17 +97,11 @@ def cleanup_executions(
     call, so one call never holds locks for long; what is left goes on the next call.
     Never touches ``pending``, ``running`` or ``retrying`` rows. Returns rows deleted.
     """
-    batch_size = _positive("batch_size", batch_size)
-    max_batches = _positive("max_batches", max_batches)
     now = now if now is not None else runtime.clock.now()
     cutoff = now - timedelta(days=runtime.settings.execution_retention_days)
-    deleted = 0
-    for _ in range(max_batches):
-        with runtime.session() as session:
-            count = sql.delete_finished_before(session, cutoff=cutoff, limit=batch_size)
-        deleted += count
-        if count < batch_size:
-            break
+    deleted = _delete_in_batches(
+        runtime, sql.delete_finished_before, cutoff, batch_size=batch_size, max_batches=max_batches
+    )
     if deleted:
         logger.info("deleted %d execution(s) finished before %s", deleted, cutoff.isoformat())
     return deleted
@@ -121,19 +116,35 @@ def cleanup_audit(
 ) -> int:
     """Delete audit entries older than ``audit_retention_days``, in bounded batches as
     ``cleanup_executions`` does; returns entries deleted."""
-    batch_size = _positive("batch_size", batch_size)
-    max_batches = _positive("max_batches", max_batches)
     now = now if now is not None else runtime.clock.now()
     cutoff = now - timedelta(days=runtime.settings.audit_retention_days)
+    deleted = _delete_in_batches(
+        runtime, sql.delete_audit_before, cutoff, batch_size=batch_size, max_batches=max_batches
+    )
+    if deleted:
+        logger.info("deleted %d audit entr(ies) recorded before %s", deleted, cutoff.isoformat())
+    return deleted
+
+
+def _delete_in_batches(
+    runtime: Runtime,
+    delete: Callable[..., int],
+    cutoff: datetime,
+    *,
+    batch_size: int,
+    max_batches: int,
+) -> int:
+    """``delete(session, cutoff=, limit=)`` one transaction per batch until a batch
+    comes back short or ``max_batches`` ran; rows deleted."""
+    batch_size = _positive("batch_size", batch_size)
+    max_batches = _positive("max_batches", max_batches)
     deleted = 0
     for _ in range(max_batches):
         with runtime.session() as session:
-            count = sql.delete_audit_before(session, cutoff=cutoff, limit=batch_size)
+            count = delete(session, cutoff=cutoff, limit=batch_size)
         deleted += count
         if count < batch_size:
             break
-    if deleted:
-        logger.info("deleted %d audit entr(ies) recorded before %s", deleted, cutoff.isoformat())
     return deleted
 
 
