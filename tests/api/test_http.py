@@ -220,6 +220,35 @@ async def test_keys_are_named_by_the_operator_or_by_position_never_by_a_hash(
     assert audit["items"][0]["principal"] == "key:ci-bot"
 
 
+async def test_keys_named_in_the_settings_name_the_audit_principal(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATAFORGE_API_KEYS", json.dumps({"deploy-bot": KEY}))
+    monkeypatch.setenv("DATAFORGE_API_READ_ONLY_KEYS", json.dumps({"grafana": READ_KEY}))
+    settings = Settings.from_env(database_url=runtime.settings.database_url)
+    monkeypatch.setattr(runtime, "settings", settings)
+    app = create_app(runtime)
+    async with _client(app) as client:
+        created = await client.post(
+            "/tasks",
+            json={"name": "n", "task_type": "manual", "task_name": "dftest.sync_accounts"},
+            headers={"X-API-Key": KEY},
+        )
+        refused = await client.delete(
+            f"/tasks/{created.json()['id']}", headers={"X-API-Key": READ_KEY}
+        )
+        audit = (await client.get("/audit", headers={"X-API-Key": READ_KEY})).json()
+    assert created.status_code == 201, created.text
+    assert refused.status_code == 403
+    assert [entry["principal"] for entry in audit["items"]] == ["key:deploy-bot"]
+
+
+async def test_a_bad_key_name_is_refused(runtime: Runtime) -> None:
+    with pytest.raises(ConfigurationError, match="key name 'ci bot' is invalid") as info:
+        create_app(runtime, api_keys={"ci bot": KEY})
+    assert info.value.field == "api_keys"
+
+
 async def test_a_short_key_is_refused_without_quoting_it(runtime: Runtime) -> None:
     with pytest.raises(ConfigurationError, match="at least 16") as info:
         create_app(runtime, api_keys=["short-key"])

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from dataforge_scheduler.errors import ConfigurationError, DataForgeError
 from dataforge_scheduler.redis.keys import Keys
-from dataforge_scheduler.settings import Settings, mask_url, settings_table_markdown
+from dataforge_scheduler.settings import Settings, key_values, mask_url, settings_table_markdown
 
 SEED_DEFAULTS: dict[str, Any] = {
     "celery_broker_url": "redis://localhost:6379/0",
@@ -315,6 +315,42 @@ def test_api_keys_from_env_json_or_comma(
     settings = Settings.from_env()
     assert settings.api_keys == expected
     assert settings.api_read_only_keys == ["ro1", "ro2"]
+
+
+def test_api_keys_from_env_as_a_json_object_of_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATAFORGE_API_KEYS", '{"ci-bot": "k-ci", "ops.alice": "k-alice"}')
+    monkeypatch.setenv("DATAFORGE_API_READ_ONLY_KEYS", '{"grafana": "k-grafana"}')
+    settings = Settings.from_env()
+    assert settings.api_keys == {"ci-bot": "k-ci", "ops.alice": "k-alice"}
+    assert settings.api_read_only_keys == {"grafana": "k-grafana"}
+    assert settings.redacted()["api_keys"] == {"ci-bot": "***", "ops.alice": "***"}
+    assert key_values(settings.api_keys) == ["k-ci", "k-alice"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ('{"ci bot": "k"}', "key name 'ci bot' is invalid"),
+        ('{"": "k"}', "key name '' is invalid"),
+        ('{"ci-bot": ""}', "api_keys['ci-bot'] is empty"),
+        ('{"ci-bot": " secret-pad"}', "api_keys['ci-bot'] has leading or trailing whitespace"),
+        ('{"ci-bot": "secret-k1",}', "api_keys starts with '{' but is not a JSON object"),
+        ('{"ci-bot": 7}', "DATAFORGE_API_KEYS"),
+    ],
+)
+def test_named_keys_from_env_are_checked_without_quoting_a_key(
+    monkeypatch: pytest.MonkeyPatch, raw: str, expected: str
+) -> None:
+    monkeypatch.setenv("DATAFORGE_API_KEYS", raw)
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env()
+    assert expected in str(info.value)
+    assert "secret" not in str(info.value)
+
+
+def test_a_named_key_cannot_also_be_read_only() -> None:
+    text = _error_text(api_keys={"ci-bot": "shared"}, api_read_only_keys={"grafana": "shared"})
+    assert "both api_keys and api_read_only_keys" in text
 
 
 def test_from_env_names_the_variable_and_value(monkeypatch: pytest.MonkeyPatch) -> None:

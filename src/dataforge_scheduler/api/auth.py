@@ -5,8 +5,9 @@ the seed's ``?api_key=`` query parameter. Keys are compared in constant time aga
 every configured key (no early exit that would tell which key was close). A host with
 its own authentication passes ``authenticate(scope) -> principal | None`` (sync or
 async): a ``Principal`` or a name means "let in", ``None`` falls back to the keys. A
-key's principal is named by a short hash of it, never by the key itself, so audit rows
-and logs never hold a secret; ``redact_query_string`` masks ``api_key`` in the scope
+key's principal is named by the operator's name for it or by its position
+(``key:ci-bot``, ``key:2``), never by the key or a hash of it, so audit rows and logs
+hold nothing to test a guess against; ``redact_query_string`` masks ``api_key`` in the scope
 before any server access log can print it.
 """
 
@@ -22,6 +23,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from dataforge_scheduler.api.errors import HTTPError
 from dataforge_scheduler.api.http import Request, Scope
+from dataforge_scheduler.core.naming import check_key_name
 from dataforge_scheduler.errors import ConfigurationError
 
 __all__ = [
@@ -65,7 +67,8 @@ def named_keys(keys: Keys, *, read_only: bool) -> list[tuple[str, Principal]]:
     to test a guess offline."""
     kind = "read-key" if read_only else "key"
     if isinstance(keys, Mapping):
-        pairs = [(str(name), key) for name, key in keys.items()]
+        field = "api_read_only_keys" if read_only else "api_keys"
+        pairs = [(check_key_name(name, field=field), key) for name, key in keys.items()]
     else:
         pairs = [(str(number), key) for number, key in enumerate(keys, start=1)]
     return [(key, Principal(name=f"{kind}:{name}", read_only=read_only)) for name, key in pairs]

@@ -5,14 +5,19 @@
 key can be built from: non-empty, no whitespace, none of the glob characters
 ``* ? [ ] \\`` (``SCAN`` patterns are built from it). ``check_run_id`` is what names a
 run's log and state on either backend: its Celery task id, a non-empty string without
-whitespace.
+whitespace. ``check_key_name`` is the rule for the operator's names of API keys (which
+the audit trail shows as ``key:<name>``).
 """
 
 from __future__ import annotations
 
+import re
+
 from dataforge_scheduler.errors import ConfigurationError
 
-__all__ = ["check_key_prefix", "check_run_id"]
+__all__ = ["check_key_name", "check_key_prefix", "check_run_id"]
+
+_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 _GLOB_CHARS = frozenset("*?[]\\")
 
@@ -43,3 +48,15 @@ def check_run_id(run_id: object) -> str:
             field="run_id",
         )
     return run_id
+
+
+def check_key_name(name: object, *, field: str) -> str:
+    """``name`` if it can name an API key: 1-64 ASCII letters, digits, ``.``, ``_`` or
+    ``-``, starting with a letter or digit; ``ConfigurationError`` naming ``field``."""
+    if not isinstance(name, str) or _KEY_NAME.fullmatch(name) is None:
+        raise ConfigurationError(
+            f"{field}: key name {name!r} is invalid; a name is 1-64 ASCII letters, digits, "
+            "'.', '_' or '-', starting with a letter or digit",
+            field=field,
+        )
+    return name

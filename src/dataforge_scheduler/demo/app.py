@@ -41,7 +41,7 @@ from dataforge_scheduler.redis.keys import Keys
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.serve import API_PREFIX, DEFAULT_HOST, DEFAULT_PORT, ApiServer, mount_api
-from dataforge_scheduler.settings import Settings
+from dataforge_scheduler.settings import Settings, key_values
 from dataforge_scheduler.sql.models import create_all
 from dataforge_scheduler.wiring import setup
 
@@ -173,7 +173,7 @@ class Demo:
 
     @property
     def api_key(self) -> str:
-        return self.settings.api_keys[0]
+        return key_values(self.settings.api_keys)[0]
 
     @property
     def api_url(self) -> str:

@@ -25,11 +25,18 @@ from dataforge_scheduler.settings.checks import (
     REDIS_URL_SCHEMES,
     KeyList,
     cross_check,
+    key_values,
     mask_url,
     split_keys,
 )
 
-__all__ = ["REDIS_URL_SCHEMES", "Settings", "mask_url", "settings_table_markdown"]
+__all__ = [
+    "REDIS_URL_SCHEMES",
+    "Settings",
+    "key_values",
+    "mask_url",
+    "settings_table_markdown",
+]
 
 
 class Settings(BaseSettings):
@@ -46,8 +53,9 @@ class Settings(BaseSettings):
 
     A host subclasses it to add its own fields; ``from_env()``, ``redacted()`` and
     ``settings_table_markdown()`` follow the subclass. ``api_keys`` and
-    ``api_read_only_keys`` take a JSON list or a comma-separated string from the
-    environment. ``repr()`` and ``redacted()`` mask URL passwords and API keys.
+    ``api_read_only_keys`` take a JSON object of names to keys, a JSON list or a
+    comma-separated string from the environment. ``repr()`` and ``redacted()`` mask URL
+    passwords and API keys.
     """
 
     model_config = SettingsConfigDict(
@@ -94,9 +102,11 @@ class Settings(BaseSettings):
     """Redis URL for locks, live logs and change notices (redis, rediss, unix, or memory://
     for the in-process stand-in); unset means `celery_broker_url`."""
     api_keys: KeyList = Field(default_factory=list)
-    """API keys with full access; a JSON list or a comma-separated string."""
+    """API keys with full access: a JSON object naming each key (`{"ci-bot": "…"}`, shown
+    as `key:ci-bot` in the audit trail), a JSON list or a comma-separated string."""
     api_read_only_keys: KeyList = Field(default_factory=list)
-    """API keys that may only read; a JSON list or a comma-separated string."""
+    """API keys that may only read, in the same forms as `api_keys` (shown as
+    `read-key:<name>`)."""
     api_min_key_length: int = 16
     """Shortest API key the API accepts (the demo and the pytest plugin's client accept
     any); the audit trail names keys by position, never by a hash of the key."""
@@ -278,6 +288,8 @@ class Settings(BaseSettings):
         if value is None:
             return None
         if name in cls.secret_fields:
+            if isinstance(value, dict):  # the names are not secret, the keys are
+                return dict.fromkeys(value, MASK)
             return [MASK for _ in value] if isinstance(value, list | tuple) else MASK
         if name in cls.url_fields or name.endswith("_url"):
             return mask_url(str(value))

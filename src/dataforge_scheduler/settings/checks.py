@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from pydantic_core import PydanticCustomError
 from pydantic_settings import NoDecode
 
-from dataforge_scheduler.core.naming import check_key_prefix
+from dataforge_scheduler.core.naming import check_key_name, check_key_prefix
 from dataforge_scheduler.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ __all__ = [
     "REDIS_URL_SCHEMES",
     "KeyList",
     "cross_check",
+    "key_values",
     "mask_url",
     "split_keys",
 ]
@@ -87,7 +88,14 @@ _NON_NEGATIVE = (
     "history_linger_seconds",
 )
 
-KeyList = Annotated[list[str], NoDecode]
+#: API keys: a list (the audit trail names them ``key:1``, ``key:2``...) or a mapping of
+#: the operator's names to keys (named ``key:<name>``).
+KeyList = Annotated[list[str] | dict[str, str], NoDecode]
+
+
+def key_values(keys: list[str] | dict[str, str]) -> list[str]:
+    """The keys themselves, from either form of ``KeyList``."""
+    return list(keys.values()) if isinstance(keys, dict) else list(keys)
 
 
 def _problem(reason: str, *fields: str) -> PydanticCustomError:
@@ -184,12 +192,21 @@ def _check_non_negative(field: str, value: int) -> None:
         raise _problem(f"{field} must be 0 or more, got {value!r}", field)
 
 
-def _check_keys(field: str, keys: list[str]) -> None:
-    for index, key in enumerate(keys):  # never quote a key: it is a secret
+def _check_keys(field: str, keys: list[str] | dict[str, str]) -> None:
+    if isinstance(keys, dict):
+        for name in keys:
+            try:
+                check_key_name(name, field=field)
+            except ConfigurationError as exc:
+                raise _problem(exc.message, field) from None
+        labelled = [(repr(name), key) for name, key in keys.items()]
+    else:
+        labelled = [(str(index), key) for index, key in enumerate(keys)]
+    for label, key in labelled:  # never quote a key: it is a secret
         if not key.strip():
-            raise _problem(f"{field}[{index}] is empty", field)
+            raise _problem(f"{field}[{label}] is empty", field)
         if key != key.strip():
-            raise _problem(f"{field}[{index}] has leading or trailing whitespace", field)
+            raise _problem(f"{field}[{label}] has leading or trailing whitespace", field)
 
 
 def _check_key_prefix(field: str, value: str) -> None:
@@ -219,20 +236,24 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
 
 
 def split_keys(field: str, value: Any) -> Any:
-    """A JSON list or comma-separated keys (as the environment gives them) as a list."""
+    """Keys as the environment gives them: a JSON object of names to keys, a JSON list,
+    or comma-separated keys."""
     if not isinstance(value, str):
         return value
     text = value.strip()
     if not text:
         return []
-    if not text.startswith("["):
+    if not text.startswith(("[", "{")):
         return [part.strip() for part in text.split(",")]
+    kind = "a JSON list" if text.startswith("[") else "a JSON object"
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
+        # The message gives only the position: the text holds secrets.
         raise _problem(
-            f"{field} starts with '[' but is not a JSON list (line {exc.lineno}, column "
-            f"{exc.colno}); use a JSON list or comma-separated keys",
+            f"{field} starts with {text[0]!r} but is not {kind} (line {exc.lineno}, column "
+            f"{exc.colno}); use a JSON object of names to keys, a JSON list or "
+            "comma-separated keys",
             field,
         ) from exc
 
@@ -258,7 +279,7 @@ def cross_check(s: Settings) -> None:
                 "redis_url",
                 "celery_broker_url",
             )
-    if set(s.api_keys) & set(s.api_read_only_keys):
+    if set(key_values(s.api_keys)) & set(key_values(s.api_read_only_keys)):
         raise _problem(
             "a key appears in both api_keys and api_read_only_keys: its access is ambiguous",
             "api_keys",
