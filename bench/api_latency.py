@@ -1,11 +1,13 @@
-"""API latency: p50/p99 of ``GET /tasks`` (a page of 50) and ``GET /tasks/{id}``.
+"""API latency: p50/p99 of ``GET /tasks`` (a page of 50, and a search), ``GET /tasks/{id}``
+and ``GET /tasks/locks``.
 
 Creates a scratch PostgreSQL database, writes 10,000 schedules through the store, serves
 the API with uvicorn on a loopback port and times sequential requests from one httpx
-client (so the figures are per-request latency, not throughput). The database and the
-Redis keys are removed afterwards.
+client (so the figures are per-request latency, not throughput). For the lock listing,
+20 locks are held among ``--noise-keys`` other keys under the same prefix (a busy
+Redis). The database and the Redis keys are removed afterwards.
 
-    python bench/api_latency.py [--schedules 10000] [--requests 500]
+    python bench/api_latency.py [--schedules 10000] [--requests 500] [--noise-keys 100000]
 
 ``DATAFORGE_BENCH_DATABASE_URL`` (an admin URL; default the local ``postgres`` database)
 and ``DATAFORGE_BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``) pick the services.
@@ -34,10 +36,7 @@ from dataforge_scheduler.api import create_app
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.settings import Settings
-from dataforge_scheduler.sql import (
-    audit,  # noqa: F401  (audit_log joins the metadata)
-    store,
-)
+from dataforge_scheduler.sql import store
 from dataforge_scheduler.sql.engine import create_engine
 from dataforge_scheduler.sql.models import create_all
 
@@ -45,7 +44,7 @@ ADMIN_URL = os.environ.get(
     "DATAFORGE_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("DATAFORGE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-KEY = "bench-key"
+KEY = "bench-key-0123456789"
 TASKS = ("bench.sync", "bench.report", "bench.cleanup")
 
 
@@ -115,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--schedules", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--noise-keys", type=int, default=100_000)
     args = parser.parse_args(argv)
 
     registry = TaskRegistry()
@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seeded {len(ids)} schedules in {time.perf_counter() - started:.1f} s")
         pages = max(1, len(ids) // 50)
         rng = random.Random(5)
+        hold_locks(runtime, ids[:20], noise=args.noise_keys, prefix=prefix)
         with (
             served(create_app(runtime)) as url,
             httpx.Client(base_url=url, headers={"X-API-Key": KEY}) as client,
@@ -143,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
                 ),
             )
             one = measure(args.requests, lambda: client.get(f"/tasks/{rng.choice(ids)}"))
+            search = measure(
+                args.requests,
+                lambda: client.get("/tasks", params={"search": f"-{rng.randint(0, 9999):04d}"}),
+            )
+            locks = measure(args.requests, lambda: client.get("/tasks/locks"))
         runtime.close()
         runtime_redis_cleanup(prefix)
     print(
@@ -151,7 +157,34 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"GET /tasks/{{id}}:                               p50 {one[0]:.2f} ms  p99 {one[1]:.2f} ms"
     )
+    print(
+        f"GET /tasks?search=<4 digits>:                  p50 {search[0]:.2f} ms  "
+        f"p99 {search[1]:.2f} ms"
+    )
+    print(
+        f"GET /tasks/locks (20 held, {args.noise_keys} other keys): p50 {locks[0]:.2f} ms  "
+        f"p99 {locks[1]:.2f} ms"
+    )
+    print(f"load average: {' '.join(f'{n:.2f}' for n in os.getloadavg())}")
     return 0
+
+
+def hold_locks(runtime: Runtime, schedule_ids: list[int], *, noise: int, prefix: str) -> None:
+    import redis
+
+    from dataforge_scheduler.core.values import LockOwner
+    from dataforge_scheduler.redis.keys import schedule_scope
+
+    client = redis.Redis.from_url(REDIS_URL)
+    for start in range(0, noise, 10_000):
+        pipe = client.pipeline(transaction=False)
+        for n in range(start, min(noise, start + 10_000)):
+            pipe.set(f"{prefix}:noise:{n}", "x")
+        pipe.execute()
+    client.close()
+    for schedule_id in schedule_ids:
+        owner = LockOwner(celery_task_id=f"bench-{schedule_id}", execution_id=None)
+        runtime.locks.acquire(schedule_scope(schedule_id), owner, ttl=3600)
 
 
 def runtime_redis_cleanup(prefix: str) -> None:

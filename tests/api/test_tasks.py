@@ -201,7 +201,8 @@ async def test_list_filters_searches_sorts_and_pages(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     for index in range(5):
-        add_schedule(runtime, f"sync-{index}", description="账号" if index == 2 else "")
+        name = "sync-4-账号" if index == 4 else f"sync-{index}"
+        add_schedule(runtime, name, description="账号 (not searched)" if index == 3 else "")
     add_schedule(runtime, "report", task_name="dftest.report", handler_kwargs={"days": 1})
     add_schedule(runtime, "once", task_type="manual", interval_seconds=None, status="paused")
 
@@ -220,7 +221,7 @@ async def test_list_filters_searches_sorts_and_pages(
     assert [row["name"] for row in reports["items"]] == ["report"]
     assert [row["name"] for row in paused["items"]] == ["once"]
     assert [row["name"] for row in manual["items"]] == ["once"]
-    assert [row["name"] for row in found["items"]] == ["sync-2"]
+    assert [row["name"] for row in found["items"]] == ["sync-4-账号"]
     assert capped["page_size"] == 200
 
 

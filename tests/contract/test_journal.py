@@ -291,6 +291,7 @@ def test_a_start_takes_the_lock_and_reenters_it_for_its_own_retry(
     held = locks.get(SCOPE)
     assert held is not None
     assert (held.hostname, held.pid) == ("w1", 11)
+    assert [info.token for info in locks.list()] == [first.acquired.token]
 
 
 def test_a_lock_held_by_another_run_is_reported_and_the_start_still_recorded(
@@ -313,9 +314,11 @@ def test_the_end_releases_only_a_lock_its_token_still_holds(
     assert _end(journal, _finish(), lock=release) is False
     assert locks.get(SCOPE) is not None
     journal.start(_start("c-2"), lock=None, state_ttl=STATE_TTL)
+    assert [info.token for info in locks.list()] == [taken.token]
     release = LockEnd(SCOPE, LockEndAction.RELEASE, taken.token)
     assert _end(journal, _finish("c-2"), lock=release) is True
     assert locks.get(SCOPE) is None
+    assert locks.list() == []
 
 
 def test_a_retrying_end_extends_the_lock_past_the_countdown(
@@ -329,6 +332,7 @@ def test_a_retrying_end_extends_the_lock_past_the_countdown(
     assert held is not None
     assert held.ttl_seconds is not None
     assert 250 < held.ttl_seconds <= 300
+    assert [info.scope for info in locks.list()] == [SCOPE]
 
 
 def test_an_end_seen_from_outside_releases_by_celery_task_id(

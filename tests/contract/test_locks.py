@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -278,6 +279,52 @@ def test_redis_lock_is_the_documented_hash(redis_client: Any, key_prefix: str) -
     }
     assert 25_000 < redis_client.pttl(key) <= 30_000
     assert _held(locks).key == key
+
+
+def _scans(redis_client: Any) -> int:
+    stats = redis_client.info("commandstats").get("cmdstat_scan", {})
+    return int(stats.get("calls", 0))
+
+
+@pytest.mark.redis
+def test_redis_list_reads_the_index_not_the_keyspace(redis_client: Any, key_prefix: str) -> None:
+    keys = Keys(key_prefix)
+    locks = RedisLockManager(redis_client, keys)
+    redis_client.mset({f"{key_prefix}:noise:{n}": "x" for n in range(2000)})
+    got = _acquired(locks.acquire(SCOPE, OWNER, ttl=30))
+    _acquired(locks.acquire("task:13", OTHER, ttl=30))
+    scans = _scans(redis_client)
+
+    assert [info.scope for info in locks.list()] == ["task:12", "task:13"]
+
+    assert _scans(redis_client) == scans
+    members = redis_client.zrange(keys.lock_index(), 0, -1, withscores=True)
+    index = {key.decode(): score for key, score in members}
+    assert set(index) == {keys.lock(SCOPE), keys.lock("task:13")}
+    now_ms = redis_client.time()[0] * 1000
+    assert now_ms + 25_000 < index[keys.lock(SCOPE)] <= now_ms + 31_000
+    locks.extend(SCOPE, got.token, ttl=300)
+    assert redis_client.zscore(keys.lock_index(), keys.lock(SCOPE)) > now_ms + 290_000
+    assert locks.release(SCOPE, got.token) is True
+    assert locks.force_release("task:13") is not None
+    assert redis_client.zcard(keys.lock_index()) == 0
+
+
+@pytest.mark.redis
+def test_redis_list_drops_stale_index_members(redis_client: Any, key_prefix: str) -> None:
+    keys = Keys(key_prefix)
+    locks = RedisLockManager(redis_client, keys)
+    _acquired(locks.acquire("task:1", OWNER, ttl=0.05))
+    _acquired(locks.acquire("task:2", OTHER, ttl=60))
+    _acquired(locks.acquire("task:3", LockOwner(celery_task_id="celery-c"), ttl=60))
+    redis_client.delete(keys.lock("task:3"))  # deleted by hand: its member is stale
+    deadline = time.monotonic() + 5
+    while redis_client.exists(keys.lock("task:1")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    assert [info.scope for info in locks.list()] == ["task:2"]
+
+    assert redis_client.zrange(keys.lock_index(), 0, -1) == [keys.lock("task:2").encode()]
 
 
 @pytest.mark.redis

@@ -396,7 +396,8 @@ def test_list_filters(session: Session, catalogue: list[ScheduledTask]) -> None:
     ]
     assert _names(store.list_schedules(session, task_names=["app.sync"])) == ["beta", "delta"]
     assert store.list_schedules(session, task_names=[]).total == 0
-    assert _names(store.list_schedules(session, search="report")) == ["alpha"]
+    assert _names(store.list_schedules(session, search="REPORT")) == ["alpha"]  # its task name
+    assert store.list_schedules(session, search="nightly").total == 0  # descriptions are not read
     assert _names(store.list_schedules(session, search="CLEANUP")) == ["gamma_100%", "gamma-100x"]
     # LIKE wildcards in the search text are literal
     assert _names(store.list_schedules(session, search="100%")) == ["gamma_100%"]

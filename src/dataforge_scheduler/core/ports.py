@@ -115,7 +115,8 @@ class LockManager(Protocol):
         ...
 
     def list(self) -> builtins.list[LockInfo]:
-        """Every held lock, sorted by scope (Redis walks keys with SCAN, never KEYS)."""
+        """Every held lock, sorted by scope (Redis reads an index of held locks, never the
+        keyspace)."""
         ...
 
 

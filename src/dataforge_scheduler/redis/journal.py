@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 GROUP = "history"
 
-# KEYS: run state, outbox[, lock]; ARGV: attempt, redelivered, state ttl ms, record,
+# KEYS: run state, outbox[, lock, lock index]; ARGV: attempt, redelivered, state ttl ms, record,
 # then the acquire() arguments when a lock is asked for.
 # Returns {0} for a duplicate, {1} or {1, <acquire() answer>}.
 _START = (
@@ -61,8 +61,8 @@ if state[1] then
   if not startable then return {0} end
 end
 local lock = nil
-if #KEYS == 3 then
-  lock = acquire(KEYS[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11])
+if #KEYS == 4 then
+  lock = acquire(KEYS[3], KEYS[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11])
 end
 redis.call('HSET', KEYS[1], 'state', 'running', 'attempt', attempt)
 redis.call('HINCRBY', KEYS[1], 'undrained', 1)
@@ -73,8 +73,8 @@ return {1}
 """
 )
 
-# KEYS: run state, outbox, log list, log end[, lock]; ARGV: live channel, attempt ('' for
-# any), final ('1'/'0'), status, log ttl ms, state ttl ms, record, lock action, lock
+# KEYS: run state, outbox, log list, log end[, lock, lock index]; ARGV: live channel,
+# attempt ('' for any), final ('1'/'0'), status, log ttl ms, state ttl ms, record, lock action, lock
 # token or task id, lock ttl ms, done ttl ms ('0': none), then the log lines. Returns 1
 # when the lock step acted. A final end with a done ttl notes it (``keep_ms``) for the
 # acknowledgement that applies the run's last record.
@@ -87,10 +87,11 @@ for i = 12, #ARGV do lines[#lines + 1] = ARGV[i] end
 if #lines > 0 then append_lines(KEYS[3], ARGV[1], lines) end
 if ARGV[3] == '1' then end_log(KEYS[3], KEYS[4], ARGV[1], ARGV[4], ARGV[5]) end
 local acted = 0
-if #KEYS == 5 then
-  if ARGV[8] == 'release' then acted = release_if(KEYS[5], 'token', ARGV[9])
-  elseif ARGV[8] == 'release_task' then acted = release_if(KEYS[5], 'celery_task_id', ARGV[9])
-  elseif ARGV[8] == 'extend' then acted = extend(KEYS[5], ARGV[9], ARGV[10]) end
+if #KEYS == 6 then
+  if ARGV[8] == 'release' then acted = release_if(KEYS[5], KEYS[6], 'token', ARGV[9])
+  elseif ARGV[8] == 'release_task' then
+    acted = release_if(KEYS[5], KEYS[6], 'celery_task_id', ARGV[9])
+  elseif ARGV[8] == 'extend' then acted = extend(KEYS[5], KEYS[6], ARGV[9], ARGV[10]) end
 end
 local state = redis.call('HMGET', KEYS[1], 'state', 'attempt')
 local mine = ARGV[2] == '' or not state[2] or tonumber(state[2]) == tonumber(ARGV[2])
@@ -184,7 +185,7 @@ class RedisRunJournal:
             encode_record(record),
         ]
         if lock is not None:
-            keys.append(self._keys.lock(lock.scope))
+            keys += [self._keys.lock(lock.scope), self._keys.lock_index()]
             args += acquire_args(lock.owner, ttl=lock.ttl, now=self._clock.now())
         with backend_errors(f"recording the start of run {record.celery_task_id}"):
             answer = self._start(keys=keys, args=args)
@@ -228,7 +229,7 @@ class RedisRunJournal:
             0 if done_ttl is None else ttl_milliseconds(done_ttl),
         ]
         if lock is not None:
-            keys.append(self._keys.lock(lock.scope))
+            keys += [self._keys.lock(lock.scope), self._keys.lock_index()]
             args[7:10] = [
                 lock.action.value,
                 lock.key,

@@ -17,6 +17,10 @@ Key layout, for operators (``<prefix>`` is ``Settings.key_prefix``):
   ``acquired_at`` (ISO 8601, UTC); an empty string means unknown. Written by the worker
   (take, extend, release), its main process and the reaper (release by task id) and the
   API (force release).
+- ``<prefix>:locks`` (sorted set, no TTL): the keys of the held locks, each scored by
+  the Unix time in milliseconds when it expires; kept by the same scripts that take,
+  extend and release a lock, and pruned by ``list()``. Listing the locks reads this, not
+  the keyspace.
 - ``<prefix>:log:<run>`` (list, no TTL while the run is live, the log retention after it
   ends): one element per ``task_log`` line, in order; the index is the line's ``seq``.
 - ``<prefix>:log:<run>:end`` (string, the log retention): the run's final status.
@@ -45,9 +49,10 @@ Brokers and result backends a demo or test runs on Redis are namespaced under
 ``<prefix>:<name>:`` (``Keys.namespace``). On Redis Cluster, put the prefix in braces
 (``{dataforge}``) so every key of one run is in one slot, as its scripts need.
 
-To see the held locks: ``redis-cli --scan --pattern '<prefix>:lock:*'``, then ``HGETALL``
-and ``PTTL`` on each. Deleting a lock key by hand force-releases it; the running task
-notices at its next ``extend_lock()`` (``LockLost``). To see the history backlog:
+To see the held locks: ``ZRANGE <prefix>:locks 0 -1 WITHSCORES``, then ``HGETALL`` and
+``PTTL`` on each (a member whose hash is gone is stale: ``list()`` drops it). Deleting a
+lock key by hand force-releases it; the running task notices at its next
+``extend_lock()`` (``LockLost``). To see the history backlog:
 ``XLEN <prefix>:outbox`` and ``XPENDING <prefix>:outbox history``.
 """
 
@@ -137,6 +142,10 @@ class Keys:
     def lock_pattern(self) -> str:
         """SCAN pattern matching every lock key."""
         return f"{self._prefix}:lock:*"
+
+    def lock_index(self) -> str:
+        """The sorted set of held lock keys, scored by when each expires (ms)."""
+        return f"{self._prefix}:locks"
 
     def scope_of(self, lock_key: str) -> str:
         """The scope a lock key was built from (inverse of ``lock``)."""

@@ -4,6 +4,12 @@ Each lock is a hash at ``Keys.lock(scope)`` with a millisecond TTL. Every mutati
 Lua script that compares the stored token (or Celery task id) before it acts, so a
 process whose lock expired can never extend or delete a lock someone else took since
 (sibson/redbeat#127 is that bug in a peer).
+
+The same scripts keep ``Keys.lock_index()``, a sorted set of the held locks' keys scored
+by when each expires (Redis's own clock, in milliseconds), so ``list()`` costs what is
+held, not what the whole keyspace holds: it drops members whose time has passed or whose
+hash is gone (a lock released by a version without the index, a key deleted by hand),
+then reads the rest, in one script.
 """
 
 from __future__ import annotations
@@ -28,19 +34,23 @@ __all__ = ["LOCK_FUNCTIONS", "RedisLockManager", "acquire_args", "lock_outcome"]
 
 logger = logging.getLogger(__name__)
 
-_LIST_BATCH = 500
-
 # The lock operations as Lua functions, shared by the scripts below and by the run
 # journal's start and finish scripts (redis.journal), so a lock has one implementation.
 # acquire returns {1, token} (acquired), {2, token} (re-entered) or {0, HGETALL, PTTL}
 # (held by another task); the others return 1 when they acted, 0 when not held as given.
 LOCK_FUNCTIONS = """
-local function acquire(key, token, task_id, execution_id, hostname, pid, acquired_at, ttl_ms)
+local function index_until(index, key, ttl_ms)
+  local now = redis.call('TIME')
+  local expires = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + tonumber(ttl_ms)
+  redis.call('ZADD', index, expires, key)
+end
+local function acquire(key, index, token, task_id, execution_id, hostname, pid, acquired_at, ttl_ms)
   if redis.call('EXISTS', key) == 0 then
     redis.call('HSET', key, 'token', token, 'celery_task_id', task_id,
                'execution_id', execution_id, 'hostname', hostname, 'pid', pid,
                'acquired_at', acquired_at)
     redis.call('PEXPIRE', key, ttl_ms)
+    index_until(index, key, ttl_ms)
     return {1, token}
   end
   if redis.call('HGET', key, 'celery_task_id') == task_id then
@@ -48,45 +58,70 @@ local function acquire(key, token, task_id, execution_id, hostname, pid, acquire
     if hostname ~= '' then redis.call('HSET', key, 'hostname', hostname) end
     if pid ~= '' then redis.call('HSET', key, 'pid', pid) end
     redis.call('PEXPIRE', key, ttl_ms)
+    index_until(index, key, ttl_ms)
     return {2, redis.call('HGET', key, 'token')}
   end
   return {0, redis.call('HGETALL', key), redis.call('PTTL', key)}
 end
-local function extend(key, token, ttl_ms)
+local function extend(key, index, token, ttl_ms)
   if redis.call('HGET', key, 'token') == token then
     redis.call('PEXPIRE', key, ttl_ms)
+    index_until(index, key, ttl_ms)
     return 1
   end
   return 0
 end
-local function release_if(key, field, expected)
+local function release_if(key, index, field, expected)
   if redis.call('HGET', key, field) == expected then
+    redis.call('ZREM', index, key)
     return redis.call('DEL', key)
   end
   return 0
 end
 """
 
-# KEYS[1] lock key; ARGV: token, celery_task_id, execution_id, hostname, pid, acquired_at, ttl_ms
+# Every script below takes KEYS[1] the lock key and KEYS[2] the lock index.
+
+# ARGV: token, celery_task_id, execution_id, hostname, pid, acquired_at, ttl_ms
 _ACQUIRE = (
     LOCK_FUNCTIONS
     + """
-return acquire(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+return acquire(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 """
 )
 
-# KEYS[1] lock key; ARGV: token, ttl_ms. Returns 1 when extended, 0 when not held by token.
-_EXTEND = LOCK_FUNCTIONS + "return extend(KEYS[1], ARGV[1], ARGV[2])"
+# ARGV: token, ttl_ms. Returns 1 when extended, 0 when not held by token.
+_EXTEND = LOCK_FUNCTIONS + "return extend(KEYS[1], KEYS[2], ARGV[1], ARGV[2])"
 
-# KEYS[1] lock key; ARGV: field name, expected value. Deletes only on a match.
-_RELEASE_IF = LOCK_FUNCTIONS + "return release_if(KEYS[1], ARGV[1], ARGV[2])"
+# ARGV: field name, expected value. Deletes only on a match.
+_RELEASE_IF = LOCK_FUNCTIONS + "return release_if(KEYS[1], KEYS[2], ARGV[1], ARGV[2])"
 
-# KEYS[1] lock key. Returns {HGETALL, PTTL} of what it deleted ({{}, -2} when nothing).
+# Returns {HGETALL, PTTL} of what it deleted ({{}, -2} when nothing).
 _FORCE_RELEASE = """
 local fields = redis.call('HGETALL', KEYS[1])
 local pttl = redis.call('PTTL', KEYS[1])
 redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], KEYS[1])
 return {fields, pttl}
+"""
+
+# KEYS[1] the lock index. Drops the members whose time has passed or whose hash is gone
+# and returns {key, HGETALL, PTTL} for each of the others. The lock keys are read from
+# the index, not passed in: the index is what makes the listing cheap.
+_LIST = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%d', now_ms))
+local held = {}
+for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local pttl = redis.call('PTTL', key)
+  if pttl == -2 then
+    redis.call('ZREM', KEYS[1], key)
+  else
+    held[#held + 1] = {key, redis.call('HGETALL', key), pttl}
+  end
+end
+return held
 """
 
 
@@ -102,19 +137,22 @@ class RedisLockManager:
         self._extend = client.register_script(_EXTEND)
         self._release_if = client.register_script(_RELEASE_IF)
         self._force_release = client.register_script(_FORCE_RELEASE)
+        self._list = client.register_script(_LIST)
+
+    def _lock_keys(self, scope: str) -> builtins.list[str]:
+        return [self._keys.lock(scope), self._keys.lock_index()]
 
     def acquire(self, scope: str, owner: LockOwner, *, ttl: float) -> Acquired | LockInfo:
-        key = self._keys.lock(scope)
+        keys = self._lock_keys(scope)
         args = acquire_args(owner, ttl=ttl, now=self._clock.now())
         with backend_errors(f"acquiring lock {scope!r}"):
-            result = self._acquire(keys=[key], args=args)
-        return lock_outcome(key, scope, owner, result)
+            result = self._acquire(keys=keys, args=args)
+        return lock_outcome(keys[0], scope, owner, result)
 
     def extend(self, scope: str, token: str, *, ttl: float) -> None:
-        key = self._keys.lock(scope)
         ttl_ms = ttl_milliseconds(ttl)
         with backend_errors(f"extending lock {scope!r}"):
-            extended = int(self._extend(keys=[key], args=[token, ttl_ms]))
+            extended = int(self._extend(keys=self._lock_keys(scope), args=[token, ttl_ms]))
         if not extended:
             raise LockLost(
                 f"lock {scope!r} is no longer held by this token (expired or force-released)",
@@ -122,21 +160,21 @@ class RedisLockManager:
             )
 
     def release(self, scope: str, token: str) -> bool:
-        key = self._keys.lock(scope)
         with backend_errors(f"releasing lock {scope!r}"):
-            return bool(int(self._release_if(keys=[key], args=["token", token])))
+            released = self._release_if(keys=self._lock_keys(scope), args=["token", token])
+        return bool(int(released))
 
     def release_for_task(self, scope: str, celery_task_id: str) -> bool:
-        key = self._keys.lock(scope)
+        keys = self._lock_keys(scope)
         with backend_errors(f"releasing lock {scope!r} of task {celery_task_id}"):
-            released = self._release_if(keys=[key], args=["celery_task_id", celery_task_id])
+            released = self._release_if(keys=keys, args=["celery_task_id", celery_task_id])
         return bool(int(released))
 
     def force_release(self, scope: str) -> LockInfo | None:
-        key = self._keys.lock(scope)
+        keys = self._lock_keys(scope)
         with backend_errors(f"force-releasing lock {scope!r}"):
-            fields, pttl = self._force_release(keys=[key])
-        info = _lock_info(key, scope, _pairs(fields), int(pttl))
+            fields, pttl = self._force_release(keys=keys)
+        info = _lock_info(keys[0], scope, _pairs(fields), int(pttl))
         if info is not None:
             logger.warning("force-released lock %s held by task %s", scope, info.celery_task_id)
         return info
@@ -152,28 +190,14 @@ class RedisLockManager:
 
     def list(self) -> builtins.list[LockInfo]:
         with backend_errors("listing locks"):
-            names = [
-                _text(name)
-                for name in self._client.scan_iter(match=self._keys.lock_pattern(), count=500)
-            ]
-            found: builtins.list[LockInfo] = []
-            for start in range(0, len(names), _LIST_BATCH):
-                found.extend(self._read_batch(names[start : start + _LIST_BATCH]))
-        return sorted(found, key=lambda info: info.scope)
-
-    def _read_batch(self, names: builtins.list[str]) -> Iterable[LockInfo]:
-        # Not a transaction: each key is read on its own; a lock that vanishes between
-        # SCAN and the read is simply not listed.
-        pipe = self._client.pipeline(transaction=False)
-        for name in names:
-            pipe.hgetall(name)
-            pipe.pttl(name)
-        replies = pipe.execute()
-        for index, name in enumerate(names):
-            fields, pttl = replies[2 * index], replies[2 * index + 1]
-            info = _lock_info(name, self._keys.scope_of(name), _mapping(fields), int(pttl))
+            held = self._list(keys=[self._keys.lock_index()])
+        found: builtins.list[LockInfo] = []
+        for raw_key, fields, pttl in held:
+            key = _text(raw_key)
+            info = _lock_info(key, self._keys.scope_of(key), _pairs(fields), int(pttl))
             if info is not None:
-                yield info
+                found.append(info)
+        return sorted(found, key=lambda info: info.scope)
 
 
 def acquire_args(owner: LockOwner, *, ttl: float, now: datetime) -> builtins.list[str | int]:

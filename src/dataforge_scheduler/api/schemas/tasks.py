@@ -191,10 +191,12 @@ class TaskPage(BaseModel):
 
 
 class ListTasksQuery(PageQuery):
-    """Filters of ``GET /tasks``; ``search`` matches name, description or task name."""
+    """Filters of ``GET /tasks``; ``search`` matches name or task name."""
 
     status: TaskStatus | None = None
     task_type: TaskType | None = None
     category: str | None = Field(None, max_length=200)
-    search: str | None = Field(None, max_length=200)
+    search: str | None = Field(
+        None, max_length=200, description="A substring of the name or task name, any case."
+    )
     sort: SortKey = "id"
