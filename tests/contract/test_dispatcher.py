@@ -10,6 +10,8 @@ expiry); for the recording double, from its ``sent`` list.
 from __future__ import annotations
 
 import contextlib
+import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import redis
 from celery import Celery
 
 from dataforge_scheduler.celery.dispatch import CeleryDispatcher
@@ -243,3 +246,65 @@ def test_an_unreachable_broker_refuses_a_cancel_naming_the_run(
     run = _run(queue)
     with pytest.raises(BackendUnavailable, match=run.celery_task_id):
         subject.broken().cancel([run.celery_task_id])
+
+
+# ---------------------------------------------------------------- Celery on Redis: batches
+
+
+def _queued(client: Any, key_prefix: str, queue: str) -> int:
+    return int(client.llen(f"{key_prefix}:broker:{queue}"))
+
+
+@pytest.mark.redis
+def test_a_redis_batch_writes_its_runs_once_when_it_ends(
+    redis_client: Any, redis_url: str, key_prefix: str, queue: str
+) -> None:
+    app = _celery_app(redis_url, key_prefix)
+    dispatcher = CeleryDispatcher(app)
+    runs = [_run(queue, execution_id=n) for n in range(3)]
+
+    with dispatcher.batch():
+        for run in runs:
+            dispatcher.dispatch(run)
+        buffered = _queued(redis_client, key_prefix, queue)
+
+    assert buffered == 0, "inside the batch the runs are only buffered"
+    assert [r.task_id for r in _celery_received(app, queue)] == [r.celery_task_id for r in runs]
+
+
+@pytest.mark.redis
+def test_a_redis_batch_that_cannot_be_written_raises_backend_unavailable(
+    tmp_path: Any, key_prefix: str, queue: str
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        stdout=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
+    try:
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        dispatcher = CeleryDispatcher(_celery_app(f"redis://127.0.0.1:{port}/0", key_prefix))
+
+        def buffer_then_lose_the_broker() -> None:
+            with dispatcher.batch():
+                dispatcher.dispatch(_run(queue))  # buffered: the broker is still up
+                server.kill()
+                server.wait(timeout=10)
+
+        with pytest.raises(BackendUnavailable, match="delivery is uncertain"):
+            buffer_then_lose_the_broker()
+    finally:
+        server.kill()
+        server.wait(timeout=10)

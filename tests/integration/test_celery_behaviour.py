@@ -679,3 +679,40 @@ def test_a_lost_child_with_reject_on_worker_lost_requeues_without_task_failure(
     first_run = [e for e in probe.in_child(task_id) if e["pid"] == first["pid"]]
     assert names(first_run) == ["task_prerun", "before_start", "body"]
     assert probe.app.AsyncResult(task_id).state == "SUCCESS"
+
+
+# ---------------------------------------------------------------- 17. the sender and results
+
+
+@pytest.mark.worker
+def test_a_sender_subscribes_to_each_result_unless_told_to_ignore_it_and_the_header_rules(
+    probe: Probe,
+) -> None:
+    probe.worker()
+    plain = sender(probe.env)
+    quiet = sender(probe.env)
+    try:
+        plain_id = str(plain.send_task("probe.run", kwargs={"action": "ok"}).id)
+        quiet_id = str(
+            quiet.send_task(
+                "probe.run",
+                kwargs={"action": "ok"},
+                ignore_result=True,
+                headers={"ignore_result": None},
+            ).id
+        )
+        probe.wait_for("task_postrun", plain_id)
+        probe.wait_for("task_postrun", quiet_id)
+
+        assert plain.backend.result_consumer._pubsub is not None, "send_task subscribed"
+        assert quiet.backend.result_consumer._pubsub is None, "never subscribed"
+        stored = wait_until(
+            lambda: probe.app.AsyncResult(quiet_id).state == "SUCCESS" or None,
+            timeout=WAIT,
+            message="the result of the run sent with ignore_result=True",
+        )
+        assert stored
+        assert probe.app.AsyncResult(plain_id).state == "SUCCESS"
+    finally:
+        plain.close()
+        quiet.close()

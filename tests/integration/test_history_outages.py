@@ -336,9 +336,20 @@ def _drain_and_judge(runtime: Runtime, load: Load) -> set[str]:
         assert rows[run].log_output == f"tick {run}", rows[run].log_output
         assert rows[run].started_at is not None
         assert rows[run].worker_hostname
-    # a run that ended while Redis was away frees its lock once Redis is back, so the
-    # schedule's next runs are not skipped until the lock's TTL
-    wait_until(lambda: runtime.locks.list() == [], timeout=10, message="every lock to be released")
+    # a run that ended while Redis was away frees its lock once Redis is back (its pool
+    # process retries the release), so the schedule's next runs are not skipped until
+    # the lock's TTL. A worker that died meanwhile (kombu's crash on a Redis restart)
+    # took that retry with it: a lock left so is held by a run whose row has ended.
+    def released() -> bool:
+        held = runtime.locks.list()
+        if load.restarts == 0:
+            return held == []
+        return all(
+            lock.celery_task_id in rows and rows[lock.celery_task_id].status not in open_states
+            for lock in held
+        )
+
+    wait_until(released, timeout=10, message="every lock of a live worker to be released")
     return bodies
 
 

@@ -7,6 +7,7 @@ clock moves, ``run_pass()`` runs, and the test reads what was sent and stored
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,6 +19,7 @@ from tests.scheduler_harness import RECORD, SEED_INSERT, T0, Harness, seconds
 
 from dataforge_scheduler.celery.beat import DatabaseScheduler
 from dataforge_scheduler.core.enums import ExecutionStatus, TaskStatus
+from dataforge_scheduler.errors import BackendUnavailable
 from dataforge_scheduler.sql import store
 from dataforge_scheduler.sql.models import ScheduledTask
 from dataforge_scheduler.testing import RecordingDispatcher
@@ -639,6 +641,44 @@ def test_slots_the_broker_refused_are_sent_once_it_is_back(h: Harness) -> None:
     h.at(T0 + seconds(80))
     [sent] = h.dispatcher.sent
     assert sent.task_id == h.executions(sid)[0].celery_task_id
+
+
+class _BatchingDispatcher(RecordingDispatcher):
+    """Buffers what a batch dispatches, as CeleryDispatcher does on Redis, and fails to
+    write it while ``fail_batches`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_batches = False
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        before = len(self.sent)
+        yield
+        if self.fail_batches:
+            del self.sent[before:]
+            raise BackendUnavailable("could not write a batch: delivery is uncertain")
+
+
+def test_a_batch_the_broker_could_not_take_sends_none_of_its_slots(h: Harness) -> None:
+    dispatcher = _BatchingDispatcher()
+    h.dispatcher = dispatcher
+    h.scheduler = h.new_scheduler()
+    noted: list[str] = []
+    h.scheduler.after_send = lambda slot, message: noted.append(slot.celery_task_id)  # type: ignore[method-assign]
+    ids = [h.create(task_type="interval", interval_seconds=60) for _ in range(3)]
+    dispatcher.fail_batches = True
+
+    result = h.at(T0 + seconds(60))
+
+    assert (result.sent, len(result.unsent)) == ((), 3)
+    assert noted == []
+    assert all(e.sent_at is None for sid in ids for e in h.executions(sid))
+    dispatcher.fail_batches = False
+    h.at(T0 + seconds(65))  # past the claim's lease: the sweep sends them
+    assert sorted(noted) == sorted(m.task_id for m in dispatcher.sent)
+    assert len(dispatcher.sent) == 3
+    assert all(e.sent_at is not None for sid in ids for e in h.executions(sid))
 
 
 def test_two_schedulers_on_one_database_send_each_slot_once(h: Harness) -> None:

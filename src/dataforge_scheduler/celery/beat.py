@@ -72,7 +72,7 @@ class DatabaseScheduler(Scheduler):
     """
 
     #: Schedules claimed per transaction; a full batch makes the next pass start at once.
-    batch_size = 100
+    batch_size = 500
     #: Most on-time slots one schedule gets in one pass (the rest go in the next pass).
     max_slots_per_schedule = 1000
     #: A claimed slot still unsent this many seconds after its claim (the claim's lease)
@@ -306,8 +306,7 @@ class DatabaseScheduler(Scheduler):
         extra = self.claim_filter()
         server_time = self.clock is self._server_clock
         asked_at = utcnow()
-        with self.runtime.session() as session:
-            probe = sql.probe(session, server_time=server_time, extra=extra)
+        probe = sql.probe(self.runtime.engine, server_time=server_time, extra=extra)
         if probe.server_now is not None:
             self._server_clock.observe(probe.server_now, asked_at=asked_at, answered_at=utcnow())
         now = aware_utc(now, field="now") if now is not None else self.clock.now()

@@ -32,6 +32,11 @@ logger = logging.getLogger(__name__)
 # what kombu and redis-py raise when the broker cannot take a message
 _BROKER_ERRORS = (KombuError, ConnectionError, OSError, TimeoutError)
 
+# Broker operations a batch buffers before kombu writes them on its own: more than a
+# beat pass sends, so a batch is written once, when it ends, and either all of it
+# counts as sent or none does.
+_BATCH_OPERATIONS = 1_000_000
+
 
 class CeleryDispatcher:
     """Publishes runs through ``app.send_task`` (implements ``core.ports.Dispatcher``)."""
@@ -44,17 +49,45 @@ class CeleryDispatcher:
     def batch(self) -> Iterator[None]:
         """Publish every run sent inside the block (on this thread) through one producer
         and broker connection, acquired once from the app's pool: a beat pass sends its
-        slots this way. Outside a block each send acquires its own."""
+        slots this way. Outside a block each send acquires its own.
+
+        Where the transport can batch (kombu's ``Producer.batch``, on the Redis transport
+        since kombu 5.7), the block's messages are buffered and written in one pipeline
+        when it ends: ``dispatch`` inside the block then only buffers, and the end of the
+        block raises ``BackendUnavailable`` if the write failed. None of the block's runs
+        may then be counted as sent, though some may have reached the broker (a run's
+        row lets it run once, so sending it again is safe). A block that raises discards
+        what it buffered.
+        """
         if getattr(self._local, "producer", None) is not None:  # already in one
             yield
             return
         with contextlib.ExitStack() as stack:
             try:
-                self._local.producer = stack.enter_context(self.app.producer_or_acquire())
+                producer = stack.enter_context(self.app.producer_or_acquire())
             except _BROKER_ERRORS as exc:  # each send then fails on its own, as it should
                 logger.debug("no producer for a batch: %s", exc)
-            try:
                 yield
+                return
+            self._local.producer = producer
+            try:
+                buffered = getattr(producer, "batch", None)
+                if buffered is None:  # kombu before 5.7: each send writes at once
+                    yield
+                    return
+                body_done = False
+                try:
+                    with buffered(max_size=_BATCH_OPERATIONS):
+                        yield
+                        body_done = True
+                except _BROKER_ERRORS as exc:
+                    if not body_done:
+                        raise
+                    raise BackendUnavailable(
+                        f"could not write a batch of runs to the broker: {exc}; their "
+                        "delivery is uncertain",
+                        backend="broker",
+                    ) from exc
             finally:
                 self._local.producer = None
 
@@ -84,14 +117,22 @@ class CeleryDispatcher:
 
     def send(self, message: RunMessage) -> None:
         """Publish ``message`` as it is (``dispatch`` builds it first)."""
+        options = dict(message.options)
+        # ignore_result=True only keeps this process from subscribing to the run's result:
+        # with a Redis result backend, send_task subscribes the sender to every task it
+        # sends, a round trip per run that the scheduler never reads. The header, which
+        # is what the worker reads, keeps what the run asked for (None: the task's own
+        # setting), so results are stored as with a plain send_task.
+        headers = {"ignore_result": options.pop("ignore_result", None), **message.headers}
         try:
             self.app.send_task(
                 message.task_name,
                 kwargs=message.kwargs,
                 task_id=message.task_id,
-                headers=dict(message.headers),
+                headers=headers,
                 producer=getattr(self._local, "producer", None),
-                **message.options,
+                ignore_result=True,
+                **options,
             )
         except _BROKER_ERRORS as exc:
             raise BackendUnavailable(

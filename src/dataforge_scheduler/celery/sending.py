@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from dataforge_scheduler.core.backlog import sweep_schedule
 from dataforge_scheduler.core.enums import OverlapPolicy
+from dataforge_scheduler.core.messages import RunMessage
 from dataforge_scheduler.core.slots import ClaimedSlot
 from dataforge_scheduler.errors import BackendUnavailable, DataForgeError
 from dataforge_scheduler.sql import store
@@ -126,14 +127,38 @@ class SlotSender:
             )
 
     def publish(self, slots: Sequence[ClaimedSlot]) -> tuple[list[ClaimedSlot], list[ClaimedSlot]]:
-        """Dispatch each slot, calling ``after_send``; stop at an unreachable broker."""
+        """Dispatch each slot in one dispatcher batch, then call ``after_send`` for each
+        slot the broker took; stop at an unreachable broker. A batch whose write failed
+        as it ended sent none of its slots for sure: all stay unsent (see
+        ``CeleryDispatcher.batch``)."""
         batch = getattr(self._scheduler.dispatcher, "batch", None)
-        with batch() if batch is not None else contextlib.nullcontext():
-            return self._publish(slots)
-
-    def _publish(self, slots: Sequence[ClaimedSlot]) -> tuple[list[ClaimedSlot], list[ClaimedSlot]]:
-        sent: list[ClaimedSlot] = []
+        handed: list[tuple[ClaimedSlot, RunMessage]] = []
         unsent: list[ClaimedSlot] = []
+        try:
+            with batch() if batch is not None else contextlib.nullcontext():
+                self._hand_over(slots, handed, unsent)
+        except BackendUnavailable as exc:
+            logger.error(
+                "broker unavailable (%s): %d slot(s) stay claimed and unsent; they are "
+                "sent again after %.0f s",
+                exc,
+                len(slots),
+                self._scheduler.resend_after_seconds,
+            )
+            return [], list(slots)
+        for slot, message in handed:
+            try:
+                self._scheduler.after_send(slot, message)
+            except Exception:
+                logger.exception("after_send failed for %s", slot.celery_task_id)
+        return [slot for slot, _ in handed], unsent
+
+    def _hand_over(
+        self,
+        slots: Sequence[ClaimedSlot],
+        handed: list[tuple[ClaimedSlot, RunMessage]],
+        unsent: list[ClaimedSlot],
+    ) -> None:
         for index, slot in enumerate(slots):
             logger.info(
                 "Sending due task %s (%s) slot %s as %s",
@@ -152,14 +177,10 @@ class SlotSender:
                     len(slots) - index,
                     self._scheduler.resend_after_seconds,
                 )
-                return sent, [*unsent, *slots[index:]]
+                unsent.extend(slots[index:])
+                return
             except Exception:  # a hook or serialisation bug: keep the other slots going
                 logger.exception("could not send slot %s of %s", slot.scheduled_for, slot.task_name)
                 unsent.append(slot)
                 continue
-            sent.append(slot)
-            try:
-                self._scheduler.after_send(slot, message)
-            except Exception:
-                logger.exception("after_send failed for %s", slot.celery_task_id)
-        return sent, unsent
+            handed.append((slot, message))

@@ -13,6 +13,7 @@ once, whoever tries. Functions never commit: the caller owns the transaction.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from dataforge_scheduler.core.enums import (
@@ -41,7 +44,12 @@ from dataforge_scheduler.core.enums import (
 from dataforge_scheduler.core.slots import Advance, ClaimedSlot, NewSlot, RowPlan
 from dataforge_scheduler.core.timing import stored_utc
 from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution, metadata
-from dataforge_scheduler.sql.store.common import aware_now, dialect_insert, json_safe
+from dataforge_scheduler.sql.store.common import (
+    aware_now,
+    database_error,
+    dialect_insert,
+    json_safe,
+)
 
 __all__ = [
     "DUE_TYPES",
@@ -235,11 +243,34 @@ class Probe:
     queued: bool = False
 
 
-def probe(
-    session: Session, *, server_time: bool, extra: ColumnElement[bool] | None = None
-) -> Probe:
-    """The pass's first look (see ``Probe``): one SELECT of index probes. Reading
+def probe(engine: Engine, *, server_time: bool, extra: ColumnElement[bool] | None = None) -> Probe:
+    """The pass's first look (see ``Probe``): one SELECT of index probes, run outside any
+    transaction (autocommit), so an idle pass is one round trip to the database. Reading
     ``statement_timestamp()`` needs PostgreSQL (``server_time``)."""
+    statement = _probe_statement(server_time) if extra is None else _build_probe(server_time, extra)
+    try:
+        with engine.connect() as connection:
+            autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+            row = autocommit.execute(statement).one()
+    except sa_exc.SQLAlchemyError as exc:
+        raise database_error(exc) from exc
+    return Probe(
+        server_now=stored_utc(row[4]) if server_time else None,
+        earliest=None if row[0] is None else stored_utc(row[0]),
+        uninitialised=bool(row[1]),
+        oldest_unsent=None if row[2] is None else stored_utc(row[2]),
+        queued=bool(row[3]),
+    )
+
+
+@functools.cache
+def _probe_statement(server_time: bool) -> Select[Any]:
+    # Built once: constructing the statement and its cache key was most of an idle
+    # pass's CPU. A host's claim filter differs per call, so its probe is built anew.
+    return _build_probe(server_time, None)
+
+
+def _build_probe(server_time: bool, extra: ColumnElement[bool] | None) -> Select[Any]:
     e = _executions.c
     earliest = select(func.min(ScheduledTask.next_run_at)).where(*_active(extra))
     fresh = select(ScheduledTask.id).where(
@@ -262,14 +293,7 @@ def probe(
     ]
     if server_time:
         columns.append(func.statement_timestamp())
-    row = session.execute(select(*columns)).one()
-    return Probe(
-        server_now=stored_utc(row[4]) if server_time else None,
-        earliest=None if row[0] is None else stored_utc(row[0]),
-        uninitialised=bool(row[1]),
-        oldest_unsent=None if row[2] is None else stored_utc(row[2]),
-        queued=bool(row[3]),
-    )
+    return select(*columns)
 
 
 def claimed_slots(plans: Sequence[RowPlan], inserted: Mapping[str, int]) -> list[ClaimedSlot]:
