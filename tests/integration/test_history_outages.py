@@ -336,6 +336,7 @@ def _drain_and_judge(runtime: Runtime, load: Load) -> set[str]:
         assert rows[run].log_output == f"tick {run}", rows[run].log_output
         assert rows[run].started_at is not None
         assert rows[run].worker_hostname
+
     # a run that ended while Redis was away frees its lock once Redis is back (its pool
     # process retries the release), so the schedule's next runs are not skipped until
     # the lock's TTL. A worker that died meanwhile (kombu's crash on a Redis restart)

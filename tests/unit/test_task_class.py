@@ -29,8 +29,9 @@ from celery.exceptions import Ignore, InvalidTaskError, Retry
 from tests.runs import finish
 
 from dataforge_scheduler.celery.outcomes import TERMINATED, outcome_of
+from dataforge_scheduler.celery.renewal import LockWatchdog
 from dataforge_scheduler.celery.signals import connect_signals
-from dataforge_scheduler.celery.task import DataForgeTask, LockWatchdog
+from dataforge_scheduler.celery.task import DataForgeTask
 from dataforge_scheduler.celery.tasklog import task_log
 from dataforge_scheduler.core.context import (
     LockHold,

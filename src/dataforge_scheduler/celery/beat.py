@@ -15,15 +15,14 @@ batch still goes out. Between passes it waits inside ``tick()`` until the earlie
 ``next_run_at``, woken early by a schedule-change notice and never longer than
 ``celery_beat_sync_every``. Several schedulers may run at once against one PostgreSQL
 database; none leads. The SQL is in ``sql.store.claims``, the slot arithmetic and
-misfire policies in ``core.timing``, the sending in ``celery.sending``, the wait in
-``celery.wakeup``; ``docs/scheduler.md`` documents the hooks.
+misfire policies in ``core.timing``, planning each row in ``celery.planning``, the
+sending in ``celery.sending``, the wait in ``celery.wakeup``; ``docs/scheduler.md``
+documents the hooks.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,22 +30,21 @@ from typing import Any
 from celery.beat import ScheduleEntry, Scheduler
 
 from dataforge_scheduler.celery.dispatch import CeleryDispatcher
+from dataforge_scheduler.celery.planning import RowPlanner
 from dataforge_scheduler.celery.sending import SlotSender
 from dataforge_scheduler.celery.task import DataForgeTask
 from dataforge_scheduler.celery.wakeup import NoticeWaiter
-from dataforge_scheduler.core.backlog import InFlight
 from dataforge_scheduler.core.clock import Clock, ServerClock, SystemClock, utcnow
 from dataforge_scheduler.core.enums import (
     ExecutionStatus,
     OverlapPolicy,
-    TaskStatus,
 )
 from dataforge_scheduler.core.messages import RunMessage
 from dataforge_scheduler.core.ports import Dispatcher
-from dataforge_scheduler.core.slots import Advance, ClaimedSlot, PassResult, RowPlan
-from dataforge_scheduler.core.timing import aware_utc, first_run_advance, misfire_grace, plan_row
+from dataforge_scheduler.core.slots import ClaimedSlot, PassResult, RowPlan
+from dataforge_scheduler.core.timing import aware_utc
 from dataforge_scheduler.core.triggers import Trigger, trigger_for
-from dataforge_scheduler.errors import ConfigurationError, DataForgeError, InvalidParams
+from dataforge_scheduler.errors import ConfigurationError, DataForgeError
 from dataforge_scheduler.runtime import Runtime, runtime_for
 from dataforge_scheduler.settings import Settings
 from dataforge_scheduler.sql import store
@@ -124,7 +122,8 @@ class DatabaseScheduler(Scheduler):
                 lambda: self.runtime.notices.listen(),
             ]
         )
-        self._reported: set[tuple[int, str]] = set()
+        #: (row id, problem) pairs already logged, so each is logged once
+        self.reported_problems: set[tuple[int, str]] = set()
         self._server_clock = ServerClock()
         super().__init__(app, lazy=lazy, **kwargs)
 
@@ -345,10 +344,11 @@ class DatabaseScheduler(Scheduler):
     ) -> tuple[list[ClaimedSlot], int, datetime | None, bool]:
         """(slots to send, rows claimed, earliest next run, whether slots were held)."""
         extra = self.claim_filter()
+        planner = RowPlanner(self)
         with self.runtime.session() as session:
             if fresh:
                 rows = sql.select_uninitialised(session, limit=self.batch_size, extra=extra)
-                sql.advance_schedules(session, [self._first_run(row, now) for row in rows])
+                sql.advance_schedules(session, [planner.first_run(row, now) for row in rows])
             rows = sql.select_due(session, now=now, limit=self.batch_size, extra=extra)
             going = sweep.in_flight(
                 session,
@@ -359,7 +359,7 @@ class DatabaseScheduler(Scheduler):
                 ],
                 sent_since=now - timedelta(seconds=self.unstarted_wait_seconds),
             )
-            plans = [self._plan_guarded(row, now, in_flight=going.get(row.id)) for row in rows]
+            plans = [planner.plan_guarded(row, now, in_flight=going.get(row.id)) for row in rows]
             slots = [slot for plan in plans for slot in plan.slots]
             inserted = sql.insert_slots(session, slots, now=now)
             sql.advance_schedules(session, [plan.advance(inserted) for plan in plans])
@@ -382,139 +382,6 @@ class DatabaseScheduler(Scheduler):
                 ", ".join(plan.cancel),
                 plan.row.name,
             )
-
-    def _first_run(self, row: ScheduledTask, now: datetime) -> Advance:
-        trigger = self._trigger(row, now)
-        if isinstance(trigger, Advance):
-            return trigger
-        try:
-            advance = first_run_advance(row, trigger, now=now, grace=self._grace(row))
-        except Exception as exc:
-            return self._row_failed(row, now=now, exc=exc, what="planning its first run")
-        if advance.next_run_at is not None:
-            logger.info(
-                "schedule %s (id %s) had no next_run_at: first run at %s",
-                row.name,
-                row.id,
-                advance.next_run_at,
-            )
-        return advance
-
-    def _plan_guarded(
-        self, row: ScheduledTask, now: datetime, *, in_flight: InFlight | None
-    ) -> RowPlan:
-        """``_plan``, but one row's failure never stops the other rows of its batch."""
-        try:
-            return self._plan(row, now, in_flight=in_flight)
-        except Exception as exc:
-            advance = self._row_failed(row, now=now, exc=exc, what="planning its slots")
-            return RowPlan(
-                row=row, slots=[], next_run_at=advance.next_run_at, status=advance.status
-            )
-
-    def _plan(
-        self, row: ScheduledTask, now: datetime, *, in_flight: InFlight | None = None
-    ) -> RowPlan:
-        trigger = self._trigger(row, now)
-        if isinstance(trigger, Advance):
-            return RowPlan(
-                row=row, slots=[], next_run_at=trigger.next_run_at, status=trigger.status
-            )
-        registered = self.is_registered(row.task_name)
-        if not registered:
-            self._report_unregistered(row)
-        check = None
-        if registered and row.task_name in self.runtime.registry:
-            check = functools.partial(self._check_kwargs, row)
-        return plan_row(
-            row,
-            trigger,
-            now=now,
-            grace=self._grace(row),
-            catch_up_max_runs=self.settings.catch_up_max_runs,
-            max_slots=self.max_slots_per_schedule,
-            new_task_id=lambda: str(uuid.uuid4()),
-            unregistered_error=None if registered else self._unregistered_error(row),
-            check_kwargs=check,
-            in_flight=in_flight,
-            locks=self.takes_lock(row.task_name),
-        )
-
-    def _check_kwargs(self, row: ScheduledTask, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """The kwargs a slot of ``row`` sends: checked against the task's registered
-        params and coerced, as the API does; ``InvalidParams`` (reported once)."""
-        try:
-            return self.runtime.registry.validate_kwargs(row.task_name, kwargs)
-        except InvalidParams as exc:
-            key = (row.id, f"params:{exc}")
-            if key not in self._reported:
-                self._reported.add(key)
-                logger.error(
-                    "schedule %s (id %s): handler_kwargs do not match the params of %r: %s; "
-                    "its slots are recorded as failed runs and not sent until they are fixed",
-                    row.name,
-                    row.id,
-                    row.task_name,
-                    exc,
-                )
-            raise
-
-    def _trigger(self, row: ScheduledTask, now: datetime) -> Trigger | Advance:
-        try:
-            return self.trigger_for_row(row)
-        except Exception as exc:
-            return self._row_failed(row, now=now, exc=exc, what="trigger_for_row")
-
-    def _row_failed(
-        self, row: ScheduledTask, *, now: datetime, exc: Exception, what: str
-    ) -> Advance:
-        """What becomes of a row whose planning raised: disabled when the stored row can
-        never fire (``InvalidSchedule`` and the library's other errors), else tried
-        again after ``retry_failed_row_seconds`` (a subclass's hook failed)."""
-        if isinstance(exc, DataForgeError):
-            logger.error(
-                "schedule %s (id %s) is invalid and was disabled: %s; fix it and resume it",
-                row.name,
-                row.id,
-                exc,
-            )
-            return Advance(row.id, None, TaskStatus.DISABLED)
-        retry = self.retry_failed_row_seconds
-        logger.error(
-            "%s failed for schedule %s (id %s): %s: %s; retrying in %.0f s",
-            what,
-            row.name,
-            row.id,
-            type(exc).__name__,
-            exc,
-            retry,
-            exc_info=exc,
-        )
-        return Advance(row.id, now + timedelta(seconds=retry), TaskStatus.ACTIVE)
-
-    def _grace(self, row: ScheduledTask) -> timedelta:
-        return misfire_grace(row.misfire_grace_seconds, self.settings.misfire_grace_seconds)
-
-    def _unregistered_error(self, row: ScheduledTask) -> str:
-        return (
-            f"task {row.task_name!r} is not registered in Celery app {self.app.main!r}: "
-            "the slot was not sent"
-        )
-
-    def _report_unregistered(self, row: ScheduledTask) -> None:
-        key = (row.id, row.task_name)
-        if key in self._reported:
-            return
-        self._reported.add(key)
-        logger.error(
-            "schedule %s (id %s) names task %r, which is not registered in Celery app %r: "
-            "its slots are recorded as failed runs and not sent. Import the task's module "
-            "in the beat process (include= or autodiscover) or fix task_name.",
-            row.name,
-            row.id,
-            row.task_name,
-            self.app.main,
-        )
 
     # ------------------------------------------------------------ waiting
 

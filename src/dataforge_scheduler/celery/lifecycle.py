@@ -27,7 +27,8 @@ from typing import Any
 from dataforge_scheduler.celery.headers import EXECUTION_ID, OVERLAP, TRIGGER, header
 from dataforge_scheduler.celery.logbuffer import LogBuffer, default_flusher
 from dataforge_scheduler.celery.outcomes import Outcome, outcome_of, stopped_from_outside
-from dataforge_scheduler.celery.task import DataForgeTask, DeferredRelease, default_renewer
+from dataforge_scheduler.celery.renewal import DeferredRelease, default_renewer
+from dataforge_scheduler.celery.task import DataForgeTask
 from dataforge_scheduler.core.context import LockHold, RunContext
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger, OverlapPolicy
 from dataforge_scheduler.core.journal import (
