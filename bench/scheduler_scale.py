@@ -126,9 +126,9 @@ class TimedDispatcher:
             self.changed.notify_all()
         return message
 
-    def cancel(self, celery_task_ids: Sequence[str]) -> None:
+    def cancel(self, celery_task_ids: Sequence[str], *, signal: str = "SIGTERM") -> None:
         if self.inner is not None:
-            self.inner.cancel(celery_task_ids)
+            self.inner.cancel(celery_task_ids, signal=signal)
 
     def wait_for(self, schedule_id: int, *, timeout: float) -> float:
         with self.changed:

@@ -291,6 +291,51 @@ def _firing_problems(row: Any, *, runtime: Runtime) -> list[str]:
 # ---------------------------------------------------------------- entry point
 
 
+# ---------------------------------------------------------------- cancel
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    import getpass
+
+    from celery import Celery
+
+    from dataforge_scheduler.control import cancel_run
+    from dataforge_scheduler.core.enums import AuditAction, ExecutionStatus
+    from dataforge_scheduler.sql.store import record_audit
+    from dataforge_scheduler.wiring import setup
+
+    settings = _settings(args)
+    app = load_app(args.app) if args.app else Celery("dataforge-cli", set_as_current=False)
+    try:
+        runtime = runtime_for(app)
+    except DataForgeError:  # the app module does not call setup(): the revoke needs a broker
+        runtime = setup(app, settings)
+    by = f"cli:{getpass.getuser()}"
+
+    def audit(session: Any, before: ExecutionStatus, done: Any) -> None:
+        record_audit(
+            session,
+            principal=by,
+            action=AuditAction.CANCEL,
+            target_type="execution",
+            target_id=done.execution_id,
+            before={"status": str(before)},
+            after={"status": str(done.status), "reason": done.reason},
+            request_id=None,
+            now=runtime.clock.now(),
+        )
+
+    try:
+        done = cancel_run(
+            runtime, args.execution_id, reason=args.reason, by=by, force=args.force, on_record=audit
+        )
+    finally:
+        runtime.close()
+    state = "revoked" if done.status is ExecutionStatus.REVOKED else "terminating"
+    print(f"execution {done.execution_id} ({done.celery_task_id}): {state}: {done.reason}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dataforge-scheduler",
@@ -333,6 +378,24 @@ def build_parser() -> argparse.ArgumentParser:
     writer.add_argument("--database-url", help="SQLAlchemy URL (default: DATAFORGE_DATABASE_URL)")
     writer.add_argument("--redis-url", help="Redis URL (default: DATAFORGE_REDIS_URL)")
     writer.set_defaults(handler=cmd_history_writer)
+    cancel = sub.add_parser(
+        "cancel",
+        help="cancel a run (revoke it; terminate it if it is going)",
+        description=(
+            "Cancel one run by its execution id: one not started ends revoked at once, one "
+            "going is terminated (SIGTERM, or SIGKILL with --force) and ends revoked when "
+            "its worker stops it. A run that has ended is refused (exit 1)."
+        ),
+    )
+    cancel.add_argument("execution_id", type=int, help="the run's execution id")
+    cancel.add_argument("--reason", help="why, recorded on the run's row")
+    cancel.add_argument(
+        "--force", action="store_true", help="SIGKILL instead of SIGTERM for a run going"
+    )
+    cancel.add_argument("-A", "--app", help="the host's Celery app as module:attribute")
+    cancel.add_argument("--database-url", help="SQLAlchemy URL (default: DATAFORGE_DATABASE_URL)")
+    cancel.add_argument("--redis-url", help="Redis URL (default: DATAFORGE_REDIS_URL)")
+    cancel.set_defaults(handler=cmd_cancel)
     migrations_cli.add_parser(sub)
     demo.add_parser(sub)
     serve.add_parser(sub)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from tests.api.helpers import RecordingDispatcher, add_schedule
+from tests.api.helpers import READ_KEY, RecordingDispatcher, add_schedule
 from tests.runs import celery_id, finish, manual
 
 from dataforge_scheduler.core.enums import ExecutionStatus
@@ -228,3 +228,99 @@ async def test_one_run_shows_its_live_log_then_its_stored_log(
     assert stored["status"] == "success"
     assert (stored["log"], stored["log_lines"]) == ("first\nsecond\nthird", 3)
     assert (await client.get("/executions/99999")).status_code == 404
+
+
+# ---------------------------------------------------------------- cancel
+
+
+async def test_cancelling_a_pending_run_revokes_it_at_once_with_who_and_why(
+    client: httpx.AsyncClient, runtime: Runtime, dispatcher: RecordingDispatcher
+) -> None:
+    row = add_schedule(runtime)
+    execution_id = _execution(runtime, row.id)
+    task_id = celery_id(runtime, execution_id)
+
+    response = await client.post(
+        f"/executions/{execution_id}/cancel", json={"reason": "wrong account"}
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "execution_id": execution_id,
+        "task_id": task_id,
+        "status": "revoked",
+        "terminating": False,
+        "reason": "cancelled by key:1: wrong account",
+    }
+    assert dispatcher.cancelled == [task_id]
+    assert dispatcher.cancel_signals == ["SIGTERM"]
+    detail = (await client.get(f"/executions/{execution_id}")).json()
+    assert (detail["status"], detail["error"]) == ("revoked", "cancelled by key:1: wrong account")
+    assert detail["finished_at"] is not None
+    audit = (await client.get("/audit")).json()["items"][0]
+    assert (audit["action"], audit["target_type"], audit["target_id"]) == (
+        "cancel",
+        "execution",
+        execution_id,
+    )
+    assert audit["before"] == {"status": "pending"}
+    assert audit["after"]["status"] == "revoked"
+
+
+async def test_cancelling_a_running_run_notes_why_and_leaves_its_end_to_the_worker(
+    client: httpx.AsyncClient, runtime: Runtime, dispatcher: RecordingDispatcher
+) -> None:
+    row = add_schedule(runtime)
+    execution_id = _execution(runtime, row.id)
+    task_id = celery_id(runtime, execution_id)
+    with runtime.session() as session:  # as its worker's start record leaves it
+        started = store.get_execution(session, execution_id)
+        started.status, started.started_at = ExecutionStatus.RUNNING, datetime.now(UTC)
+
+    response = await client.post(f"/executions/{execution_id}/cancel", json={"force": True})
+
+    assert response.status_code == 200, response.text
+    assert (response.json()["status"], response.json()["terminating"]) == ("running", True)
+    assert dispatcher.cancelled == [task_id]
+    assert dispatcher.cancel_signals == ["SIGKILL"]
+    assert runtime.backend.cancels.reason(task_id) == "cancelled by key:1"
+    detail = (await client.get(f"/executions/{execution_id}")).json()
+    assert detail["status"] == "running", "its worker records the end when it stops"
+
+
+async def test_cancelling_an_ended_run_is_409_naming_its_status(
+    client: httpx.AsyncClient, runtime: Runtime, dispatcher: RecordingDispatcher
+) -> None:
+    execution_id = _execution(runtime, add_schedule(runtime).id)
+    _finish(runtime, execution_id, ExecutionStatus.SUCCESS, "done")
+
+    response = await client.post(f"/executions/{execution_id}/cancel")
+
+    assert response.status_code == 409
+    assert "has already ended (success)" in response.json()["detail"]
+    assert dispatcher.cancelled == []
+
+
+async def test_cancel_needs_a_write_key_an_existing_run_and_a_reachable_broker(
+    client: httpx.AsyncClient, runtime: Runtime, dispatcher: RecordingDispatcher
+) -> None:
+    execution_id = _execution(runtime, add_schedule(runtime).id)
+
+    read_only = await client.post(
+        f"/executions/{execution_id}/cancel", headers={"X-API-Key": READ_KEY}
+    )
+    missing = await client.post("/executions/999999/cancel")
+    too_long = await client.post(f"/executions/{execution_id}/cancel", json={"reason": "x" * 501})
+    not_a_flag = await client.post(f"/executions/{execution_id}/cancel", json={"force": "yes"})
+    dispatcher.down = True
+    refused = await client.post(f"/executions/{execution_id}/cancel")
+
+    assert read_only.status_code == 403
+    assert missing.status_code == 404
+    assert too_long.status_code == 422
+    assert "reason" in too_long.text
+    assert not_a_flag.status_code == 422
+    assert refused.status_code == 503
+    assert "nothing was cancelled" in refused.json()["detail"]
+    with runtime.session() as session:
+        assert store.get_execution(session, execution_id).status is ExecutionStatus.PENDING

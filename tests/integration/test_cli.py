@@ -43,7 +43,7 @@ def cli_env(pg_url: str, redis_url: str, key_prefix: str) -> dict[str, str]:
 
 
 def test_help_for_every_subcommand(cli_env: dict[str, str]) -> None:
-    for command in ("init-db", "check"):
+    for command in ("init-db", "check", "cancel"):
         done = run_cli(command, "--help", env=cli_env)
         assert done.returncode == 0, done.stderr
         assert "usage: dataforge-scheduler " + command in done.stdout
@@ -176,3 +176,50 @@ def test_check_reports_an_app_that_cannot_be_imported(cli_env: dict[str, str]) -
     done = run_cli("check", "-A", "no_such_module_here:app", env=cli_env)
     assert done.returncode == 1
     assert "cannot be loaded" in done.stdout
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_cancel_revokes_a_pending_run_and_refuses_an_ended_one(
+    cli_env: dict[str, str], pg: Any
+) -> None:
+    import getpass
+    import uuid
+
+    from dataforge_scheduler.sql import store
+    from dataforge_scheduler.sql.models import AuditEntry, TaskExecution, create_all
+
+    create_all(pg)
+    with sa.orm.Session(pg) as session, session.begin():
+        run = store.create_manual_run(
+            session,
+            schedule=None,
+            task_name="app.report",
+            celery_task_id=str(uuid.uuid4()),
+            kwargs={},
+            now=datetime.now(UTC),
+        )
+    done = run_cli("cancel", str(run.execution_id), "--reason", "wrong day", env=cli_env)
+
+    user = getpass.getuser()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        f"execution {run.execution_id} ({run.celery_task_id}): revoked: "
+        f"cancelled by cli:{user}: wrong day"
+    )
+    with sa.orm.Session(pg) as session:
+        row = session.get(TaskExecution, run.execution_id)
+        assert row is not None
+        assert (row.status, row.error) == ("revoked", f"cancelled by cli:{user}: wrong day")
+        audit = session.scalars(sa.select(AuditEntry)).one()
+        assert (audit.action, audit.principal, audit.target_id) == (
+            "cancel",
+            f"cli:{user}",
+            run.execution_id,
+        )
+    again = run_cli("cancel", str(run.execution_id), env=cli_env)
+    assert again.returncode == 1
+    assert "has already ended (revoked)" in again.stderr
+    missing = run_cli("cancel", "999999", env=cli_env)
+    assert missing.returncode == 1
+    assert "no execution with id 999999" in missing.stderr

@@ -42,7 +42,8 @@ REPO = Path(__file__).resolve().parents[2]
 BASE = "c041e8969ef2"
 INDEXES = "68a81dc8dc1a"
 RANGES = "4f2a9c1d7b3e"
-HEAD = "9b1e5d3c7a20"
+POLICIES = "9b1e5d3c7a20"
+HEAD = "b3c5d7e9f1a2"
 LIBRARY_TABLES = {"scheduled_tasks", "task_executions", "audit_log"}
 SEED_INSERT = """\
 INSERT INTO scheduled_tasks (name, description, task_type, task_name, interval_seconds, handler_kwargs, status)
@@ -205,7 +206,12 @@ def test_sql_prints_the_ddl_without_connecting(capsys: pytest.CaptureFixture[str
         in out
     )
     assert (
-        f"SET version_num='{HEAD}' WHERE dataforge_alembic_version.version_num = '{RANGES}'" in out
+        f"SET version_num='{POLICIES}' WHERE dataforge_alembic_version.version_num = '{RANGES}'"
+        in out
+    )
+    assert (
+        f"SET version_num='{HEAD}' WHERE dataforge_alembic_version.version_num = '{POLICIES}'"
+        in out
     )
     assert "ADD CONSTRAINT ck_scheduled_tasks_misfire_grace_non_negative CHECK" in out
     assert "CREATE TRIGGER scheduled_tasks_changed" in out

@@ -11,11 +11,15 @@ runs last longer than that, so every slot finds a run still going:
 - ``cancel_other``: each new slot revokes and terminates the run going, which is
   recorded ``revoked`` with the reason (not ``lost``: the worker did not die), its body
   cut short; the new one runs after it, never beside it.
+
+A run cancelled by hand (``control.cancel_run``, behind ``POST /executions/{id}/cancel``)
+goes through the same machinery, with the worker alone.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -24,10 +28,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from tests.integration.apps.celery_probe import sender
 from tests.integration.procs import CeleryProcess, service_env, wait_until
 
+from dataforge_scheduler.celery.dispatch import CeleryDispatcher
+from dataforge_scheduler.control import cancel_run, run_now
 from dataforge_scheduler.core.clock import utcnow
 from dataforge_scheduler.core.enums import ExecutionStatus
+from dataforge_scheduler.errors import ConflictError
 from dataforge_scheduler.registry import TaskRegistry
 from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.settings import Settings
@@ -52,6 +60,7 @@ class Cluster:
 
     def __init__(self, runtime: Runtime, env: dict[str, str], logs: Path) -> None:
         self.runtime = runtime
+        self.env = env
         self.body_log = logs / "bodies.txt"
         self.worker = CeleryProcess(
             "worker", APP, env=env, log_path=logs / "worker.log", args=["-P", "prefork", "-c", "2"]
@@ -82,6 +91,12 @@ class Cluster:
             )
             session.expunge_all()
         return rows
+
+    def execution(self, execution_id: int) -> TaskExecution:
+        with self.runtime.session() as session:
+            found = store.get_execution(session, execution_id)
+            session.expunge(found)
+            return found
 
     def bodies(self) -> list[str]:
         if not self.body_log.exists():
@@ -207,3 +222,89 @@ def test_cancel_other_revokes_the_run_going_with_the_reason_and_runs_the_new_slo
     assert len(finished) <= 1
     assert set(cluster.bodies()) == finished
     _assert_never_two_at_once(rows)
+
+
+def test_a_run_cancelled_by_hand_is_terminated_recorded_and_frees_its_lock(
+    cluster: Cluster,
+) -> None:
+    app = sender(cluster.env)
+    cluster.runtime.dispatcher = CeleryDispatcher(app)
+    cluster.worker.start().wait_ready()
+    try:
+        sent = run_now(cluster.runtime, task_name=TASK, kwargs={"work": 60}, validate=False)
+        execution_id = sent.run.execution_id
+
+        def row() -> TaskExecution:
+            return cluster.execution(execution_id)
+
+        wait_until(lambda: row().started_at is not None, timeout=30, message="the run to start")
+        wait_until(lambda: cluster.runtime.locks.list(), timeout=10, message="its lock")
+        done = cancel_run(cluster.runtime, execution_id, reason="wrong account", by="ops")
+        assert (done.status, done.reason) == (
+            ExecutionStatus.RUNNING,
+            "cancelled by ops: wrong account",
+        )
+
+        ended = wait_until(
+            lambda: (found := row()).status is not ExecutionStatus.RUNNING and found,
+            timeout=30,
+            message="the cancelled run to end",
+        )
+        assert ended.status is ExecutionStatus.REVOKED, (ended.status, ended.error)
+        assert ended.error is not None
+        assert ended.error.startswith("cancelled by ops: wrong account (terminated"), ended.error
+        assert (ended.finished_at - ended.started_at).total_seconds() < 30, "cut short"
+        assert cluster.bodies() == [], "the body never finished"
+        wait_until(lambda: cluster.runtime.locks.list() == [], timeout=10, message="lock freed")
+        with pytest.raises(ConflictError, match=r"has already ended \(revoked\)"):
+            cancel_run(cluster.runtime, execution_id)
+    finally:
+        app.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_forced_cancel_kills_a_body_that_ignores_sigterm(cluster: Cluster) -> None:
+    app = sender(cluster.env)
+    cluster.runtime.dispatcher = CeleryDispatcher(app)
+    cluster.worker.start().wait_ready()
+    try:
+        sent = run_now(
+            cluster.runtime, task_name="ot.stubborn", kwargs={"work": 60}, validate=False
+        )
+        execution_id = sent.run.execution_id
+
+        def row() -> TaskExecution:
+            return cluster.execution(execution_id)
+
+        wait_until(lambda: row().started_at is not None, timeout=30, message="the run to start")
+        wait_until(
+            lambda: "ignoring SIGTERM" in cluster.worker.output(),
+            timeout=30,
+            message="the body to ignore SIGTERM",
+        )
+        cancel_run(cluster.runtime, execution_id, reason="stuck", by="ops", force=True)
+
+        pid = row().worker_pid
+        assert pid is not None
+        wait_until(
+            lambda: not _alive(pid), timeout=30, message="the stubborn body's process to die"
+        )
+        ended = wait_until(
+            lambda: (found := row()).status is not ExecutionStatus.RUNNING and found,
+            timeout=30,
+            message="the killed run to be recorded",
+        )
+        assert f"Terminating {sent.run.celery_task_id} (9)" in cluster.worker.output()
+        assert ended.status is ExecutionStatus.REVOKED, (ended.status, ended.error)
+        assert ended.error is not None
+        assert ended.error.startswith("cancelled by ops: stuck (terminated"), ended.error
+        assert cluster.bodies() == []
+    finally:
+        app.close()

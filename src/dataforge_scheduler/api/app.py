@@ -44,6 +44,8 @@ from dataforge_scheduler.api.schemas.misc import (
     RegisteredTasks,
 )
 from dataforge_scheduler.api.schemas.runs import (
+    CancelRequest,
+    CancelResult,
     ExecutionDetail,
     ExecutionPage,
     ListExecutionsQuery,
@@ -117,6 +119,9 @@ def build_router() -> Router:
                                          "locks", access=W, response_model=ReleaseResult)),
         ("/executions/{id}", _op("GET", runs.get_execution, "One run with its log", "runs",
                                  response_model=ExecutionDetail)),
+        ("/executions/{id}/cancel", _op("POST", runs.cancel_execution, "Cancel a run", "runs",
+                                        access=W, body_model=CancelRequest, body_required=False,
+                                        response_model=CancelResult, errors=(409,))),
         ("/executions/{id}/logs", _op("GET", stream_logs, "Live log (SSE)", "runs",
                                       media_type="text/event-stream",
                                       query_model=LogStreamQuery, errors=(429,))),

@@ -146,14 +146,14 @@ class CeleryDispatcher:
             "sent %s as %s with options %s", message.task_name, message.task_id, message.options
         )
 
-    def cancel(self, celery_task_ids: Sequence[str]) -> None:
-        """``app.control.revoke(ids, terminate=True, signal="SIGTERM")``: a broadcast every
+    def cancel(self, celery_task_ids: Sequence[str], *, signal: str = "SIGTERM") -> None:
+        """``app.control.revoke(ids, terminate=True, signal=signal)``: a broadcast every
         worker keeps in its revoked set (a run not started is dropped on receipt; one
         going is terminated). A worker started after the broadcast does not know it."""
         if not celery_task_ids:
             return
         try:
-            self.app.control.revoke(list(celery_task_ids), terminate=True, signal="SIGTERM")
+            self.app.control.revoke(list(celery_task_ids), terminate=True, signal=signal)
         except _BROKER_ERRORS as exc:
             raise BackendUnavailable(
                 f"could not revoke run(s) {', '.join(celery_task_ids)}: the broker is "

@@ -112,3 +112,4 @@ class AuditAction(StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     RELEASE_LOCK = "release_lock"
+    CANCEL = "cancel"

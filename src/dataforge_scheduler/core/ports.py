@@ -391,10 +391,11 @@ class Dispatcher(Protocol):
         """Publish ``run``; the message sent."""
         ...
 
-    def cancel(self, celery_task_ids: Sequence[str]) -> None:
+    def cancel(self, celery_task_ids: Sequence[str], *, signal: str = "SIGTERM") -> None:
         """Revoke these runs: one not started yet is dropped when a worker receives it,
-        one going is terminated (SIGTERM). ``BackendUnavailable`` when the broker cannot
-        take the revoke."""
+        one going is terminated with ``signal`` (``SIGTERM``, or ``SIGKILL`` for a run
+        that ignored it). ``BackendUnavailable`` when the broker cannot take the
+        revoke."""
         ...
 
 

@@ -83,8 +83,8 @@ class NarratingDispatcher:
         self._console.line("dispatch", message.task_name, f"{label} ({why})")
         return message
 
-    def cancel(self, celery_task_ids: Sequence[str]) -> None:
-        self.inner.cancel(celery_task_ids)
+    def cancel(self, celery_task_ids: Sequence[str], *, signal: str = "SIGTERM") -> None:
+        self.inner.cancel(celery_task_ids, signal=signal)
         for celery_task_id in celery_task_ids:
             self._console.line("cancel", "revoke", f"task id {celery_task_id}")
 

@@ -71,6 +71,7 @@ class RecordingDispatcher:
     def __init__(self) -> None:
         self.sent: list[SentTask] = []
         self.cancelled: list[str] = []  # Celery task ids, in the order cancelled
+        self.cancel_signals: list[str] = []  # the signal of each, in the same order
         self.down = False
         self._lock = threading.Lock()
 
@@ -96,7 +97,7 @@ class RecordingDispatcher:
             self.sent.append(record)
         return message
 
-    def cancel(self, celery_task_ids: Sequence[str]) -> None:
+    def cancel(self, celery_task_ids: Sequence[str], *, signal: str = "SIGTERM") -> None:
         if not celery_task_ids:
             return
         if self.down:
@@ -107,6 +108,7 @@ class RecordingDispatcher:
             )
         with self._lock:
             self.cancelled.extend(celery_task_ids)
+            self.cancel_signals.extend(signal for _ in celery_task_ids)
 
 
 class SchedulerDriver:

@@ -16,6 +16,7 @@ import json
 import os
 import signal
 from collections.abc import Mapping, Sequence
+from signal import SIGKILL
 from typing import Any
 
 import redis
@@ -86,8 +87,8 @@ class _KillOnSend:
         os.kill(os.getpid(), signal.SIGKILL)
         return message_for(run)  # pragma: no cover - the process is gone
 
-    def cancel(self, celery_task_ids: Sequence[str]) -> None:
-        os.kill(os.getpid(), signal.SIGKILL)
+    def cancel(self, celery_task_ids: Sequence[str], *, signal: str = "SIGTERM") -> None:
+        os.kill(os.getpid(), SIGKILL)
 
 
 class CrashingScheduler(DatabaseScheduler):

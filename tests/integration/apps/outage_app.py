@@ -12,6 +12,7 @@ to standalone writers.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -41,5 +42,16 @@ def tick(self: DataForgeTask, scheduled_task_id: int | None = None, work: float 
     task_log("tick", self.request.id)
     time.sleep(work)
     with BODY_LOG.open("a", encoding="utf-8") as proof:  # one short append: atomic
+        proof.write(f"{self.request.id}\n")
+    return "ok"
+
+
+@app.task(base=DataForgeTask, bind=True, name="ot.stubborn")
+def stubborn(self: DataForgeTask, work: float = 60) -> str:
+    """A body that ignores SIGTERM: only SIGKILL stops it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    task_log("ignoring SIGTERM", self.request.id)
+    time.sleep(work)
+    with BODY_LOG.open("a", encoding="utf-8") as proof:
         proof.write(f"{self.request.id}\n")
     return "ok"

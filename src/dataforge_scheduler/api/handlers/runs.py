@@ -16,6 +16,8 @@ from dataforge_scheduler.api.errors import HTTPError, error_item, unavailable, v
 from dataforge_scheduler.api.handlers.common import execution_out, page_of, task_out
 from dataforge_scheduler.api.http import Response, json_response
 from dataforge_scheduler.api.schemas.runs import (
+    CancelRequest,
+    CancelResult,
     ExecutionDetail,
     ExecutionOut,
     ExecutionPage,
@@ -23,7 +25,7 @@ from dataforge_scheduler.api.schemas.runs import (
     RunAccepted,
     RunRequest,
 )
-from dataforge_scheduler.control import run_now
+from dataforge_scheduler.control import Cancellation, cancel_run, run_now
 from dataforge_scheduler.core.enums import AuditAction, ExecutionStatus
 from dataforge_scheduler.core.slots import ClaimedSlot
 from dataforge_scheduler.errors import (
@@ -37,6 +39,7 @@ from dataforge_scheduler.sql.models import ScheduledTask
 from dataforge_scheduler.sql.store import Session, record_audit, schedule_snapshot
 
 __all__ = [
+    "cancel_execution",
     "get_execution",
     "list_task_executions",
     "pause_task",
@@ -81,16 +84,69 @@ async def run_task(ctx: Context) -> Response:
         ]
         raise validation_failed(items) from None
     except ConfigurationError as exc:
-        if exc.field != "dispatcher":
-            raise
-        raise HTTPError(
-            503, "no dispatcher is configured: call dataforge_scheduler.setup()"
-        ) from None
+        raise _no_dispatcher(exc) from None
     except BackendUnavailable as exc:
         raise HTTPError(
             503, f"the run was recorded but could not be sent: {unavailable(exc)}"
         ) from exc
     return json_response(_accepted(done.run, schedule_id), status=202)
+
+
+async def cancel_execution(ctx: Context) -> Response:
+    execution_id: int = ctx.path["id"]
+    body = await ctx.optional_body(CancelRequest)
+    reason = body.reason if body is not None else None
+    force = body.force if body is not None else False
+    now = ctx.now()
+
+    def audit(session: Session, before: ExecutionStatus, done: Cancellation) -> None:
+        record_audit(
+            session,
+            principal=ctx.principal_name,
+            action=AuditAction.CANCEL,
+            target_type="execution",
+            target_id=execution_id,
+            before={"status": str(before)},
+            after=_cancelled(done).model_dump(mode="json"),
+            request_id=ctx.request.request_id,
+            now=now,
+        )
+
+    try:
+        done = await ctx.offload(
+            lambda: cancel_run(
+                ctx.runtime,
+                execution_id,
+                reason=reason,
+                by=ctx.principal_name,
+                force=force,
+                on_record=audit,
+            )
+        )
+    except ConfigurationError as exc:
+        raise _no_dispatcher(exc) from None
+    except BackendUnavailable as exc:
+        raise HTTPError(
+            503, f"nothing was cancelled: the revoke could not be sent ({unavailable(exc)})"
+        ) from exc
+    return json_response(_cancelled(done))
+
+
+def _no_dispatcher(exc: ConfigurationError) -> Exception:
+    """503 for a runtime without dispatcher; any other configuration error as it is."""
+    if exc.field != "dispatcher":
+        return exc
+    return HTTPError(503, "no dispatcher is configured: call dataforge_scheduler.setup()")
+
+
+def _cancelled(done: Cancellation) -> CancelResult:
+    return CancelResult(
+        execution_id=done.execution_id,
+        task_id=done.celery_task_id,
+        status=done.status,
+        terminating=done.status is ExecutionStatus.RUNNING,
+        reason=done.reason,
+    )
 
 
 def _accepted(run: ClaimedSlot, schedule_id: int) -> RunAccepted:

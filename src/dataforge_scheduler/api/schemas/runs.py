@@ -11,6 +11,8 @@ from dataforge_scheduler.api.schemas.common import PageQuery
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
 
 __all__ = [
+    "CancelRequest",
+    "CancelResult",
     "ExecutionDetail",
     "ExecutionOut",
     "ExecutionPage",
@@ -43,6 +45,33 @@ class RunAccepted(BaseModel):
     task_name: str
     status: ExecutionStatus
     kwargs: dict[str, Any]
+
+
+class CancelRequest(BaseModel):
+    """Optional body of ``POST /executions/{id}/cancel``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(
+        None, min_length=1, max_length=500, description="why, recorded on the run's row"
+    )
+    force: bool = Field(
+        False,
+        strict=True,
+        description="stop a run going with SIGKILL instead of SIGTERM (for a body that "
+        "ignores SIGTERM; it cannot clean up)",
+    )
+
+
+class CancelResult(BaseModel):
+    """A cancelled run: ``revoked`` at once if it had not started, else ``running``
+    while its worker stops it (``terminating``); its row then ends ``revoked``."""
+
+    execution_id: int
+    task_id: str = Field(description="the Celery task id of the run")
+    status: ExecutionStatus
+    terminating: bool
+    reason: str = Field(description="what the run's row records")
 
 
 class ExecutionOut(BaseModel):

@@ -40,6 +40,7 @@ from dataforge_scheduler.sql.store.common import (
     transaction,
 )
 from dataforge_scheduler.sql.store.executions import (
+    cancel_execution,
     create_manual_run,
     get_execution,
     get_execution_by_celery_id,
@@ -83,6 +84,7 @@ __all__ = [
     "Session",
     "SessionFactory",
     "apply_history",
+    "cancel_execution",
     "compute_next_run",
     "create_manual_run",
     "create_schedule",

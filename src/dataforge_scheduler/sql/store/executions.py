@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
 from dataforge_scheduler.core.slots import ClaimedSlot
-from dataforge_scheduler.errors import ExecutionNotFound
+from dataforge_scheduler.errors import ConflictError, ExecutionNotFound
 from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution
 from dataforge_scheduler.sql.store.claims import claimed_run
 from dataforge_scheduler.sql.store.common import (
@@ -34,6 +34,7 @@ from dataforge_scheduler.sql.store.common import (
 )
 
 __all__ = [
+    "cancel_execution",
     "create_manual_run",
     "get_execution",
     "get_execution_by_celery_id",
@@ -48,6 +49,32 @@ def get_execution(session: Session, execution_id: int) -> TaskExecution:
     if found is None:
         raise ExecutionNotFound(f"no execution with id {execution_id}", execution_id=execution_id)
     return found
+
+
+def cancel_execution(
+    session: Session, execution_id: int, *, reason: str, now: datetime
+) -> tuple[ExecutionStatus, TaskExecution]:
+    """Cancel a run in the database, under its row's lock: one not started (``pending``,
+    ``queued``, or ``retrying`` between attempts) ends ``revoked`` with ``reason`` at
+    once; a ``running`` one is left for its worker to record when it stops. Returns the
+    status it had and the row. ``ConflictError`` naming the status when the run had
+    already ended; ``ExecutionNotFound`` when there is no such run."""
+    row = session.get(TaskExecution, execution_id, with_for_update=True)
+    if row is None:
+        raise ExecutionNotFound(f"no execution with id {execution_id}", execution_id=execution_id)
+    before = ExecutionStatus(row.status)
+    if before.finished:
+        raise ConflictError(
+            f"execution {execution_id} has already ended ({before}): there is nothing to cancel",
+            execution_id=execution_id,
+            status=str(before),
+        )
+    if before is not ExecutionStatus.RUNNING:
+        row.status = ExecutionStatus.REVOKED
+        row.finished_at = aware_now(now)
+        row.error = reason
+    session.flush()
+    return before, row
 
 
 def get_execution_by_celery_id(session: Session, celery_task_id: str) -> TaskExecution | None:
