@@ -132,25 +132,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seeded {len(ids)} schedules in {time.perf_counter() - started:.1f} s")
         pages = max(1, len(ids) // 50)
         rng = random.Random(5)
-        hold_locks(runtime, ids[:20], noise=args.noise_keys, prefix=prefix)
-        with (
-            served(create_app(runtime)) as url,
-            httpx.Client(base_url=url, headers={"X-API-Key": KEY}) as client,
-        ):
-            page = measure(
-                args.requests,
-                lambda: client.get(
-                    "/tasks", params={"page": rng.randint(1, pages), "page_size": 50}
-                ),
-            )
-            one = measure(args.requests, lambda: client.get(f"/tasks/{rng.choice(ids)}"))
-            search = measure(
-                args.requests,
-                lambda: client.get("/tasks", params={"search": f"-{rng.randint(0, 9999):04d}"}),
-            )
-            locks = measure(args.requests, lambda: client.get("/tasks/locks"))
-        runtime.close()
-        runtime_redis_cleanup(prefix)
+        try:
+            hold_locks(runtime, ids[:20], noise=args.noise_keys, prefix=prefix)
+            with (
+                served(create_app(runtime)) as url,
+                httpx.Client(base_url=url, headers={"X-API-Key": KEY}) as client,
+            ):
+                page = measure(
+                    args.requests,
+                    lambda: client.get(
+                        "/tasks", params={"page": rng.randint(1, pages), "page_size": 50}
+                    ),
+                )
+                one = measure(args.requests, lambda: client.get(f"/tasks/{rng.choice(ids)}"))
+                search = measure(
+                    args.requests,
+                    lambda: client.get("/tasks", params={"search": f"-{rng.randint(0, 9999):04d}"}),
+                )
+                locks = measure(args.requests, lambda: client.get("/tasks/locks"))
+        finally:  # whatever failed, no key of this run stays behind
+            runtime.close()
+            runtime_redis_cleanup(prefix)
     print(
         f"GET /tasks (page of 50, {len(ids)} schedules): p50 {page[0]:.2f} ms  p99 {page[1]:.2f} ms"
     )

@@ -660,21 +660,40 @@ class _BatchingDispatcher(RecordingDispatcher):
             raise BackendUnavailable("could not write a batch: delivery is uncertain")
 
 
-def test_a_batch_the_broker_could_not_take_sends_none_of_its_slots(h: Harness) -> None:
+def _batching(h: Harness) -> tuple[_BatchingDispatcher, list[str]]:
     dispatcher = _BatchingDispatcher()
     h.dispatcher = dispatcher
     h.scheduler = h.new_scheduler()
     noted: list[str] = []
     h.scheduler.after_send = lambda slot, message: noted.append(slot.celery_task_id)  # type: ignore[method-assign]
+    return dispatcher, noted
+
+
+def test_a_batch_that_could_not_be_written_is_sent_again_one_by_one(h: Harness) -> None:
+    dispatcher, noted = _batching(h)
     ids = [h.create(task_type="interval", interval_seconds=60) for _ in range(3)]
     dispatcher.fail_batches = True
+
+    result = h.at(T0 + seconds(60))
+
+    assert (len(result.sent), result.unsent) == (3, ())
+    assert sorted(noted) == sorted(m.task_id for m in dispatcher.sent)
+    assert len(dispatcher.sent) == 3, "the failed batch's messages are not counted"
+    assert all(e.sent_at is not None for sid in ids for e in h.executions(sid))
+
+
+def test_a_batch_the_broker_could_not_take_while_it_is_down_sends_none(h: Harness) -> None:
+    dispatcher, noted = _batching(h)
+    ids = [h.create(task_type="interval", interval_seconds=60) for _ in range(3)]
+    dispatcher.fail_batches = True
+    dispatcher.down = True
 
     result = h.at(T0 + seconds(60))
 
     assert (result.sent, len(result.unsent)) == ((), 3)
     assert noted == []
     assert all(e.sent_at is None for sid in ids for e in h.executions(sid))
-    dispatcher.fail_batches = False
+    dispatcher.fail_batches = dispatcher.down = False
     h.at(T0 + seconds(65))  # past the claim's lease: the sweep sends them
     assert sorted(noted) == sorted(m.task_id for m in dispatcher.sent)
     assert len(dispatcher.sent) == 3

@@ -32,10 +32,11 @@ logger = logging.getLogger(__name__)
 # what kombu and redis-py raise when the broker cannot take a message
 _BROKER_ERRORS = (KombuError, ConnectionError, OSError, TimeoutError)
 
-# Broker operations a batch buffers before kombu writes them on its own: more than a
-# beat pass sends, so a batch is written once, when it ends, and either all of it
-# counts as sent or none does.
-_BATCH_OPERATIONS = 1_000_000
+# Broker commands (one LPUSH per message, more for queues with an expiry) a batch
+# buffers before kombu writes them: memory stays bounded in a large catch-up pass. A
+# write that fails is remembered by kombu and raised again when the batch ends, so a
+# batch whose writes did not all succeed is reported as a whole.
+_BATCH_OPERATIONS = 2000
 
 
 class CeleryDispatcher:
@@ -57,7 +58,8 @@ class CeleryDispatcher:
         block raises ``BackendUnavailable`` if the write failed. None of the block's runs
         may then be counted as sent, though some may have reached the broker (a run's
         row lets it run once, so sending it again is safe). A block that raises discards
-        what it buffered.
+        what it buffered. Inside a batch a send is not retried (kombu cannot move a batch
+        to a new channel): a broker error fails it at once.
         """
         if getattr(self._local, "producer", None) is not None:  # already in one
             yield
@@ -76,6 +78,7 @@ class CeleryDispatcher:
                     yield
                     return
                 body_done = False
+                self._local.batching = True
                 try:
                     with buffered(max_size=_BATCH_OPERATIONS):
                         yield
@@ -90,6 +93,7 @@ class CeleryDispatcher:
                     ) from exc
             finally:
                 self._local.producer = None
+                self._local.batching = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} app={getattr(self.app, 'main', None)!r}>"
@@ -124,6 +128,10 @@ class CeleryDispatcher:
         # is what the worker reads, keeps what the run asked for (None: the task's own
         # setting), so results are stored as with a plain send_task.
         headers = {"ignore_result": options.pop("ignore_result", None), **message.headers}
+        if getattr(self._local, "batching", False):
+            # kombu's publish retry would revive the producer on a new channel, which a
+            # batch refuses; a failed send inside a batch fails at once instead
+            options.setdefault("retry", False)
         try:
             self.app.send_task(
                 message.task_name,

@@ -11,7 +11,6 @@ its row does not allow: a worker runs a slot only from ``pending``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -128,24 +127,27 @@ class SlotSender:
 
     def publish(self, slots: Sequence[ClaimedSlot]) -> tuple[list[ClaimedSlot], list[ClaimedSlot]]:
         """Dispatch each slot in one dispatcher batch, then call ``after_send`` for each
-        slot the broker took; stop at an unreachable broker. A batch whose write failed
-        as it ended sent none of its slots for sure: all stay unsent (see
-        ``CeleryDispatcher.batch``)."""
+        slot the broker took; stop at an unreachable broker.
+
+        A batch whose write failed as it ended sent none of its slots for sure (see
+        ``CeleryDispatcher.batch``): they are sent again one by one, outside a batch, so
+        a message the broker refuses fails alone and a broker that is down fails the
+        first send (a run delivered twice this way runs once).
+        """
         batch = getattr(self._scheduler.dispatcher, "batch", None)
-        handed: list[tuple[ClaimedSlot, RunMessage]] = []
-        unsent: list[ClaimedSlot] = []
+        if batch is None:
+            return self._confirmed(*self._hand_over(slots))
         try:
-            with batch() if batch is not None else contextlib.nullcontext():
-                self._hand_over(slots, handed, unsent)
+            with batch():
+                handed, unsent = self._hand_over(slots)
         except BackendUnavailable as exc:
-            logger.error(
-                "broker unavailable (%s): %d slot(s) stay claimed and unsent; they are "
-                "sent again after %.0f s",
-                exc,
-                len(slots),
-                self._scheduler.resend_after_seconds,
-            )
-            return [], list(slots)
+            logger.warning("%s: sending the pass's slots one by one", exc)
+            return self._confirmed(*self._hand_over(slots))
+        return self._confirmed(handed, unsent)
+
+    def _confirmed(
+        self, handed: list[tuple[ClaimedSlot, RunMessage]], unsent: list[ClaimedSlot]
+    ) -> tuple[list[ClaimedSlot], list[ClaimedSlot]]:
         for slot, message in handed:
             try:
                 self._scheduler.after_send(slot, message)
@@ -154,11 +156,10 @@ class SlotSender:
         return [slot for slot, _ in handed], unsent
 
     def _hand_over(
-        self,
-        slots: Sequence[ClaimedSlot],
-        handed: list[tuple[ClaimedSlot, RunMessage]],
-        unsent: list[ClaimedSlot],
-    ) -> None:
+        self, slots: Sequence[ClaimedSlot]
+    ) -> tuple[list[tuple[ClaimedSlot, RunMessage]], list[ClaimedSlot]]:
+        handed: list[tuple[ClaimedSlot, RunMessage]] = []
+        unsent: list[ClaimedSlot] = []
         for index, slot in enumerate(slots):
             logger.info(
                 "Sending due task %s (%s) slot %s as %s",
@@ -178,9 +179,10 @@ class SlotSender:
                     self._scheduler.resend_after_seconds,
                 )
                 unsent.extend(slots[index:])
-                return
+                break
             except Exception:  # a hook or serialisation bug: keep the other slots going
                 logger.exception("could not send slot %s of %s", slot.scheduled_for, slot.task_name)
                 unsent.append(slot)
                 continue
             handed.append((slot, message))
+        return handed, unsent

@@ -381,6 +381,11 @@ class Dispatcher(Protocol):
     with the Celery task id stored on the run's row; it returns the message published.
     When the broker cannot take it, it raises ``BackendUnavailable`` naming the task and
     its Celery task id, and nothing was published.
+
+    Optional: ``batch()``, a context manager inside which ``dispatch`` may only buffer
+    (``CeleryDispatcher`` on Redis); its end writes what was buffered and raises
+    ``BackendUnavailable`` when that failed, and then none of the block's runs counts as
+    sent. The beat uses it when the dispatcher has it.
     """
 
     def message_for(self, run: ClaimedSlot) -> RunMessage:

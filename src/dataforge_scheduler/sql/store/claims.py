@@ -8,7 +8,8 @@ PostgreSQL the schedule rows a pass works on are locked with ``FOR UPDATE SKIP L
 so several schedulers share the table without waiting on each other; SQLite has no row
 locks and runs one scheduler. A slot is claimed by inserting its ``pending`` execution
 row: ``(scheduled_task_id, scheduled_for)`` is unique, so a slot is claimed at most
-once, whoever tries. Functions never commit: the caller owns the transaction.
+once, whoever tries. Functions never commit: the caller owns the transaction; the
+one exception is ``probe``, which takes the engine and reads outside a transaction.
 """
 
 from __future__ import annotations
@@ -244,14 +245,19 @@ class Probe:
 
 
 def probe(engine: Engine, *, server_time: bool, extra: ColumnElement[bool] | None = None) -> Probe:
-    """The pass's first look (see ``Probe``): one SELECT of index probes, run outside any
-    transaction (autocommit), so an idle pass is one round trip to the database. Reading
-    ``statement_timestamp()`` needs PostgreSQL (``server_time``)."""
-    statement = _probe_statement(server_time) if extra is None else _build_probe(server_time, extra)
+    """The pass's first look (see ``Probe``): one SELECT of index probes. On PostgreSQL it
+    runs outside any transaction (autocommit: no BEGIN and no COMMIT round trips); on
+    SQLite, whose engine manages its own transactions, in a read that is rolled back.
+    Reading ``statement_timestamp()`` needs PostgreSQL (``server_time``). Unlike the
+    other functions here it takes the engine and opens its own connection."""
     try:
+        statement = (
+            _probe_statement(server_time) if extra is None else _build_probe(server_time, extra)
+        )
         with engine.connect() as connection:
-            autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
-            row = autocommit.execute(statement).one()
+            if engine.dialect.name == "postgresql":
+                connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            row = connection.execute(statement).one()
     except sa_exc.SQLAlchemyError as exc:
         raise database_error(exc) from exc
     return Probe(
