@@ -3,7 +3,8 @@
 ``TaskRegistry`` holds a ``TaskInfo`` (display name, description, category, parameter
 specs) per Celery task name, enforces the naming rules (one registration per name, the
 configured ``task_name_prefix``) and validates ``handler_kwargs`` against the params
-(``dataforge_scheduler.core.params``). ``register_task`` stacks on top of
+(``dataforge_scheduler.core.params``); ``TaskInfo`` itself is in
+``dataforge_scheduler.task_info``. ``register_task`` stacks on top of
 ``@celery_app.task`` and reads only the task's ``.name``, so this module never imports
 Celery. ``registry`` is the default registry and ``REGISTERED_TASKS`` a read-only live
 view of it in the seed's exact shape.
@@ -15,12 +16,12 @@ import difflib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final, NoReturn, TypeVar
 
 from dataforge_scheduler.core.enums import OverlapPolicy
 from dataforge_scheduler.core.params import MISSING, PARAM_TYPES, ParamSpec, ParamsValidator
 from dataforge_scheduler.errors import RegistryError, UnknownTask
+from dataforge_scheduler.task_info import TaskInfo, overlap_policy_of, to_spec
 
 __all__ = [
     "MISSING",
@@ -38,93 +39,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _SEED_KEYS: Final = ("name", "description", "category", "params")
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    """One registered task as a front end describes it."""
-
-    task_name: str
-    name: str
-    description: str
-    category: str
-    params: tuple[ParamSpec, ...]
-    is_system: bool = False
-    overlap_policy: OverlapPolicy | None = None  # new schedules' default (None: skip)
-
-    def __post_init__(self) -> None:
-        if self.overlap_policy is not None:
-            object.__setattr__(
-                self, "overlap_policy", _overlap_policy(self.task_name, self.overlap_policy)
-            )
-        for attr in ("task_name", "name", "category"):
-            value = getattr(self, attr)
-            if not isinstance(value, str) or not value.strip():
-                raise RegistryError(
-                    f"task {self.task_name!r}: {attr} must be a non-empty str, got {value!r}",
-                    field=attr,
-                )
-        if not isinstance(self.description, str):
-            raise RegistryError(
-                f"task {self.task_name!r}: description must be a str, got {self.description!r}",
-                field="description",
-            )
-        seen: set[str] = set()
-        for spec in self.params:
-            if spec.name in seen:
-                raise RegistryError(
-                    f"task {self.task_name!r}: param {spec.name!r} is declared twice",
-                    field="params",
-                    param=spec.name,
-                )
-            seen.add(spec.name)
-
-    def to_seed_dict(self) -> dict[str, Any]:
-        """Exactly ``{"name", "description", "category", "params"}``, as the seed had it."""
-        return {
-            "name": self.name,
-            "description": self.description,
-            "category": self.category,
-            "params": [spec.to_seed_dict() for spec in self.params],
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        """The full, JSON-safe description (task name, system flag, param details)."""
-        return {
-            "task_name": self.task_name,
-            "name": self.name,
-            "description": self.description,
-            "category": self.category,
-            "is_system": self.is_system,
-            "overlap_policy": None if self.overlap_policy is None else self.overlap_policy.value,
-            "params": [spec.to_dict() for spec in self.params],
-        }
-
-
-def _overlap_policy(task_name: str, value: object) -> OverlapPolicy | None:
-    if value is None:
-        return None
-    try:
-        return OverlapPolicy(str(value))
-    except ValueError:
-        allowed = ", ".join(policy.value for policy in OverlapPolicy)
-        raise RegistryError(
-            f"task {task_name!r}: overlap_policy must be one of {allowed}, got {value!r}",
-            field="overlap_policy",
-            task_name=task_name,
-        ) from None
-
-
-def _to_spec(task_name: str, param: ParamSpec | Mapping[str, Any]) -> ParamSpec:
-    if isinstance(param, ParamSpec):
-        return param
-    try:
-        return ParamSpec.from_mapping(param)
-    except RegistryError as exc:
-        details = {key: value for key, value in exc.details.items() if key != "task_name"}
-        raise RegistryError(
-            f"task {task_name!r}: {exc.message}", task_name=task_name, **details
-        ) from None
 
 
 def _suggest(task_name: str, names: list[str]) -> list[str]:
@@ -230,7 +144,7 @@ class TaskRegistry:
                 field="params",
                 task_name=task_name,
             )
-        specs = tuple(_to_spec(task_name, param) for param in params)
+        specs = tuple(to_spec(task_name, param) for param in params)
         return TaskInfo(
             task_name,
             name,
@@ -238,7 +152,7 @@ class TaskRegistry:
             category,
             specs,
             is_system=is_system,
-            overlap_policy=_overlap_policy(task_name, overlap_policy),
+            overlap_policy=overlap_policy_of(task_name, overlap_policy),
         )
 
     def _add(self, infos: list[TaskInfo]) -> list[TaskInfo]:

@@ -185,7 +185,7 @@ class RedisRunJournal:
             encode_record(record),
         ]
         if lock is not None:
-            keys += [self._keys.lock(lock.scope), self._keys.lock_index()]
+            keys += self._keys.lock_keys(lock.scope)
             args += acquire_args(lock.owner, ttl=lock.ttl, now=self._clock.now())
         with backend_errors(f"recording the start of run {record.celery_task_id}"):
             answer = self._start(keys=keys, args=args)
@@ -229,7 +229,7 @@ class RedisRunJournal:
             0 if done_ttl is None else ttl_milliseconds(done_ttl),
         ]
         if lock is not None:
-            keys += [self._keys.lock(lock.scope), self._keys.lock_index()]
+            keys += self._keys.lock_keys(lock.scope)
             args[7:10] = [
                 lock.action.value,
                 lock.key,

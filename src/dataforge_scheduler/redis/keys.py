@@ -147,6 +147,10 @@ class Keys:
         """The sorted set of held lock keys, scored by when each expires (ms)."""
         return f"{self._prefix}:locks"
 
+    def lock_keys(self, scope: str) -> list[str]:
+        """The keys every lock script takes: the lock of ``scope``, then the index."""
+        return [self.lock(scope), self.lock_index()]
+
     def scope_of(self, lock_key: str) -> str:
         """The scope a lock key was built from (inverse of ``lock``)."""
         head = f"{self._prefix}:lock:"

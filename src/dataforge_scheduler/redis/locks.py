@@ -139,11 +139,8 @@ class RedisLockManager:
         self._force_release = client.register_script(_FORCE_RELEASE)
         self._list = client.register_script(_LIST)
 
-    def _lock_keys(self, scope: str) -> builtins.list[str]:
-        return [self._keys.lock(scope), self._keys.lock_index()]
-
     def acquire(self, scope: str, owner: LockOwner, *, ttl: float) -> Acquired | LockInfo:
-        keys = self._lock_keys(scope)
+        keys = self._keys.lock_keys(scope)
         args = acquire_args(owner, ttl=ttl, now=self._clock.now())
         with backend_errors(f"acquiring lock {scope!r}"):
             result = self._acquire(keys=keys, args=args)
@@ -152,7 +149,7 @@ class RedisLockManager:
     def extend(self, scope: str, token: str, *, ttl: float) -> None:
         ttl_ms = ttl_milliseconds(ttl)
         with backend_errors(f"extending lock {scope!r}"):
-            extended = int(self._extend(keys=self._lock_keys(scope), args=[token, ttl_ms]))
+            extended = int(self._extend(keys=self._keys.lock_keys(scope), args=[token, ttl_ms]))
         if not extended:
             raise LockLost(
                 f"lock {scope!r} is no longer held by this token (expired or force-released)",
@@ -161,17 +158,17 @@ class RedisLockManager:
 
     def release(self, scope: str, token: str) -> bool:
         with backend_errors(f"releasing lock {scope!r}"):
-            released = self._release_if(keys=self._lock_keys(scope), args=["token", token])
+            released = self._release_if(keys=self._keys.lock_keys(scope), args=["token", token])
         return bool(int(released))
 
     def release_for_task(self, scope: str, celery_task_id: str) -> bool:
-        keys = self._lock_keys(scope)
+        keys = self._keys.lock_keys(scope)
         with backend_errors(f"releasing lock {scope!r} of task {celery_task_id}"):
             released = self._release_if(keys=keys, args=["celery_task_id", celery_task_id])
         return bool(int(released))
 
     def force_release(self, scope: str) -> LockInfo | None:
-        keys = self._lock_keys(scope)
+        keys = self._keys.lock_keys(scope)
         with backend_errors(f"force-releasing lock {scope!r}"):
             fields, pttl = self._force_release(keys=keys)
         info = _lock_info(keys[0], scope, _pairs(fields), int(pttl))

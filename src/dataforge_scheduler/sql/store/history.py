@@ -30,14 +30,8 @@ from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
 from dataforge_scheduler.core.journal import FinishRecord, Record, StartRecord
 from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution
 from dataforge_scheduler.sql.store.common import capped_json, clean_text, dialect_insert, json_safe
-from dataforge_scheduler.sql.store.runs import (
-    DEFAULT_RESULT_MAX_BYTES,
-    counters,
-    finish_run,
-    last_error,
-    outcome_statement,
-    start_run,
-)
+from dataforge_scheduler.sql.store.counters import counters, last_error, outcome_statement
+from dataforge_scheduler.sql.store.runs import DEFAULT_RESULT_MAX_BYTES, finish_run, start_run
 
 __all__ = ["HistoryApplied", "apply_history"]
 

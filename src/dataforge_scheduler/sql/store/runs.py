@@ -4,10 +4,11 @@ finishes a run from outside it: the reaper, the worker's main process, the API).
 These sit on every run's path, so each act is as few statements as the dialects allow,
 built once per dialect and variant as Core statements with bind parameters, answering
 plain values rather than ORM rows. Starting is one upsert; finishing is one UPDATE of the
-run plus one arithmetic UPDATE of its schedule's counters in the same transaction (no
-read-modify-write). A run whose row is already past ``pending`` is never started twice:
-a duplicate delivery gets ``None``. Retries keep one row per Celery task id; ``retries``
-on the row is the attempt number, which orders the overlapping attempts Celery produces
+run plus one arithmetic UPDATE of its schedule's counters (``store.counters``) in the
+same transaction (no read-modify-write). A run whose row is already past ``pending`` is
+never started twice: a duplicate delivery gets ``None``. Retries keep one row per
+Celery task id; ``retries`` on the row is the attempt number, which orders the
+overlapping attempts Celery produces
 (the next attempt can start before the previous one has recorded ``retrying``: see
 docs/internals.md §2). A ``retrying`` row is started only by the attempt
 it waits for. A run's real outcome replaces a ``lost`` verdict on the same attempt (the
@@ -38,15 +39,17 @@ from dataforge_scheduler.sql.store.common import (
     dialect_insert,
     json_safe,
 )
+from dataforge_scheduler.sql.store.counters import param as _param
+from dataforge_scheduler.sql.store.counters import params as _params
+from dataforge_scheduler.sql.store.counters import (
+    record_outcome,
+)
 
 __all__ = [
     "DEFAULT_RESULT_MAX_BYTES",
     "RunFinished",
     "RunStarted",
-    "counters",
     "finish_run",
-    "last_error",
-    "outcome_statement",
     "start_run",
 ]
 
@@ -55,9 +58,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_RESULT_MAX_BYTES = 65536
 
 _OPEN = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.RETRYING)
-# a body ran: these count as runs; skipped and revoked ones never started the work
-_COUNTED = frozenset({ExecutionStatus.SUCCESS, ExecutionStatus.FAILED, ExecutionStatus.LOST})
-_FAILURES = frozenset({ExecutionStatus.FAILED, ExecutionStatus.LOST})
 
 _RUNS_TABLE = cast(sa.Table, TaskExecution.__table__)
 _SCHEDULES_TABLE = cast(sa.Table, ScheduledTask.__table__)
@@ -91,15 +91,6 @@ class RunFinished:
     execution_id: int
     scheduled_task_id: int | None
     status: ExecutionStatus
-
-
-def _param(name: str, column: sa.ColumnElement[Any]) -> sa.BindParameter[Any]:
-    # prefixed: a bind parameter may not take a column's name in INSERT or UPDATE
-    return sa.bindparam(f"p_{name}", type_=column.type)
-
-
-def _params(**values: Any) -> dict[str, Any]:
-    return {f"p_{name}": value for name, value in values.items()}
 
 
 # ---------------------------------------------------------------- start
@@ -238,85 +229,6 @@ def _finish_statement(dialect: str, *, with_log: bool, over_lost: bool) -> Any:
     )
 
 
-@functools.cache
-def outcome_statement(*, started: bool) -> Any:
-    """The one UPDATE of a schedule's counters: increments (negative to undo a verdict)."""
-    values: dict[str, Any] = {
-        "last_status": _param("last_status", _SCHEDULES.last_status),
-        "last_execution_id": _param("execution_id", _SCHEDULES.last_execution_id),
-        "last_error": _param("last_error", _SCHEDULES.last_error),
-        "run_count": _SCHEDULES.run_count + sa.bindparam("p_runs", type_=sa.Integer),
-        "success_count": _SCHEDULES.success_count + sa.bindparam("p_successes", type_=sa.Integer),
-        "failure_count": _SCHEDULES.failure_count + sa.bindparam("p_failures", type_=sa.Integer),
-        "total_runtime_ms": _SCHEDULES.total_runtime_ms
-        + sa.bindparam("p_runtime", type_=sa.Integer),
-    }
-    if started:
-        values["last_run_at"] = _param("last_run_at", _SCHEDULES.last_run_at)
-    schedule_id = _param("schedule_id", _SCHEDULES.id)
-    return update(_SCHEDULES_TABLE).where(_SCHEDULES.id == schedule_id).values(values)
-
-
-def counters(
-    status: ExecutionStatus,
-    *,
-    started: bool,
-    duration_ms: int | None,
-    replaced_lost_ms: int | None = None,
-) -> tuple[int, int, int, int]:
-    """What one outcome adds to a schedule's runs, successes, failures and runtime;
-    ``replaced_lost_ms`` undoes a ``lost`` verdict that counted a run, a failure and
-    that many milliseconds."""
-    counted = started and status in _COUNTED
-    runs = int(counted)
-    successes = int(counted and status is ExecutionStatus.SUCCESS)
-    failures = int(counted and status in _FAILURES)
-    runtime = (duration_ms or 0) if counted else 0
-    if replaced_lost_ms is not None:
-        runs, failures, runtime = runs - 1, failures - 1, runtime - replaced_lost_ms
-    return runs, successes, failures, runtime
-
-
-def last_error(status: ExecutionStatus, error: str | None) -> str | None:
-    """What a finished run leaves in its schedule's ``last_error``: its error when it
-    failed or was lost, else nothing."""
-    return error if status in _FAILURES else None
-
-
-def _record_outcome(
-    session: Session,
-    row: Any,
-    *,
-    status: ExecutionStatus,
-    error: str | None,
-    replaced_lost_ms: int | None = None,
-) -> None:
-    """Count a finished row ``(id, scheduled_task_id, started_at, duration_ms)`` on its
-    schedule. A run that never started is no run: it sets only ``last_status``,
-    ``last_execution_id`` and ``last_error``."""
-    execution_id, schedule_id, started_at, duration_ms = row
-    if schedule_id is None:
-        return
-    runs, successes, failures, runtime = counters(
-        status,
-        started=started_at is not None,
-        duration_ms=duration_ms,
-        replaced_lost_ms=replaced_lost_ms,
-    )
-    outcome = _params(
-        schedule_id=schedule_id,
-        last_status=status,
-        execution_id=execution_id,
-        last_error=last_error(status, error),
-        runs=runs,
-        successes=successes,
-        failures=failures,
-        runtime=runtime,
-        last_run_at=started_at,
-    )
-    session.execute(outcome_statement(started=started_at is not None), outcome)
-
-
 def finish_run(
     session: Session,
     *,
@@ -370,7 +282,7 @@ def finish_run(
     statement = _finish_statement(dialect, with_log=with_log, over_lost=False)
     row = session.execute(statement, params).first()
     if row is not None:
-        _record_outcome(session, row, status=status, error=params["p_error"])
+        record_outcome(session, row, status=status, error=params["p_error"])
         return RunFinished(row[0], row[1], status)
     if attempt is None or status is ExecutionStatus.LOST:
         return None
@@ -414,7 +326,7 @@ def _replace_lost(
         lost.error,
         status.value,
     )
-    _record_outcome(
+    record_outcome(
         session, row, status=status, error=params["p_error"], replaced_lost_ms=counted_ms
     )
     return RunFinished(row[0], row[1], status)
