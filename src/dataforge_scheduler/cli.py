@@ -1,5 +1,5 @@
 """The ``dataforge-scheduler`` command: ``init-db``, ``check``, ``migrate``,
-``history-writer``, ``demo``, ``api``.
+``history-writer``, ``cancel``, ``rerun``, ``demo``, ``api``.
 
 Each subcommand reads settings from the environment (``DATAFORGE_*``) unless told
 otherwise, prints one line per fact, and exits non-zero when something is wrong. This is
@@ -9,6 +9,7 @@ the only module (with the demo) that prints.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -294,23 +295,34 @@ def _firing_problems(row: Any, *, runtime: Runtime) -> list[str]:
 # ---------------------------------------------------------------- cancel
 
 
-def cmd_cancel(args: argparse.Namespace) -> int:
-    import getpass
-
+def _control_runtime(args: argparse.Namespace) -> Runtime:
+    """The host app's runtime (``-A``), or one set up from the settings: a command that
+    sends needs a broker."""
     from celery import Celery
 
-    from dataforge_scheduler.control import cancel_run
-    from dataforge_scheduler.core.enums import AuditAction, ExecutionStatus
-    from dataforge_scheduler.sql.store import record_audit
     from dataforge_scheduler.wiring import setup
 
     settings = _settings(args)
     app = load_app(args.app) if args.app else Celery("dataforge-cli", set_as_current=False)
     try:
-        runtime = runtime_for(app)
-    except DataForgeError:  # the app module does not call setup(): the revoke needs a broker
-        runtime = setup(app, settings)
-    by = f"cli:{getpass.getuser()}"
+        return runtime_for(app)
+    except DataForgeError:  # the app module does not call setup()
+        return setup(app, settings)
+
+
+def _operator() -> str:
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from dataforge_scheduler.control import cancel_run
+    from dataforge_scheduler.core.enums import AuditAction, ExecutionStatus
+    from dataforge_scheduler.sql.store import record_audit
+
+    runtime = _control_runtime(args)
+    by = _operator()
 
     def audit(session: Any, before: ExecutionStatus, done: Any) -> None:
         record_audit(
@@ -333,6 +345,64 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         runtime.close()
     state = "revoked" if done.status is ExecutionStatus.REVOKED else "terminating"
     print(f"execution {done.execution_id} ({done.celery_task_id}): {state}: {done.reason}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- rerun
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"a JSON object is needed, got {type(value).__name__}")
+    return value
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    from dataforge_scheduler.control import rerun
+    from dataforge_scheduler.core.enums import AuditAction
+    from dataforge_scheduler.sql import store
+    from dataforge_scheduler.sql.store import record_audit
+
+    runtime = _control_runtime(args)
+    by = _operator()
+
+    def audit(session: Any, run: Any, schedule: Any) -> None:
+        record_audit(
+            session,
+            principal=by,
+            action=AuditAction.RERUN,
+            target_type="execution",
+            target_id=args.execution_id,
+            before=None,
+            after={"execution_id": run.execution_id, "task_id": run.celery_task_id},
+            request_id=None,
+            now=runtime.clock.now(),
+        )
+
+    try:
+        with runtime.session() as session:
+            task_name = store.get_execution(session, args.execution_id).task_name
+        # without -A the registry is empty: the worker is then the one to refuse bad kwargs
+        validate = task_name in runtime.registry
+        if not validate:
+            print(
+                f"note: kwargs not checked: {task_name!r} is not in the registry (pass -A)",
+                file=sys.stderr,
+            )
+        done = rerun(
+            runtime, args.execution_id, kwargs=args.kwargs, validate=validate, on_record=audit
+        )
+    finally:
+        runtime.close()
+    run = done.run
+    print(
+        f"execution {run.execution_id} ({run.celery_task_id}): sent, a rerun of execution "
+        f"{args.execution_id} ({run.task_name})"
+    )
     return EXIT_OK
 
 
@@ -396,6 +466,26 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--database-url", help="SQLAlchemy URL (default: DATAFORGE_DATABASE_URL)")
     cancel.add_argument("--redis-url", help="Redis URL (default: DATAFORGE_REDIS_URL)")
     cancel.set_defaults(handler=cmd_cancel)
+    again = sub.add_parser(
+        "rerun",
+        help="run an ended run again",
+        description=(
+            "Run one ended run again by its execution id: a new manual run of the same task "
+            "with the same kwargs (--kwargs merged over them, checked against the task's "
+            "params), linked to the original. A run still open is refused (exit 1)."
+        ),
+    )
+    again.add_argument("execution_id", type=int, help="the run's execution id")
+    again.add_argument(
+        "--kwargs",
+        type=_json_object,
+        default=None,
+        help="a JSON object merged over the original kwargs, e.g. '{\"days\": 7}'",
+    )
+    again.add_argument("-A", "--app", help="the host's Celery app as module:attribute")
+    again.add_argument("--database-url", help="SQLAlchemy URL (default: DATAFORGE_DATABASE_URL)")
+    again.add_argument("--redis-url", help="Redis URL (default: DATAFORGE_REDIS_URL)")
+    again.set_defaults(handler=cmd_rerun)
     migrations_cli.add_parser(sub)
     demo.add_parser(sub)
     serve.add_parser(sub)

@@ -9,6 +9,9 @@ with the reason (not counted as a run: it never started) and ``BackendUnavailabl
 is raised. If this process dies between the commit and the send, the row stays
 ``pending`` and unsent until the reaper ends it as ``lost``.
 
+``rerun`` runs an ended run again: a new manual run with the original's task and
+kwargs (an override merged over them), whose row points at the original (``rerun_of``).
+
 ``cancel_run`` stops a run. Its reason is noted where the worker reads it
 (``runtime.backend.cancels``), the run is revoked through the dispatcher (dropped when a
 worker receives it; terminated with SIGTERM when it is going), and its row is ended
@@ -37,15 +40,27 @@ from dataforge_scheduler.errors import (
     DataForgeError,
 )
 from dataforge_scheduler.sql import store
+from dataforge_scheduler.sql.models import ScheduledTask
 
 if TYPE_CHECKING:
+    from dataforge_scheduler.core.ports import Dispatcher
     from dataforge_scheduler.runtime import Runtime
-    from dataforge_scheduler.sql.models import ScheduledTask
     from dataforge_scheduler.sql.store import Session
 
-__all__ = ["CancelHook", "Cancellation", "ManualRun", "RecordHook", "cancel_run", "run_now"]
+__all__ = [
+    "CancelHook",
+    "Cancellation",
+    "ManualRun",
+    "RecordHook",
+    "cancel_run",
+    "rerun",
+    "run_now",
+]
 
 logger = logging.getLogger(__name__)
+
+#: The kwarg that ties a run to its schedule (the lock, the counters).
+SCHEDULE_KWARG = "scheduled_task_id"
 
 #: Called inside the transaction that records a manual run, before it commits, with the
 #: session, the run and its schedule (None for a bare task name).
@@ -94,39 +109,113 @@ def run_now(
     dispatcher, and ``BackendUnavailable`` when the broker refused the message (the row
     then says so).
     """
-    dispatcher = runtime.dispatcher
-    if dispatcher is None:
-        raise ConfigurationError(
-            "the runtime has no dispatcher: call dataforge_scheduler.setup()",
-            field="dispatcher",
-        )
+    dispatcher = _dispatcher(runtime)
     if (schedule_id is None) == (task_name is None):
         raise ConfigurationError("give exactly one of schedule_id and task_name", field="target")
-    celery_task_id = str(uuid.uuid4())
-    now = runtime.clock.now()
     with runtime.session() as session:
         schedule = None if schedule_id is None else store.get_schedule(session, schedule_id)
         name = schedule.task_name if schedule is not None else str(task_name)
         stored: Mapping[str, Any] = {} if schedule is None else (schedule.handler_kwargs or {})
-        merged = {**stored, **(kwargs or {})}
-        if validate:
-            merged = runtime.registry.validate_kwargs(name, merged)
-        if schedule is not None:
-            merged["scheduled_task_id"] = schedule.id
-        run = store.create_manual_run(
-            session,
-            schedule=schedule,
-            task_name=name,
-            celery_task_id=celery_task_id,
-            kwargs=merged,
-            now=now,
+        run = _record(
+            runtime, session, schedule, name, {**stored, **(kwargs or {})}, validate=validate
         )
         if on_record is not None:
             on_record(session, run, schedule)
+    return _send(runtime, dispatcher, run)
+
+
+def rerun(
+    runtime: Runtime,
+    execution_id: int,
+    *,
+    kwargs: Mapping[str, Any] | None = None,
+    validate: bool = True,
+    on_record: RecordHook | None = None,
+) -> ManualRun:
+    """Run execution ``execution_id`` again: a new manual run of the same task with the
+    same kwargs (``kwargs`` merged over them), on the same schedule while it exists (its
+    lock, queue and counters; a bare task run when it was deleted), whose row points at
+    the original through ``rerun_of``.
+
+    Only a run that has ended can be run again: ``ConflictError`` names the status of
+    one still open (cancel it first, or wait). Otherwise as ``run_now``: the kwargs are
+    validated against the task's params (``UnknownTask``, ``InvalidParams``), and
+    ``ExecutionNotFound``, ``ConfigurationError`` and ``BackendUnavailable`` are raised.
+    """
+    dispatcher = _dispatcher(runtime)
+    with runtime.session() as session:
+        original = store.get_execution(session, execution_id)
+        status = ExecutionStatus(original.status)
+        if not status.finished:
+            raise ConflictError(
+                f"execution {execution_id} has not ended ({status}): wait for it, or cancel "
+                "it, before running it again",
+                execution_id=execution_id,
+                status=str(status),
+            )
+        schedule = (
+            None
+            if original.scheduled_task_id is None
+            else session.get(ScheduledTask, original.scheduled_task_id)
+        )
+        stored = {k: v for k, v in (original.kwargs or {}).items() if k != SCHEDULE_KWARG}
+        run = _record(
+            runtime,
+            session,
+            schedule,
+            original.task_name,
+            {**stored, **(kwargs or {})},
+            validate=validate,
+            rerun_of=original.id,
+        )
+        if on_record is not None:
+            on_record(session, run, schedule)
+    return _send(runtime, dispatcher, run)
+
+
+def _dispatcher(runtime: Runtime) -> Dispatcher:
+    if runtime.dispatcher is None:
+        raise ConfigurationError(
+            "the runtime has no dispatcher: call dataforge_scheduler.setup()",
+            field="dispatcher",
+        )
+    return runtime.dispatcher
+
+
+def _record(
+    runtime: Runtime,
+    session: Session,
+    schedule: ScheduledTask | None,
+    task_name: str,
+    kwargs: dict[str, Any],
+    *,
+    validate: bool,
+    rerun_of: int | None = None,
+) -> ClaimedSlot:
+    """The ``pending`` row of a manual run, flushed in ``session`` (not committed)."""
+    if validate:
+        kwargs = runtime.registry.validate_kwargs(task_name, kwargs)
+    if schedule is not None:
+        kwargs[SCHEDULE_KWARG] = schedule.id
+    return store.create_manual_run(
+        session,
+        schedule=schedule,
+        task_name=task_name,
+        celery_task_id=str(uuid.uuid4()),
+        kwargs=kwargs,
+        now=runtime.clock.now(),
+        rerun_of=rerun_of,
+    )
+
+
+def _send(runtime: Runtime, dispatcher: Dispatcher, run: ClaimedSlot) -> ManualRun:
+    """Publish a committed manual run; its row records the send, or why it failed."""
     try:
         message = dispatcher.dispatch(run)
     except Exception as exc:  # any broker failure: the row says it was never sent
-        logger.warning("sending manual run %s of %s failed: %s", celery_task_id, name, exc)
+        logger.warning(
+            "sending manual run %s of %s failed: %s", run.celery_task_id, run.task_name, exc
+        )
         _mark_unsent(runtime, run, exc)
         if isinstance(exc, DataForgeError):
             raise
@@ -174,12 +263,7 @@ def cancel_run(
     ``BackendUnavailable`` when the broker cannot take the revoke (nothing was changed
     then).
     """
-    dispatcher = runtime.dispatcher
-    if dispatcher is None:
-        raise ConfigurationError(
-            "the runtime has no dispatcher: call dataforge_scheduler.setup()",
-            field="dispatcher",
-        )
+    dispatcher = _dispatcher(runtime)
     text = "cancelled" + (f" by {by}" if by else "") + (f": {reason}" if reason else "")
     with runtime.session() as session:
         row = store.get_execution(session, execution_id)

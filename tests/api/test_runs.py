@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -17,14 +18,21 @@ from dataforge_scheduler.sql import store
 pytestmark = pytest.mark.anyio
 
 
-def _execution(runtime: Runtime, schedule_id: int | None, task_id: str | None = None) -> int:
+def _execution(
+    runtime: Runtime,
+    schedule_id: int | None,
+    task_id: str | None = None,
+    *,
+    task_name: str = "dftest.sync_accounts",
+    kwargs: dict[str, Any] | None = None,
+) -> int:
     with runtime.session() as session:
         row = manual(
             session,
             scheduled_task_id=schedule_id,
-            task_name="dftest.sync_accounts",
+            task_name=task_name,
             celery_task_id=task_id or str(uuid.uuid4()),
-            kwargs={},
+            kwargs=kwargs or {},
             now=datetime.now(UTC),
         )
         return row.id
@@ -324,3 +332,103 @@ async def test_cancel_needs_a_write_key_an_existing_run_and_a_reachable_broker(
     assert "nothing was cancelled" in refused.json()["detail"]
     with runtime.session() as session:
         assert store.get_execution(session, execution_id).status is ExecutionStatus.PENDING
+
+
+# ---------------------------------------------------------------- rerun
+
+
+async def test_a_rerun_is_a_new_manual_run_of_the_same_task_linked_both_ways(
+    client: httpx.AsyncClient, runtime: Runtime, dispatcher: RecordingDispatcher
+) -> None:
+    row = add_schedule(
+        runtime, task_name="dftest.report", handler_kwargs={"days": 3}, queue="reports"
+    )
+    original = _execution(
+        runtime,
+        row.id,
+        task_name="dftest.report",
+        kwargs={"days": 3, "fmt": "csv", "scheduled_task_id": row.id},
+    )
+    _finish(runtime, original, ExecutionStatus.FAILED, "boom")
+
+    response = await client.post(f"/executions/{original}/rerun", json={"kwargs": {"days": "5"}})
+
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert accepted["rerun_of"] == original
+    assert accepted["scheduled_task_id"] == row.id
+    assert accepted["kwargs"] == {"days": 5, "fmt": "csv", "scheduled_task_id": row.id}
+    (sent,) = dispatcher.sent
+    assert (sent.task_name, sent.task_id) == ("dftest.report", accepted["task_id"])
+    assert sent.kwargs == accepted["kwargs"]
+    assert sent.options == {"queue": "reports"}, "the schedule's routing still applies"
+    assert sent.headers["df_trigger"] == "manual"
+    new = (await client.get(f"/executions/{accepted['execution_id']}")).json()
+    assert (new["rerun_of"], new["trigger"], new["status"]) == (original, "manual", "pending")
+    assert new["reruns"] == []
+    old = (await client.get(f"/executions/{original}")).json()
+    assert (old["rerun_of"], old["reruns"], old["status"]) == (None, [new["id"]], "failed")
+    audit = (await client.get("/audit", params={"action": "rerun"})).json()["items"]
+    assert [(a["target_type"], a["target_id"]) for a in audit] == [("execution", original)]
+    assert audit[0]["after"]["execution_id"] == new["id"]
+    history = (await client.get(f"/tasks/{row.id}/executions")).json()["items"]
+    assert [(item["id"], item["rerun_of"]) for item in history] == [
+        (new["id"], original),
+        (original, None),
+    ]
+
+
+async def test_a_run_whose_schedule_was_deleted_is_run_again_as_a_bare_task(
+    client: httpx.AsyncClient, runtime: Runtime, dispatcher: RecordingDispatcher
+) -> None:
+    row = add_schedule(runtime)
+    original = _execution(runtime, row.id, kwargs={"scheduled_task_id": row.id})
+    _finish(runtime, original, ExecutionStatus.SUCCESS, None)
+    assert (await client.delete(f"/tasks/{row.id}")).status_code == 204
+
+    response = await client.post(f"/executions/{original}/rerun")
+
+    assert response.status_code == 202, response.text
+    assert response.json()["scheduled_task_id"] is None
+    assert dispatcher.sent[0].kwargs == {}, "no stale schedule id: it would name a lock"
+
+
+async def test_a_rerun_needs_an_ended_run_valid_kwargs_a_write_key_and_a_broker(
+    client: httpx.AsyncClient, runtime: Runtime, dispatcher: RecordingDispatcher
+) -> None:
+    row = add_schedule(runtime, task_name="dftest.report", handler_kwargs={"days": 3})
+    open_run = _execution(runtime, row.id, task_name="dftest.report", kwargs={"days": 3})
+    ended = _execution(runtime, row.id, task_name="dftest.report", kwargs={"days": 3})
+    _finish(runtime, ended, ExecutionStatus.SUCCESS, None)
+    unknown = _execution(runtime, None, task_name="nobody.knows")
+    _finish(runtime, unknown, ExecutionStatus.FAILED, None)
+
+    still_open = await client.post(f"/executions/{open_run}/rerun")
+    read_only = await client.post(f"/executions/{ended}/rerun", headers={"X-API-Key": READ_KEY})
+    missing = await client.post("/executions/999999/rerun")
+    bad = await client.post(f"/executions/{ended}/rerun", json={"kwargs": {"days": "many"}})
+    extra = await client.post(f"/executions/{ended}/rerun", json={"kwargs": {"nope": 1}})
+    shape = await client.post(f"/executions/{ended}/rerun", json={"kwarg": {}})
+    unregistered = await client.post(f"/executions/{unknown}/rerun")
+    assert dispatcher.sent == []
+    dispatcher.down = True
+    refused = await client.post(f"/executions/{ended}/rerun")
+
+    assert still_open.status_code == 409
+    assert "has not ended (pending)" in still_open.json()["detail"]
+    assert read_only.status_code == 403
+    assert missing.status_code == 404
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["body", "kwargs", "days"]
+    assert extra.status_code == 422
+    assert extra.json()["detail"][0]["loc"] == ["body", "kwargs", "nope"]
+    assert shape.status_code == 422
+    assert unregistered.status_code == 422
+    assert "nobody.knows" in unregistered.json()["detail"]
+    assert refused.status_code == 503
+    with runtime.session() as session:
+        reruns = store.rerun_ids(session, ended)
+        assert len(reruns) == 1, "the refused send still left its row, ended failed"
+        unsent = store.get_execution(session, reruns[0])
+        assert unsent.status is ExecutionStatus.FAILED
+        assert str(unsent.error).startswith("not sent")

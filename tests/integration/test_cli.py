@@ -43,7 +43,7 @@ def cli_env(pg_url: str, redis_url: str, key_prefix: str) -> dict[str, str]:
 
 
 def test_help_for_every_subcommand(cli_env: dict[str, str]) -> None:
-    for command in ("init-db", "check", "cancel"):
+    for command in ("init-db", "check", "cancel", "rerun"):
         done = run_cli(command, "--help", env=cli_env)
         assert done.returncode == 0, done.stderr
         assert "usage: dataforge-scheduler " + command in done.stdout
@@ -223,3 +223,74 @@ def test_cancel_revokes_a_pending_run_and_refuses_an_ended_one(
     missing = run_cli("cancel", "999999", env=cli_env)
     assert missing.returncode == 1
     assert "no execution with id 999999" in missing.stderr
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_rerun_sends_an_ended_run_again_and_refuses_an_open_one(
+    cli_env: dict[str, str], pg: Any, redis_client: Any
+) -> None:
+    import getpass
+    import json
+    import uuid
+
+    from dataforge_scheduler.core.enums import ExecutionStatus
+    from dataforge_scheduler.sql import store
+    from dataforge_scheduler.sql.models import AuditEntry, TaskExecution, create_all
+
+    create_all(pg)
+    with sa.orm.Session(pg) as session, session.begin():
+        run = store.create_manual_run(
+            session,
+            schedule=None,
+            task_name="app.report",
+            celery_task_id=str(uuid.uuid4()),
+            kwargs={"days": 3, "fmt": "csv"},
+            now=datetime.now(UTC),
+        )
+    pending = run_cli("rerun", str(run.execution_id), env=cli_env)
+    assert pending.returncode == 1
+    assert "has not ended (pending)" in pending.stderr
+    with sa.orm.Session(pg) as session, session.begin():
+        store.finish_run(
+            session,
+            celery_task_id=run.celery_task_id,
+            status=ExecutionStatus.FAILED,
+            now=datetime.now(UTC),
+            error="boom",
+        )
+
+    done = run_cli("rerun", str(run.execution_id), "--kwargs", '{"days": 7}', env=cli_env)
+
+    assert done.returncode == 0, done.stderr
+    assert "not in the registry" in done.stderr
+    with sa.orm.Session(pg) as session:
+        new = session.scalars(
+            sa.select(TaskExecution).where(TaskExecution.rerun_of == run.execution_id)
+        ).one()
+        assert done.stdout.strip() == (
+            f"execution {new.id} ({new.celery_task_id}): sent, a rerun of execution "
+            f"{run.execution_id} (app.report)"
+        )
+        assert (new.task_name, new.kwargs, new.trigger) == (
+            "app.report",
+            {"days": 7, "fmt": "csv"},
+            "manual",
+        )
+        assert new.sent_at is not None
+        audit = session.scalars(sa.select(AuditEntry)).one()
+        assert (audit.action, audit.principal, audit.target_id) == (
+            "rerun",
+            f"cli:{getpass.getuser()}",
+            run.execution_id,
+        )
+    queued = [json.loads(raw) for raw in redis_client.lrange("celery", 0, -1)]
+    ours = [m for m in queued if m["headers"]["id"] == new.celery_task_id]
+    assert len(ours) == 1, "the broker holds the new run's message"
+    assert ours[0]["headers"]["task"] == "app.report"
+    for raw in redis_client.lrange("celery", 0, -1):
+        if json.loads(raw)["headers"]["id"] == new.celery_task_id:
+            redis_client.lrem("celery", 1, raw)
+    bad = run_cli("rerun", str(run.execution_id), "--kwargs", "[1]", env=cli_env)
+    assert bad.returncode == 2
+    assert "a JSON object is needed" in bad.stderr

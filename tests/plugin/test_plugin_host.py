@@ -104,6 +104,26 @@ def test_a_failed_run(dataforge_run_task, dataforge_schedule_factory):
     assert (stored.run_count, stored.success_count, stored.failure_count) == (1, 0, 1)
 
 
+def test_a_failed_run_run_again(dataforge_run_task, dataforge_schedule_factory):
+    schedule = dataforge_schedule_factory.make(
+        task_name="hostapp.sync", handler_kwargs={"count": 2}
+    )
+    first = dataforge_run_task(schedule)
+    again = dataforge_run_task.rerun(first, count=6)
+    assert again.status is ExecutionStatus.SUCCESS
+    assert again.rerun_of == first.id
+    assert again.id != first.id
+    assert again.trigger is ExecutionTrigger.MANUAL
+    assert again.result == {"synced_count": 6}
+    assert again.kwargs == {"count": 6, "scheduled_task_id": schedule.id}
+    failed = dataforge_run_task(dataforge_schedule_factory.make(
+        task_name="hostapp.boom", task_type="manual"
+    ))
+    retried = dataforge_run_task.rerun(failed.id)
+    assert (retried.rerun_of, retried.status) == (failed.id, ExecutionStatus.FAILED)
+    assert dataforge_schedule_factory.get(schedule).run_count == 2
+
+
 def test_a_locked_run_is_skipped(dataforge_run_task, dataforge_schedule_factory):
     schedule = dataforge_schedule_factory.make(task_name="hostapp.sync")
     with dataforge_run_task.holding_lock(schedule) as holder:
@@ -238,7 +258,7 @@ def test_a_host_project_uses_every_fixture_and_overrides_them(
         test_a_overrides=textwrap.dedent(OVERRIDES), test_host=textwrap.dedent(HOST_TESTS)
     )
     result = host_project.runpytest_subprocess("-q")
-    result.assert_outcomes(passed=13)
+    result.assert_outcomes(passed=14)
     assert "Traceback" not in result.stderr.str(), outcome_report(result)
 
 

@@ -53,6 +53,7 @@ from dataforge_scheduler.api.schemas.runs import (
     LockState,
     LogStreamQuery,
     ReleaseResult,
+    RerunRequest,
     RunAccepted,
     RunRequest,
 )
@@ -122,6 +123,10 @@ def build_router() -> Router:
         ("/executions/{id}/cancel", _op("POST", runs.cancel_execution, "Cancel a run", "runs",
                                         access=W, body_model=CancelRequest, body_required=False,
                                         response_model=CancelResult, errors=(409,))),
+        ("/executions/{id}/rerun", _op("POST", runs.rerun_execution, "Run a run again", "runs",
+                                       access=W, status=202, body_model=RerunRequest,
+                                       body_required=False, response_model=RunAccepted,
+                                       errors=(409,))),
         ("/executions/{id}/logs", _op("GET", stream_logs, "Live log (SSE)", "runs",
                                       media_type="text/event-stream",
                                       query_model=LogStreamQuery, errors=(429,))),

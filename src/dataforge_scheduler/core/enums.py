@@ -113,3 +113,4 @@ class AuditAction(StrEnum):
     RESUME = "resume"
     RELEASE_LOCK = "release_lock"
     CANCEL = "cancel"
+    RERUN = "rerun"

@@ -46,6 +46,7 @@ from dataforge_scheduler.sql.types import JSONType, StrEnumType, UTCDateTime
 __all__ = [
     "CHANGES_CHANNEL",
     "NAMING_CONVENTION",
+    "RERUN_PREDICATE",
     "UNINITIALISED_PREDICATE",
     "UNSENT_PREDICATE",
     "AuditEntry",
@@ -80,6 +81,7 @@ UNINITIALISED_PREDICATE = (
     f"AND task_type IN ({_DUE_TYPE_VALUES})"
 )
 UNSENT_PREDICATE = f"status = '{ExecutionStatus.PENDING.value}' AND sent_at IS NULL"
+RERUN_PREDICATE = "rerun_of IS NOT NULL"
 
 
 def _partial(name: str, column_name: str, predicate: str) -> Index:
@@ -207,7 +209,8 @@ class TaskExecution(Base):
     ``(scheduled_task_id, scheduled_for)`` is unique, which is how a scheduler claims a
     slot at most once; manual and external runs have ``scheduled_for`` NULL, and NULLs
     never conflict. ``ix_task_executions_unsent`` (partial, literal predicate) holds only
-    the claimed slots not yet sent, for the scheduler's unsent-slot sweep.
+    the claimed slots not yet sent, for the scheduler's unsent-slot sweep;
+    ``ix_task_executions_rerun_of`` (partial) finds the reruns of a run.
     """
 
     __tablename__ = "task_executions"
@@ -219,6 +222,7 @@ class TaskExecution(Base):
         Index("ix_task_executions_reaper", "status", "started_at"),
         Index("ix_task_executions_created_at", "created_at"),
         _partial("ix_task_executions_unsent", "created_at", UNSENT_PREDICATE),
+        _partial("ix_task_executions_rerun_of", "rerun_of", RERUN_PREDICATE),
     )
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - SQLAlchemy reads a plain dict
 
@@ -248,6 +252,10 @@ class TaskExecution(Base):
     error: Mapped[str | None] = mapped_column(Text)
     traceback: Mapped[str | None] = mapped_column(Text)
     log_output: Mapped[str | None] = mapped_column(Text)
+    # the run this one runs again (``control.rerun``); cleared if that row is purged
+    rerun_of: Mapped[int | None] = mapped_column(
+        _ID, ForeignKey("task_executions.id", ondelete="SET NULL")
+    )
 
     def __repr__(self) -> str:
         return (

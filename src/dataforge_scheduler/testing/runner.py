@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from dataforge_scheduler.control import run_now
+from dataforge_scheduler.control import rerun, run_now
 from dataforge_scheduler.core.values import Acquired, LockInfo, LockOwner
 from dataforge_scheduler.errors import InvalidParams, LockNotAcquired, UnknownTask
 from dataforge_scheduler.redis.keys import run_scope
@@ -82,6 +82,22 @@ class TaskRunner:
             validate=False,
         )
         return done.run.celery_task_id
+
+    def rerun(
+        self,
+        execution: TaskExecution | int,
+        /,
+        *,
+        timeout: float | None = None,
+        **kwargs_override: Any,
+    ) -> TaskExecution:
+        """Run an ended run (its row or execution id) again, as ``POST
+        /executions/{id}/rerun`` does, and return the new run's finished row (its
+        ``rerun_of`` is the original's id). ``kwargs_override`` is merged over the
+        original's kwargs. Raises ``ConflictError`` for a run still open."""
+        execution_id = execution.id if isinstance(execution, TaskExecution) else execution
+        done = rerun(self.runtime, execution_id, kwargs=kwargs_override, validate=False)
+        return self.wait(done.run.celery_task_id, timeout=timeout)
 
     def wait(self, celery_task_id: str, *, timeout: float | None = None) -> TaskExecution:
         """Wait until run ``celery_task_id`` is finished and return its row."""

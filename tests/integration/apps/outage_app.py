@@ -55,3 +55,14 @@ def stubborn(self: DataForgeTask, work: float = 60) -> str:
     with BODY_LOG.open("a", encoding="utf-8") as proof:
         proof.write(f"{self.request.id}\n")
     return "ok"
+
+
+@app.task(base=DataForgeTask, bind=True, name="ot.flaky")
+def flaky(self: DataForgeTask, scheduled_task_id: int | None = None, fail: bool = False) -> str:
+    """Fails when told to (``fail``), else leaves its proof like ``ot.tick``."""
+    task_log("flaky", "failing" if fail else "working", self.request.id)
+    if fail:
+        raise RuntimeError("told to fail")
+    with BODY_LOG.open("a", encoding="utf-8") as proof:
+        proof.write(f"{self.request.id}\n")
+    return "ok"

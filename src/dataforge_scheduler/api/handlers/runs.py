@@ -1,4 +1,4 @@
-"""Run now, pause, resume, and the run history of a schedule or one run.
+"""Run now, rerun, cancel, pause, resume, and the run history of a schedule or one run.
 
 "Run now" is ``control.run_now``: the ``pending`` row and its audit row are committed in
 one transaction, then the run is published through the runtime's ``Dispatcher`` (the API
@@ -22,10 +22,11 @@ from dataforge_scheduler.api.schemas.runs import (
     ExecutionOut,
     ExecutionPage,
     ListExecutionsQuery,
+    RerunRequest,
     RunAccepted,
     RunRequest,
 )
-from dataforge_scheduler.control import Cancellation, cancel_run, run_now
+from dataforge_scheduler.control import Cancellation, cancel_run, rerun, run_now
 from dataforge_scheduler.core.enums import AuditAction, ExecutionStatus
 from dataforge_scheduler.core.slots import ClaimedSlot
 from dataforge_scheduler.errors import (
@@ -43,6 +44,7 @@ __all__ = [
     "get_execution",
     "list_task_executions",
     "pause_task",
+    "rerun_execution",
     "resume_task",
     "run_task",
 ]
@@ -78,11 +80,7 @@ async def run_task(ctx: Context) -> Response:
     except UnknownTask as exc:
         raise HTTPError(422, f"the schedule's task_name cannot run: {exc.message}") from None
     except InvalidParams as exc:
-        items = [
-            error_item(["body", "kwargs", *item["loc"][1:]], item["msg"], item["type"])
-            for item in exc.errors
-        ]
-        raise validation_failed(items) from None
+        raise _invalid_kwargs(exc) from None
     except ConfigurationError as exc:
         raise _no_dispatcher(exc) from None
     except BackendUnavailable as exc:
@@ -132,6 +130,53 @@ async def cancel_execution(ctx: Context) -> Response:
     return json_response(_cancelled(done))
 
 
+async def rerun_execution(ctx: Context) -> Response:
+    execution_id: int = ctx.path["id"]
+    body = await ctx.optional_body(RerunRequest)
+    override = (body.kwargs if body is not None else None) or {}
+    now = ctx.now()
+
+    def audit(session: Session, run: ClaimedSlot, schedule: ScheduledTask | None) -> None:
+        record_audit(
+            session,
+            principal=ctx.principal_name,
+            action=AuditAction.RERUN,
+            target_type="execution",
+            target_id=execution_id,
+            before=None,
+            after=_accepted(run, run.scheduled_task_id, rerun_of=execution_id).model_dump(
+                mode="json"
+            ),
+            request_id=ctx.request.request_id,
+            now=now,
+        )
+
+    try:
+        done = await ctx.offload(
+            lambda: rerun(ctx.runtime, execution_id, kwargs=override, on_record=audit)
+        )
+    except UnknownTask as exc:
+        raise HTTPError(422, f"the run's task_name cannot run: {exc.message}") from None
+    except InvalidParams as exc:
+        raise _invalid_kwargs(exc) from None
+    except ConfigurationError as exc:
+        raise _no_dispatcher(exc) from None
+    except BackendUnavailable as exc:
+        raise HTTPError(
+            503, f"the run was recorded but could not be sent: {unavailable(exc)}"
+        ) from exc
+    accepted = _accepted(done.run, done.run.scheduled_task_id, rerun_of=execution_id)
+    return json_response(accepted, status=202)
+
+
+def _invalid_kwargs(exc: InvalidParams) -> Exception:
+    items = [
+        error_item(["body", "kwargs", *item["loc"][1:]], item["msg"], item["type"])
+        for item in exc.errors
+    ]
+    return validation_failed(items)
+
+
 def _no_dispatcher(exc: ConfigurationError) -> Exception:
     """503 for a runtime without dispatcher; any other configuration error as it is."""
     if exc.field != "dispatcher":
@@ -149,7 +194,9 @@ def _cancelled(done: Cancellation) -> CancelResult:
     )
 
 
-def _accepted(run: ClaimedSlot, schedule_id: int) -> RunAccepted:
+def _accepted(
+    run: ClaimedSlot, schedule_id: int | None, *, rerun_of: int | None = None
+) -> RunAccepted:
     return RunAccepted(
         task_id=run.celery_task_id,
         execution_id=run.execution_id,
@@ -157,6 +204,7 @@ def _accepted(run: ClaimedSlot, schedule_id: int) -> RunAccepted:
         task_name=run.task_name,
         status=ExecutionStatus.PENDING,
         kwargs=run.kwargs,
+        rerun_of=rerun_of,
     )
 
 
@@ -222,11 +270,11 @@ async def list_task_executions(ctx: Context) -> Response:
 async def get_execution(ctx: Context) -> Response:
     execution_id: int = ctx.path["id"]
 
-    def read(session: Session) -> tuple[ExecutionOut, str | None]:
+    def read(session: Session) -> tuple[ExecutionOut, str | None, list[int]]:
         row = store.get_execution(session, execution_id)
-        return execution_out(row), row.log_output
+        return execution_out(row), row.log_output, store.rerun_ids(session, execution_id)
 
-    row, stored = await ctx.in_session(read)
+    row, stored, reruns = await ctx.in_session(read)
     log: str | None
     if row.status.finished and stored is not None:
         log, count = stored, len(stored.splitlines())
@@ -237,4 +285,5 @@ async def get_execution(ctx: Context) -> Response:
             log, count = "\n".join(line.text for line in lines), len(lines)
         else:
             log, count = stored, len((stored or "").splitlines())
-    return json_response(ExecutionDetail(**row.model_dump(), log=log, log_lines=count))
+    detail = ExecutionDetail(**row.model_dump(), log=log, log_lines=count, reruns=reruns)
+    return json_response(detail)

@@ -22,6 +22,7 @@ __all__ = [
     "LockState",
     "LogStreamQuery",
     "ReleaseResult",
+    "RerunRequest",
     "RunAccepted",
     "RunRequest",
 ]
@@ -36,15 +37,28 @@ class RunRequest(BaseModel):
     kwargs: dict[str, Any] | None = None
 
 
+class RerunRequest(BaseModel):
+    """Optional body of ``POST /executions/{id}/rerun``: kwargs that override the
+    original run's kwargs for the new run, validated against the task's params."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kwargs: dict[str, Any] | None = None
+
+
 class RunAccepted(BaseModel):
     """A run that was recorded (``pending``) and sent to the workers."""
 
     task_id: str = Field(description="the Celery task id of the run")
     execution_id: int
-    scheduled_task_id: int
+    scheduled_task_id: int | None = Field(
+        description="the schedule the run belongs to (null: a rerun of a run whose "
+        "schedule was deleted)"
+    )
     task_name: str
     status: ExecutionStatus
     kwargs: dict[str, Any]
+    rerun_of: int | None = Field(None, description="the execution this run runs again")
 
 
 class CancelRequest(BaseModel):
@@ -98,6 +112,7 @@ class ExecutionOut(BaseModel):
     result: Any = None
     error: str | None
     traceback: str | None
+    rerun_of: int | None = Field(None, description="the execution this run ran again")
 
 
 class ExecutionDetail(ExecutionOut):
@@ -105,6 +120,9 @@ class ExecutionDetail(ExecutionOut):
 
     log: str | None
     log_lines: int
+    reruns: list[int] = Field(
+        default_factory=list, description="the executions that ran this one again, oldest first"
+    )
 
 
 class ExecutionPage(BaseModel):

@@ -46,6 +46,7 @@ from dataforge_scheduler.sql.store.executions import (
     get_execution_by_celery_id,
     list_executions,
     mark_sent,
+    rerun_ids,
 )
 from dataforge_scheduler.sql.store.fields import SCHEDULE_FIELDS, TRIGGER_FIELDS
 from dataforge_scheduler.sql.store.history import HistoryApplied, apply_history
@@ -106,6 +107,7 @@ __all__ = [
     "pause_schedule",
     "ping",
     "record_audit",
+    "rerun_ids",
     "resume_schedule",
     "schedule_snapshot",
     "start_run",

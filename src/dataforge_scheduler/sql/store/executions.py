@@ -40,6 +40,7 @@ __all__ = [
     "get_execution_by_celery_id",
     "list_executions",
     "mark_sent",
+    "rerun_ids",
 ]
 
 
@@ -75,6 +76,16 @@ def cancel_execution(
         row.error = reason
     session.flush()
     return before, row
+
+
+def rerun_ids(session: Session, execution_id: int) -> list[int]:
+    """The ids of the runs that ran execution ``execution_id`` again, oldest first."""
+    query = (
+        select(TaskExecution.id)
+        .where(TaskExecution.rerun_of == execution_id)
+        .order_by(TaskExecution.id)
+    )
+    return list(session.scalars(query))
 
 
 def get_execution_by_celery_id(session: Session, celery_task_id: str) -> TaskExecution | None:
@@ -120,9 +131,11 @@ def create_manual_run(
     celery_task_id: str,
     kwargs: Mapping[str, Any],
     now: datetime,
+    rerun_of: int | None = None,
 ) -> ClaimedSlot:
     """Insert the ``pending`` row of a manual run of ``schedule`` (or of a bare task name,
-    with no schedule) and return it ready to send (flushed, not committed)."""
+    with no schedule), a rerun of execution ``rerun_of`` when given, and return it ready
+    to send (flushed, not committed)."""
     now = aware_now(now)
     execution = TaskExecution(
         scheduled_task_id=None if schedule is None else schedule.id,
@@ -132,6 +145,7 @@ def create_manual_run(
         status=ExecutionStatus.PENDING,
         created_at=now,
         kwargs=json_safe(dict(kwargs)),
+        rerun_of=rerun_of,
     )
     session.add(execution)
     session.flush()
