@@ -190,6 +190,71 @@ async def test_pause_and_resume_are_idempotent_and_audited_once(
     assert actions == ["resume", "pause"]
 
 
+async def test_a_pause_note_shows_with_the_status_until_resumed(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    row = add_schedule(runtime)
+
+    paused = await client.post(f"/tasks/{row.id}/pause", json={"note": "上游接口维护"})
+    renoted = await client.post(f"/tasks/{row.id}/pause", json={"note": "until Monday"})
+    listed = (await client.get("/tasks", params={"status": "paused"})).json()["items"]
+    detail = (await client.get(f"/tasks/{row.id}")).json()
+    resumed = await client.post(f"/tasks/{row.id}/resume")
+
+    assert paused.status_code == 200, paused.text
+    assert (paused.json()["status"], paused.json()["pause_note"]) == ("paused", "上游接口维护")
+    assert renoted.json()["pause_note"] == "until Monday"
+    assert [(item["id"], item["pause_note"]) for item in listed] == [(row.id, "until Monday")]
+    assert detail["pause_note"] == "until Monday"
+    assert (resumed.json()["status"], resumed.json()["pause_note"]) == ("active", None)
+    audit = (await client.get("/audit")).json()["items"]
+    assert [entry["action"] for entry in audit] == ["resume", "pause", "pause"]
+    assert audit[1]["before"]["pause_note"] == "上游接口维护"
+    assert audit[1]["after"]["pause_note"] == "until Monday"
+
+
+async def test_a_pause_note_is_checked_and_needs_a_write_key(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    row = add_schedule(runtime)
+
+    for body in ({"note": ""}, {"note": "x" * 501}, {"note": 5}, {"notes": "x"}):
+        refused = await client.post(f"/tasks/{row.id}/pause", json=body)
+        assert refused.status_code == 422, body
+        assert refused.json()["detail"][0]["loc"][:2] == ["body", next(iter(body))]
+    read_only = await client.post(
+        f"/tasks/{row.id}/pause", json={"note": "x"}, headers={"X-API-Key": READ_KEY}
+    )
+    assert read_only.status_code == 403
+    assert (await client.get(f"/tasks/{row.id}")).json()["status"] == "active"
+
+
+async def test_pause_after_failures_is_set_shown_checked_and_cleared(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {
+        "name": "fragile",
+        "task_type": "interval",
+        "task_name": "dftest.sync_accounts",
+        "interval_seconds": 60,
+        "pause_after_failures": 3,
+    }
+    created = await client.post("/tasks", json=body)
+    assert created.status_code == 201, created.text
+    task = created.json()
+    assert (task["pause_after_failures"], task["failure_streak"], task["pause_note"]) == (
+        3,
+        0,
+        None,
+    )
+    for bad in (0, -2, "3", 2.5, True):
+        refused = await client.patch(f"/tasks/{task['id']}", json={"pause_after_failures": bad})
+        assert refused.status_code == 422, bad
+        assert refused.json()["detail"][0]["loc"] == ["body", "pause_after_failures"]
+    cleared = await client.patch(f"/tasks/{task['id']}", json={"pause_after_failures": None})
+    assert cleared.json()["pause_after_failures"] is None
+
+
 async def test_pause_unknown_is_404(client: httpx.AsyncClient) -> None:
     assert (await client.post("/tasks/4040/pause")).status_code == 404
     assert (await client.post("/tasks/4040/resume")).status_code == 404

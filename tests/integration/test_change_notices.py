@@ -69,3 +69,43 @@ def test_listening_on_an_unreachable_database_says_so() -> None:
             store.listen_for_changes(engine)
     finally:
         engine.dispose()
+
+
+def test_a_run_ending_is_quiet_unless_it_pauses_its_schedule(pg: Any) -> None:
+    from dataforge_scheduler.core.enums import ExecutionStatus, TaskStatus
+    from dataforge_scheduler.sql.models import ScheduledTask
+
+    schedule_id = _schedule(pg)
+    _sql(pg, f"UPDATE scheduled_tasks SET pause_after_failures = 2 WHERE id = {schedule_id}")
+    factory = make_session_factory(pg)
+    listener = store.listen_for_changes(pg)
+    assert listener is not None
+
+    def run(number: int, status: ExecutionStatus) -> None:
+        with factory.begin() as session:
+            store.start_run(
+                session,
+                celery_task_id=f"n{number}",
+                task_name="x",
+                scheduled_task_id=schedule_id,
+                trigger="schedule",
+                worker_hostname="w",
+                worker_pid=1,
+                kwargs={},
+                retries=0,
+                now=utcnow(),
+            )
+            store.finish_run(
+                session, celery_task_id=f"n{number}", status=status, now=utcnow(), error="e"
+            )
+
+    with listener:
+        run(1, ExecutionStatus.SUCCESS)
+        run(2, ExecutionStatus.FAILED)
+        assert listener.wait(0.3) is False, "counters and streak: no wake-up"
+        run(3, ExecutionStatus.FAILED)
+        assert listener.wait(2.0) is True, "the automatic pause wakes the beats"
+    with factory() as session:
+        row = session.get(ScheduledTask, schedule_id)
+        assert row is not None
+        assert row.status is TaskStatus.PAUSED

@@ -43,7 +43,7 @@ def cli_env(pg_url: str, redis_url: str, key_prefix: str) -> dict[str, str]:
 
 
 def test_help_for_every_subcommand(cli_env: dict[str, str]) -> None:
-    for command in ("init-db", "check", "cancel", "rerun"):
+    for command in ("init-db", "check", "cancel", "rerun", "pause", "resume"):
         done = run_cli(command, "--help", env=cli_env)
         assert done.returncode == 0, done.stderr
         assert "usage: dataforge-scheduler " + command in done.stdout
@@ -294,3 +294,59 @@ def test_rerun_sends_an_ended_run_again_and_refuses_an_open_one(
     bad = run_cli("rerun", str(run.execution_id), "--kwargs", "[1]", env=cli_env)
     assert bad.returncode == 2
     assert "a JSON object is needed" in bad.stderr
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_pause_with_a_note_and_resume_are_audited_and_wake_the_beats(
+    cli_env: dict[str, str], pg: Any, redis_client: Any, key_prefix: str
+) -> None:
+    import getpass
+
+    from dataforge_scheduler.sql import store
+    from dataforge_scheduler.sql.models import AuditEntry, ScheduledTask, create_all
+
+    create_all(pg)
+    with sa.orm.Session(pg) as session, session.begin():
+        schedule_id = store.create_schedule(
+            session,
+            {
+                "name": "nightly",
+                "task_type": "cron",
+                "task_name": "app.report",
+                "cron_expression": "0 3 * * *",
+            },
+            now=datetime.now(UTC),
+            default_timezone="UTC",
+        ).id
+    pubsub = redis_client.pubsub()
+    pubsub.psubscribe(f"{key_prefix}*")
+    pubsub.get_message(timeout=1)  # the subscription's own message
+
+    paused = run_cli("pause", str(schedule_id), "--note", "vendor outage", env=cli_env)
+    again = run_cli("pause", str(schedule_id), env=cli_env)
+    notice = pubsub.get_message(timeout=2)
+    resumed = run_cli("resume", str(schedule_id), env=cli_env)
+    missing = run_cli("pause", "999999", env=cli_env)
+    pubsub.close()
+
+    assert paused.returncode == 0, paused.stderr
+    assert paused.stdout.strip() == f"schedule {schedule_id} (nightly): paused: vendor outage"
+    assert again.stdout.strip() == (
+        f"schedule {schedule_id} (nightly): paused (already): vendor outage"
+    )
+    assert notice is not None, "the beats were told"
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.startswith(f"schedule {schedule_id} (nightly): active, next run at ")
+    assert missing.returncode == 1
+    assert "999999" in missing.stderr
+    with sa.orm.Session(pg) as session:
+        row = session.get(ScheduledTask, schedule_id)
+        assert row is not None
+        assert (row.status, row.pause_note) == ("active", None)
+        audit = session.scalars(sa.select(AuditEntry).order_by(AuditEntry.id)).all()
+        assert [(a.action, a.principal) for a in audit] == [
+            ("pause", f"cli:{getpass.getuser()}"),
+            ("resume", f"cli:{getpass.getuser()}"),
+        ]
+        assert audit[0].after["pause_note"] == "vendor outage"

@@ -1,5 +1,6 @@
-"""Run control on a real prefork worker: a failed run run again (``control.rerun``,
-behind ``POST /executions/{id}/rerun`` and ``dataforge-scheduler rerun``).
+"""Run control on a real prefork worker (and beat): a failed run run again
+(``control.rerun``, behind ``POST /executions/{id}/rerun`` and ``dataforge-scheduler
+rerun``), and a schedule that pauses itself after ``pause_after_failures`` failures.
 
 The worker is ``apps.outage_app``'s; ``ot.flaky`` fails when its kwargs say so and
 otherwise appends its Celery task id to the proof file, so a rerun that succeeds is
@@ -8,22 +9,23 @@ seen to have run its body.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.integration.apps.celery_probe import sender
-from tests.integration.cluster import Cluster, running_cluster
+from tests.integration.cluster import OPEN, Cluster, running_cluster
 from tests.integration.procs import wait_until
 
 from dataforge_scheduler.celery.dispatch import CeleryDispatcher
 from dataforge_scheduler.control import rerun, run_now
 from dataforge_scheduler.core.clock import utcnow
-from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
+from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger, TaskStatus
 from dataforge_scheduler.errors import ConflictError
 from dataforge_scheduler.sql import store
-from dataforge_scheduler.sql.models import TaskExecution
+from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution
 
 pytestmark = [pytest.mark.worker, pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -117,3 +119,63 @@ def test_a_run_still_going_is_not_run_again(cluster: Cluster) -> None:
     assert done.status is ExecutionStatus.SUCCESS
     with cluster.runtime.session() as session:
         assert store.rerun_ids(session, done.id) == []
+
+
+def test_a_schedule_that_keeps_failing_pauses_itself_and_its_beat_stops_sending(
+    cluster: Cluster,
+) -> None:
+    schedule_id = cluster.schedule(
+        task_name=FLAKY,
+        interval_seconds=1,
+        handler_kwargs={"fail": True},
+        pause_after_failures=2,
+    )
+    cluster.start()
+
+    def paused() -> ScheduledTask | None:
+        with cluster.runtime.session() as session:
+            row = store.get_schedule(session, schedule_id)
+            session.expunge(row)
+        return row if row.status is TaskStatus.PAUSED else None
+
+    row = wait_until(paused, timeout=60, interval=0.2, message="the schedule to pause itself")
+    assert row.next_run_at is None
+    assert row.failure_streak >= 2
+    assert row.pause_note is not None
+    assert row.pause_note.startswith("paused after 2 failed or lost runs in a row")
+    assert row.pause_note.endswith(": RuntimeError: told to fail"), row.pause_note
+
+    def settled() -> list[TaskExecution] | None:
+        rows = cluster.rows()
+        return None if any(r.status in OPEN for r in rows) else rows
+
+    before = wait_until(settled, timeout=30, message="the runs sent before the pause to end")
+    time.sleep(3)  # three of its slots: none is claimed while it is paused
+    assert len(cluster.rows()) == len(before)
+    failed = [r for r in before if r.status is ExecutionStatus.FAILED]
+    assert len(failed) >= 2
+    named = int(row.pause_note.split("the last, execution ")[1].split(":")[0])
+    assert named in {r.id for r in failed}, "the note names the failed run that paused it"
+
+    with cluster.runtime.session() as session:
+        store.resume_schedule(session, schedule_id, now=utcnow(), default_timezone="UTC")
+        store.update_schedule(
+            session,
+            schedule_id,
+            {"handler_kwargs": {"fail": False}},
+            now=utcnow(),
+            default_timezone="UTC",
+        )
+        session.commit()
+    wait_until(
+        lambda: any(r.status is ExecutionStatus.SUCCESS for r in cluster.rows()),
+        timeout=30,
+        message="a run after the resume",
+    )
+    with cluster.runtime.session() as session:
+        resumed = store.get_schedule(session, schedule_id)
+        assert (resumed.status, resumed.failure_streak, resumed.pause_note) == (
+            TaskStatus.ACTIVE,
+            0,
+            None,
+        )

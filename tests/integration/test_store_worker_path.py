@@ -93,6 +93,7 @@ _COUNTERS = (
     "total_runtime_ms",
     "last_status",
     "last_run_at",
+    "failure_streak",
 )
 
 

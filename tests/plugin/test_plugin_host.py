@@ -124,6 +124,23 @@ def test_a_failed_run_run_again(dataforge_run_task, dataforge_schedule_factory):
     assert dataforge_schedule_factory.get(schedule).run_count == 2
 
 
+def test_a_schedule_pauses_itself_after_failures(
+    dataforge_run_task, dataforge_schedule_factory
+):
+    schedule = dataforge_schedule_factory.make(
+        task_name="hostapp.boom", task_type="manual", pause_after_failures=2
+    )
+    dataforge_run_task(schedule)
+    assert dataforge_schedule_factory.get(schedule).failure_streak == 1
+    last = dataforge_run_task(schedule)
+    stored = dataforge_schedule_factory.get(schedule)
+    assert stored.status.value == "paused"
+    assert stored.pause_note == (
+        f"paused after 2 failed or lost runs in a row; the last, execution {last.id}: "
+        "RuntimeError: kaput"
+    )
+
+
 def test_a_locked_run_is_skipped(dataforge_run_task, dataforge_schedule_factory):
     schedule = dataforge_schedule_factory.make(task_name="hostapp.sync")
     with dataforge_run_task.holding_lock(schedule) as holder:
@@ -258,7 +275,7 @@ def test_a_host_project_uses_every_fixture_and_overrides_them(
         test_a_overrides=textwrap.dedent(OVERRIDES), test_host=textwrap.dedent(HOST_TESTS)
     )
     result = host_project.runpytest_subprocess("-q")
-    result.assert_outcomes(passed=14)
+    result.assert_outcomes(passed=15)
     assert "Traceback" not in result.stderr.str(), outcome_report(result)
 
 

@@ -59,6 +59,7 @@ from dataforge_scheduler.api.schemas.runs import (
 )
 from dataforge_scheduler.api.schemas.tasks import (
     ListTasksQuery,
+    PauseRequest,
     TaskCreate,
     TaskDetail,
     TaskOut,
@@ -108,7 +109,8 @@ def build_router() -> Router:
                                 body_model=RunRequest, body_required=False,
                                 response_model=RunAccepted)),
         ("/tasks/{id}/pause", _op("POST", runs.pause_task, "Pause (idempotent)", "tasks",
-                                  access=W, response_model=TaskOut)),
+                                  access=W, body_model=PauseRequest, body_required=False,
+                                  response_model=TaskOut)),
         ("/tasks/{id}/resume", _op("POST", runs.resume_task, "Resume (idempotent)", "tasks",
                                    access=W, response_model=TaskOut, errors=(409,))),
         ("/tasks/{id}/executions", _op("GET", runs.list_task_executions, "Run history", "runs",

@@ -136,6 +136,10 @@ class ScheduledTask(Base):
         ),
         CheckConstraint("expire_seconds IS NULL OR expire_seconds > 0", name="expire_positive"),
         CheckConstraint(
+            "pause_after_failures IS NULL OR pause_after_failures > 0",
+            name="pause_after_failures_positive",
+        ),
+        CheckConstraint(
             "priority IS NULL OR (priority >= 0 AND priority <= 255)", name="priority_range"
         ),
         Index("ix_scheduled_tasks_due", "status", "next_run_at"),
@@ -193,6 +197,12 @@ class ScheduledTask(Base):
     # the last run's error when it failed or was lost (None after a success); last, as
     # the revision that added it put it
     last_error: Mapped[str | None] = mapped_column(Text)
+    # why it is paused (the pause's note, or the automatic pause's reason); None when active
+    pause_note: Mapped[str | None] = mapped_column(Text)
+    # pause itself after this many failed or lost runs in a row (None: never)
+    pause_after_failures: Mapped[int | None] = mapped_column(Integer)
+    # failed or lost runs since the last success (or resume); kept by the workers
+    failure_streak: Mapped[int] = _counter()
 
     def __repr__(self) -> str:
         return (

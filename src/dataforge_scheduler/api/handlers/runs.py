@@ -26,6 +26,7 @@ from dataforge_scheduler.api.schemas.runs import (
     RunAccepted,
     RunRequest,
 )
+from dataforge_scheduler.api.schemas.tasks import PauseRequest
 from dataforge_scheduler.control import Cancellation, cancel_run, rerun, run_now
 from dataforge_scheduler.core.enums import AuditAction, ExecutionStatus
 from dataforge_scheduler.core.slots import ClaimedSlot
@@ -211,13 +212,17 @@ def _accepted(
 async def _pause_or_resume(ctx: Context, action: AuditAction) -> Response:
     schedule_id: int = ctx.path["id"]
     timezone = ctx.runtime.settings.celery_timezone
+    note: str | None = None
+    if action is AuditAction.PAUSE:
+        body = await ctx.optional_body(PauseRequest)
+        note = None if body is None else body.note
     now = ctx.now()
 
     def write(session: Session) -> tuple[Any, bool]:
         row = store.get_schedule(session, schedule_id, for_update=True)
         before = schedule_snapshot(row)
         if action is AuditAction.PAUSE:
-            row = store.pause_schedule(session, schedule_id, now=now)
+            row = store.pause_schedule(session, schedule_id, now=now, note=note)
         else:
             row = store.resume_schedule(session, schedule_id, now=now, default_timezone=timezone)
         after = schedule_snapshot(row)

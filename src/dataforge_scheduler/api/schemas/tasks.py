@@ -26,6 +26,7 @@ from dataforge_scheduler.core.enums import (
 
 __all__ = [
     "ListTasksQuery",
+    "PauseRequest",
     "RegisteredTaskInfo",
     "TaskCreate",
     "TaskDetail",
@@ -48,6 +49,9 @@ SortKey = Literal[
     "-created_at",
 ]
 Settable = Literal["active", "paused"]
+_PAUSE_AFTER_FAILURES = (
+    "pause the schedule after this many failed or lost runs in a row (null: never)"
+)
 
 
 class TaskCreate(BaseModel):
@@ -79,6 +83,9 @@ class TaskCreate(BaseModel):
         description="What a slot does while another run of the schedule is going; "
         "omitted: the task's registered default, else skip",
     )
+    pause_after_failures: int | None = Field(
+        None, strict=True, ge=1, lt=_INT32, description=_PAUSE_AFTER_FAILURES
+    )
 
 
 class TaskUpdate(BaseModel):
@@ -106,12 +113,25 @@ class TaskUpdate(BaseModel):
     misfire_policy: MisfirePolicy | None = None
     misfire_grace_seconds: int | None = Field(None, strict=True, ge=0, lt=_INT32)
     overlap_policy: OverlapPolicy | None = None
+    pause_after_failures: int | None = Field(
+        None, strict=True, ge=1, lt=_INT32, description=_PAUSE_AFTER_FAILURES
+    )
     expected_version: int | None = Field(
         None,
         strict=True,
         ge=1,
         lt=_INT32,
         description="refuse the change (409) unless the row is at it",
+    )
+
+
+class PauseRequest(BaseModel):
+    """Optional body of ``POST /tasks/{id}/pause``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(
+        None, min_length=1, max_length=500, description="why, shown with the status"
     )
 
 
@@ -154,6 +174,11 @@ class TaskOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     version: int
+    pause_note: str | None = Field(
+        None, description="why it is paused: the pause's note, or why it paused itself"
+    )
+    pause_after_failures: int | None = None
+    failure_streak: int = Field(0, description="failed or lost runs since the last success")
 
 
 class RegisteredTaskInfo(BaseModel):

@@ -24,7 +24,7 @@ from dataforge_scheduler.sql.store.fields import SCHEDULE_FIELDS
 
 __all__ = ["list_audit", "record_audit", "schedule_snapshot"]
 
-_SNAPSHOT_EXTRA = ("id", "next_run_at", "version")
+_SNAPSHOT_EXTRA = ("id", "next_run_at", "version", "pause_note")
 
 
 def schedule_snapshot(schedule: ScheduledTask) -> dict[str, Any]:

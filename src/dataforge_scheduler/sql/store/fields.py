@@ -21,7 +21,16 @@ from dataforge_scheduler.errors import InvalidSchedule
 from dataforge_scheduler.sql.models import ScheduledTask
 from dataforge_scheduler.sql.types import UTCDateTime
 
-__all__ = ["REQUIRED_FIELDS", "SCHEDULE_FIELDS", "TRIGGER_FIELDS", "clean_fields"]
+__all__ = [
+    "PAUSE_NOTE_MAX_LENGTH",
+    "REQUIRED_FIELDS",
+    "SCHEDULE_FIELDS",
+    "TRIGGER_FIELDS",
+    "clean_fields",
+    "clean_pause_note",
+]
+
+PAUSE_NOTE_MAX_LENGTH = 500
 
 SCHEDULE_FIELDS: frozenset[str] = frozenset(
     {
@@ -44,6 +53,7 @@ SCHEDULE_FIELDS: frozenset[str] = frozenset(
         "misfire_policy",
         "misfire_grace_seconds",
         "overlap_policy",
+        "pause_after_failures",
     }
 )
 """The configurable columns of ``scheduled_tasks``; the rest belong to the scheduler
@@ -62,7 +72,13 @@ _ENUMS: dict[str, type[StrEnum]] = {
     "misfire_policy": MisfirePolicy,
     "overlap_policy": OverlapPolicy,
 }
-_MINIMUM = {"interval_seconds": 1, "expire_seconds": 1, "misfire_grace_seconds": 0, "priority": 0}
+_MINIMUM = {
+    "interval_seconds": 1,
+    "expire_seconds": 1,
+    "misfire_grace_seconds": 0,
+    "priority": 0,
+    "pause_after_failures": 1,
+}
 _MAXIMUM = {"priority": 255}  # AMQP's ceiling; Redis transports use 0-9 of it
 _NOT_BLANK = frozenset({"name", "task_name", "cron_expression", "queue"})
 
@@ -83,6 +99,14 @@ def clean_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
             value=fields[unknown[0]],
         )
     return {name: _clean(name, value) for name, value in fields.items()}
+
+
+def clean_pause_note(note: Any) -> str:
+    """A pause's note checked (a string of 1 to ``PAUSE_NOTE_MAX_LENGTH`` characters);
+    ``InvalidSchedule`` names ``note`` otherwise."""
+    if isinstance(note, str) and not note.strip():
+        raise _invalid("note", note, reason="must not be blank")
+    return _string("note", note, length=PAUSE_NOTE_MAX_LENGTH)
 
 
 def _clean(name: str, value: Any) -> Any:

@@ -19,7 +19,7 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -29,8 +29,21 @@ from sqlalchemy.orm import Session
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
 from dataforge_scheduler.core.journal import FinishRecord, Record, StartRecord
 from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution
-from dataforge_scheduler.sql.store.common import capped_json, clean_text, dialect_insert, json_safe
-from dataforge_scheduler.sql.store.counters import counters, last_error, outcome_statement
+from dataforge_scheduler.sql.store.common import (
+    aware_now,
+    capped_json,
+    clean_text,
+    dialect_insert,
+    json_safe,
+)
+from dataforge_scheduler.sql.store.counters import (
+    Streak,
+    counters,
+    last_error,
+    outcome_statement,
+    pause_on_failures,
+    streak_of,
+)
 from dataforge_scheduler.sql.store.runs import DEFAULT_RESULT_MAX_BYTES, finish_run, start_run
 
 __all__ = ["HistoryApplied", "apply_history"]
@@ -237,20 +250,26 @@ def _write_combined(
     ]
     statement = _combined_statement(dialect_insert(session))
     returned = {row[0]: row for row in session.execute(statement, params)}
-    _count_on_schedules(session, [returned[run] for run in pairs if run in returned])
+    ended = max(cast(FinishRecord, steps[1]).at for steps in pairs.values())
+    _count_on_schedules(
+        session, [returned[run] for run in pairs if run in returned], now=aware_now(ended)
+    )
     return set(returned)
 
 
-def _count_on_schedules(session: Session, rows: list[Any]) -> None:
+def _count_on_schedules(session: Session, rows: list[Any], *, now: datetime) -> None:
     """One counters UPDATE per schedule for the rows written (in batch order: the last
     row of a schedule is its ``last_*``)."""
     totals: dict[int, list[Any]] = {}
+    streaks: dict[int, Streak] = {}
     for _, execution_id, schedule_id, started_at, duration_ms, status, error in rows:
         if schedule_id is None:
             continue
         runs, successes, failures, runtime = counters(
             ExecutionStatus(status), started=True, duration_ms=duration_ms
         )
+        streak = streak_of(ExecutionStatus(status), started=True)
+        streaks[schedule_id] = streaks.get(schedule_id, Streak()).then(streak)
         total = totals.setdefault(schedule_id, [0, 0, 0, 0, None, None, None, None])
         total[0] += runs
         total[1] += successes
@@ -275,6 +294,7 @@ def _count_on_schedules(session: Session, rows: list[Any]) -> None:
             "p_execution_id": last_id,
             "p_last_run_at": last_run_at,
             "p_last_error": error,
+            **streaks[schedule_id].params(),
         }
         for schedule_id, (
             runs,
@@ -288,3 +308,6 @@ def _count_on_schedules(session: Session, rows: list[Any]) -> None:
         ) in totals.items()
     ]
     session.execute(outcome_statement(started=True), params)
+    failing = [schedule_id for schedule_id, streak in streaks.items() if streak.delta > 0]
+    if failing:
+        pause_on_failures(session, failing, now=now)

@@ -282,7 +282,7 @@ def finish_run(
     statement = _finish_statement(dialect, with_log=with_log, over_lost=False)
     row = session.execute(statement, params).first()
     if row is not None:
-        record_outcome(session, row, status=status, error=params["p_error"])
+        record_outcome(session, row, status=status, error=params["p_error"], now=now)
         return RunFinished(row[0], row[1], status)
     if attempt is None or status is ExecutionStatus.LOST:
         return None
@@ -327,7 +327,12 @@ def _replace_lost(
         status.value,
     )
     record_outcome(
-        session, row, status=status, error=params["p_error"], replaced_lost_ms=counted_ms
+        session,
+        row,
+        status=status,
+        error=params["p_error"],
+        now=params["p_now"],
+        replaced_lost_ms=counted_ms,
     )
     return RunFinished(row[0], row[1], status)
 

@@ -34,6 +34,7 @@ from dataforge_scheduler.sql.store.fields import (
     REQUIRED_FIELDS,
     TRIGGER_FIELDS,
     clean_fields,
+    clean_pause_note,
 )
 
 __all__ = [
@@ -233,6 +234,12 @@ def _apply(
     session: Session, schedule: ScheduledTask, *, changed: Mapping[str, Any], now: datetime
 ) -> None:
     name = changed.get("name", schedule.name)
+    status = changed.get("status")
+    if status is not None and status is not TaskStatus.PAUSED:
+        # a note says why it is paused; the streak starts again with the schedule
+        changed = {"pause_note": None, **changed}
+        if status is TaskStatus.ACTIVE:
+            changed["failure_streak"] = 0
     try:
         # inside the savepoint: a refused flush rolls these attribute changes back too
         with session.begin_nested():
@@ -247,14 +254,21 @@ def _apply(
         raise _write_refused(exc, name) from exc
 
 
-def pause_schedule(session: Session, schedule_id: int, *, now: datetime) -> ScheduledTask:
-    """Stop the schedule firing (``next_run_at`` cleared); pausing twice changes nothing."""
+def pause_schedule(
+    session: Session, schedule_id: int, *, now: datetime, note: str | None = None
+) -> ScheduledTask:
+    """Stop the schedule firing (``next_run_at`` cleared), with ``note`` saying why (shown
+    as ``pause_note`` until it is resumed). Pausing twice changes nothing, except that a
+    new note replaces the old one."""
     now = aware_now(now)
+    if note is not None:
+        note = clean_pause_note(note)
     schedule = get_schedule(session, schedule_id, for_update=True)
     if schedule.status is not TaskStatus.PAUSED:
-        _apply(
-            session, schedule, changed={"status": TaskStatus.PAUSED, "next_run_at": None}, now=now
-        )
+        changed = {"status": TaskStatus.PAUSED, "next_run_at": None, "pause_note": note}
+        _apply(session, schedule, changed=changed, now=now)
+    elif note is not None and note != schedule.pause_note:
+        _apply(session, schedule, changed={"pause_note": note}, now=now)
     return schedule
 
 
@@ -262,7 +276,8 @@ def resume_schedule(
     session: Session, schedule_id: int, *, now: datetime, default_timezone: str
 ) -> ScheduledTask:
     """Make the schedule active again, next firing at its first slot after ``now`` (slots
-    missed while it was paused are not run); resuming an active schedule changes nothing.
+    missed while it was paused are not run), its ``pause_note`` cleared and its
+    ``failure_streak`` back at 0; resuming an active schedule changes nothing.
 
     ``ConflictError`` for a one-shot ``date`` schedule whose ``run_at`` has passed.
     """
