@@ -1,5 +1,10 @@
-"""API latency: p50/p99 of ``GET /tasks`` (a page of 50, and a search), ``GET /tasks/{id}``
-and ``GET /tasks/locks``.
+"""API latency: p50/p99 of ``GET /tasks`` (a page of 50, and a search), ``GET /tasks/{id}``,
+``GET /tasks/locks`` and ``GET /executions``, with each way of paging.
+
+A page of 50 is measured four ways: the first page without a total (the default), the
+same with ``count=true``, a random page by number with ``count=true`` (what every list
+request cost before cursors and optional totals), and a random page by cursor. The runs
+(``--executions``, inserted by one ``INSERT ... SELECT``) are paged the same ways.
 
 Creates a scratch PostgreSQL database, writes 10,000 schedules through the store, serves
 the API with uvicorn on a loopback port and times sequential requests from one httpx
@@ -7,7 +12,8 @@ client (so the figures are per-request latency, not throughput). For the lock li
 20 locks are held among ``--noise-keys`` other keys under the same prefix (a busy
 Redis). The database and the Redis keys are removed afterwards.
 
-    python bench/api_latency.py [--schedules 10000] [--requests 500] [--noise-keys 100000]
+    python bench/api_latency.py [--schedules 10000] [--executions 200000] [--requests 500]
+                                [--noise-keys 100000]
 
 ``DATAFORGE_BENCH_DATABASE_URL`` (an admin URL; default the local ``postgres`` database)
 and ``DATAFORGE_BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``) pick the services.
@@ -83,6 +89,63 @@ def seed(runtime: Runtime, count: int) -> list[int]:
     return ids
 
 
+def seed_runs(runtime: Runtime, count: int, schedule_ids: list[int]) -> None:
+    """``count`` finished runs spread over the schedules and the last 30 days."""
+    statement = sa.text(
+        """
+        INSERT INTO task_executions (scheduled_task_id, task_name, celery_task_id, "trigger",
+                                     status, created_at, started_at, finished_at, kwargs)
+        SELECT (:first + n % :spread), 'bench.sync', 'bench-' || n, 'schedule',
+               CASE WHEN n % 10 = 0 THEN 'failed' ELSE 'success' END,
+               now() - make_interval(secs => n * 13), now() - make_interval(secs => n * 13),
+               now() - make_interval(secs => n * 13 - 1), '{}'
+        FROM generate_series(1, :count) AS n
+        """
+    )
+    with runtime.engine.begin() as connection:
+        connection.execute(
+            statement, {"first": schedule_ids[0], "spread": len(schedule_ids), "count": count}
+        )
+        connection.execute(sa.text("ANALYZE task_executions"))
+
+
+def cursors(client: httpx.Client, path: str, pages: int) -> list[str]:
+    """The ``next_cursor`` of each of the first ``pages`` pages of 50."""
+    found: list[str] = []
+    cursor: str | None = None
+    for _ in range(pages):
+        params: dict[str, Any] = {"page_size": 50}
+        if cursor is not None:
+            params["cursor"] = cursor
+        cursor = client.get(path, params=params).raise_for_status().json()["next_cursor"]
+        if cursor is None:
+            break
+        found.append(cursor)
+    return found
+
+
+def paged(
+    client: httpx.Client, path: str, pages: int, requests: int, rng: random.Random
+) -> dict[str, tuple[float, float]]:
+    walk = cursors(client, path, pages)
+    return {
+        "first page": measure(requests, lambda: client.get(path, params={"page_size": 50})),
+        "first page, count=true": measure(
+            requests, lambda: client.get(path, params={"page_size": 50, "count": "true"})
+        ),
+        "random page number, count=true": measure(
+            requests,
+            lambda: client.get(
+                path, params={"page": rng.randint(1, pages), "page_size": 50, "count": "true"}
+            ),
+        ),
+        "random page by cursor": measure(
+            requests,
+            lambda: client.get(path, params={"cursor": rng.choice(walk), "page_size": 50}),
+        ),
+    }
+
+
 @contextmanager
 def served(app: Any) -> Iterator[str]:
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
@@ -113,6 +176,7 @@ def measure(requests: int, call: Callable[[], httpx.Response]) -> tuple[float, f
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--schedules", type=int, default=10_000)
+    parser.add_argument("--executions", type=int, default=200_000)
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--noise-keys", type=int, default=100_000)
     args = parser.parse_args(argv)
@@ -129,7 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         create_all(runtime.engine)
         started = time.perf_counter()
         ids = seed(runtime, args.schedules)
-        print(f"seeded {len(ids)} schedules in {time.perf_counter() - started:.1f} s")
+        seed_runs(runtime, args.executions, ids)
+        print(
+            f"seeded {len(ids)} schedules and {args.executions} runs in "
+            f"{time.perf_counter() - started:.1f} s"
+        )
         pages = max(1, len(ids) // 50)
         rng = random.Random(5)
         try:
@@ -138,11 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                 served(create_app(runtime)) as url,
                 httpx.Client(base_url=url, headers={"X-API-Key": KEY}) as client,
             ):
-                page = measure(
-                    args.requests,
-                    lambda: client.get(
-                        "/tasks", params={"page": rng.randint(1, pages), "page_size": 50}
-                    ),
+                task_pages = paged(client, "/tasks", pages, args.requests, rng)
+                run_pages = paged(
+                    client, "/executions", max(1, args.executions // 50), args.requests, rng
                 )
                 one = measure(args.requests, lambda: client.get(f"/tasks/{rng.choice(ids)}"))
                 search = measure(
@@ -153,9 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         finally:  # whatever failed, no key of this run stays behind
             runtime.close()
             runtime_redis_cleanup(prefix)
-    print(
-        f"GET /tasks (page of 50, {len(ids)} schedules): p50 {page[0]:.2f} ms  p99 {page[1]:.2f} ms"
-    )
+    for path, rows, figures in (
+        ("/tasks", f"{len(ids)} schedules", task_pages),
+        ("/executions", f"{args.executions} runs", run_pages),
+    ):
+        for how, (p50, p99) in figures.items():
+            print(f"GET {path} (page of 50 of {rows}), {how}: p50 {p50:.2f} ms  p99 {p99:.2f} ms")
     print(
         f"GET /tasks/{{id}}:                               p50 {one[0]:.2f} ms  p99 {one[1]:.2f} ms"
     )

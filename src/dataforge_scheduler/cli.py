@@ -224,14 +224,14 @@ def cmd_history_writer(args: argparse.Namespace) -> int:
 def _iter_schedules(runtime: Runtime) -> Iterator[Any]:
     from dataforge_scheduler.sql import store
 
-    page = 1
+    cursor: str | None = None
     while True:
         with runtime.session() as session:
-            batch = store.list_schedules(session, page=page, page_size=store.MAX_PAGE_SIZE)
+            batch = store.list_schedules(session, cursor=cursor, page_size=store.MAX_PAGE_SIZE)
         yield from batch.items
-        if page * batch.page_size >= batch.total:
+        if batch.next_cursor is None:
             return
-        page += 1
+        cursor = batch.next_cursor
 
 
 def _check_schedules(runtime: Runtime, report: Report, *, app_tasks: set[str] | None) -> None:

@@ -153,7 +153,7 @@ async def test_run_now_without_a_dispatcher_is_503(
 
     assert response.status_code == 503
     with runtime.session() as session:
-        assert store.list_executions(session, scheduled_task_id=row.id).total == 0
+        assert store.list_executions(session, scheduled_task_id=row.id).items == []
 
 
 async def test_run_now_of_an_unregistered_task_is_422(
@@ -272,7 +272,9 @@ async def test_history_lists_newest_first_with_filters(
 
     history = (await client.get(f"/tasks/{row.id}/executions")).json()
     finished = await client.get(f"/tasks/{row.id}/executions", params={"status": "success"})
-    paged = (await client.get(f"/tasks/{row.id}/executions", params={"page_size": 1})).json()
+    paged = (
+        await client.get(f"/tasks/{row.id}/executions", params={"page_size": 1, "count": "true"})
+    ).json()
     bad = await client.get(f"/tasks/{row.id}/executions", params={"status": "asleep"})
     missing = await client.get("/tasks/5555/executions")
 
@@ -497,3 +499,78 @@ async def test_a_rerun_needs_an_ended_run_valid_kwargs_a_write_key_and_a_broker(
         unsent = store.get_execution(session, reruns[0])
         assert unsent.status is ExecutionStatus.FAILED
         assert str(unsent.error).startswith("not sent")
+
+
+# ---------------------------------------------------------------- all runs, by cursor
+
+
+async def test_every_run_is_listed_filtered_and_walked_by_cursor(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    one = add_schedule(runtime, "one")
+    two = add_schedule(runtime, "two", task_name="dftest.report", handler_kwargs={"days": 1})
+    ids = [_execution(runtime, one.id) for _ in range(3)]
+    ids += [_execution(runtime, two.id, task_name="dftest.report") for _ in range(2)]
+    ids.append(_execution(runtime, None, task_name="dftest.report"))
+    _finish(runtime, ids[1], ExecutionStatus.FAILED, None)
+
+    everything = (await client.get("/executions", params={"count": "true"})).json()
+    walked: list[int] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"page_size": 4}
+        if cursor is not None:
+            params["cursor"] = cursor
+        page = (await client.get("/executions", params=params)).json()
+        walked += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    reports = (await client.get("/executions", params={"task_name": "dftest.report"})).json()
+    of_two = (await client.get("/executions", params={"scheduled_task_id": two.id})).json()
+    failed = (await client.get("/executions", params={"status": "failed"})).json()
+    manual = (await client.get("/executions", params={"trigger": "manual"})).json()
+    future = (await client.get("/executions", params={"since": "2999-01-01T00:00:00Z"})).json()
+    past = (await client.get("/executions", params={"until": "2000-01-01T00:00:00+08:00"})).json()
+
+    assert [item["id"] for item in everything["items"]] == list(reversed(ids))
+    assert (everything["total"], everything["page"], everything["next_cursor"]) == (6, 1, None)
+    assert walked == list(reversed(ids))
+    assert [item["id"] for item in reports["items"]] == list(reversed(ids[3:]))
+    assert reports["total"] is None, "counted only when asked"
+    assert [item["id"] for item in of_two["items"]] == [ids[4], ids[3]]
+    assert [item["id"] for item in failed["items"]] == [ids[1]]
+    assert len(manual["items"]) == 6
+    assert future["items"] == past["items"] == []
+
+
+async def test_listings_refuse_bad_paging_naming_the_parameter(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    row = add_schedule(runtime)
+    add_schedule(runtime, "another")
+    for _ in range(3):
+        _execution(runtime, row.id)
+    first = (await client.get("/tasks", params={"page_size": 1})).json()
+    assert first["next_cursor"] is not None
+    cases = [
+        ("/executions", {"cursor": "garbage!"}, "cursor"),
+        ("/executions", {"status": "asleep"}, "status"),
+        ("/executions", {"trigger": "cosmic"}, "trigger"),
+        ("/executions", {"since": "yesterday"}, "since"),
+        ("/executions", {"until": "2030-01-01T00:00:00"}, "until"),
+        ("/executions", {"scheduled_task_id": "x"}, "scheduled_task_id"),
+        ("/executions", {"count": "perhaps"}, "count"),
+        ("/executions", {"cursor": "A" * 501}, "cursor"),
+        ("/tasks", {"cursor": first["next_cursor"], "sort": "-name"}, "cursor"),
+        ("/tasks", {"cursor": first["next_cursor"], "page": 2}, "cursor"),
+        (f"/tasks/{row.id}/executions", {"cursor": "%%%"}, "cursor"),
+        ("/audit", {"cursor": "e30"}, "cursor"),
+    ]
+    for path, params, field in cases:
+        response = await client.get(path, params=params)
+        assert response.status_code == 422, (path, params, response.text)
+        assert response.json()["detail"][0]["loc"] == ["query", field], (path, params)
+    second = await client.get("/tasks", params={"page_size": 1, "cursor": first["next_cursor"]})
+    assert second.status_code == 200
+    assert second.json()["page"] is None

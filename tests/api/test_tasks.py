@@ -206,8 +206,12 @@ async def test_list_filters_searches_sorts_and_pages(
     add_schedule(runtime, "report", task_name="dftest.report", handler_kwargs={"days": 1})
     add_schedule(runtime, "once", task_type="manual", interval_seconds=None, status="paused")
 
-    everything = (await client.get("/tasks")).json()
-    page = (await client.get("/tasks", params={"page": 2, "page_size": 2, "sort": "-name"})).json()
+    everything = (await client.get("/tasks", params={"count": "true"})).json()
+    page = (
+        await client.get(
+            "/tasks", params={"page": 2, "page_size": 2, "sort": "-name", "count": "1"}
+        )
+    ).json()
     reports = (await client.get("/tasks", params={"category": "reports"})).json()
     paused = (await client.get("/tasks", params={"status": "paused"})).json()
     manual = (await client.get("/tasks", params={"task_type": "manual"})).json()
@@ -434,5 +438,6 @@ async def test_every_change_is_audited_with_before_and_after(
     assert {entry["principal"] for entry in audit["items"]} == {create["principal"]}
     assert create["principal"] == "key:1"  # by position: nothing of the key itself
     assert "test-full-key" not in audit.__repr__()
-    filtered = (await client.get("/audit", params={"action": "update"})).json()
+    filtered = (await client.get("/audit", params={"action": "update", "count": "true"})).json()
     assert filtered["total"] == 1
+    assert len(filtered["items"]) == 1

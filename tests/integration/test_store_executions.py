@@ -322,7 +322,7 @@ def test_list_executions_newest_first_with_filters(
     _finish(session, "run-4", now=NOW + timedelta(minutes=10))
     session.commit()
 
-    everything = store.list_executions(session)
+    everything = store.list_executions(session, count=True)
     assert [row.celery_task_id for row in everything.items] == [
         f"run-{m}" for m in range(4, -1, -1)
     ]
@@ -331,9 +331,19 @@ def test_list_executions_newest_first_with_filters(
     assert [row.celery_task_id for row in mine.items] == ["run-4", "run-2", "run-0"]
     done = store.list_executions(session, status="success")
     assert [row.celery_task_id for row in done.items] == ["run-4"]
-    second_page = store.list_executions(session, page=2, page_size=2)
+    second_page = store.list_executions(session, page=2, page_size=2, count=True)
     assert [row.celery_task_id for row in second_page.items] == ["run-2", "run-1"]
     assert second_page.total == 5
+    after = store.list_executions(session, cursor=second_page.next_cursor, page_size=2)
+    assert [row.celery_task_id for row in after.items] == ["run-0"]
+    assert (after.page, after.next_cursor) == (None, None)
+    window = store.list_executions(
+        session, since=NOW + timedelta(minutes=1), until=NOW + timedelta(minutes=3)
+    )
+    assert [row.celery_task_id for row in window.items] == ["run-2", "run-1"]
+    named = store.list_executions(session, task_name="app.sync", trigger="external")
+    assert len(named.items) == 5
+    assert store.list_executions(session, trigger="manual").items == []
     with pytest.raises(InvalidParams) as caught:
         store.list_executions(session, status="exploded")
     assert caught.value.field == "status"

@@ -395,9 +395,9 @@ def test_list_filters(session: Session, catalogue: list[ScheduledTask]) -> None:
         "gamma-100x",
     ]
     assert _names(store.list_schedules(session, task_names=["app.sync"])) == ["beta", "delta"]
-    assert store.list_schedules(session, task_names=[]).total == 0
+    assert store.list_schedules(session, task_names=[], count=True).total == 0
     assert _names(store.list_schedules(session, search="REPORT")) == ["alpha"]  # its task name
-    assert store.list_schedules(session, search="nightly").total == 0  # descriptions are not read
+    assert store.list_schedules(session, search="nightly").items == []  # descriptions: not read
     assert _names(store.list_schedules(session, search="CLEANUP")) == ["gamma_100%", "gamma-100x"]
     # LIKE wildcards in the search text are literal
     assert _names(store.list_schedules(session, search="100%")) == ["gamma_100%"]
@@ -407,12 +407,14 @@ def test_list_filters(session: Session, catalogue: list[ScheduledTask]) -> None:
 
 
 def test_list_pages(session: Session, catalogue: list[ScheduledTask]) -> None:
-    first = store.list_schedules(session, page=1, page_size=2)
+    first = store.list_schedules(session, page=1, page_size=2, count=True)
     third = store.list_schedules(session, page=3, page_size=2)
-    beyond = store.list_schedules(session, page=9, page_size=2)
+    beyond = store.list_schedules(session, page=9, page_size=2, count=True)
     assert (first.total, first.page, first.page_size) == (5, 1, 2)
     assert _names(first) == ["alpha", "beta"]
+    assert first.next_cursor is not None
     assert _names(third) == ["gamma-100x"]
+    assert (third.total, third.next_cursor) == (None, None), "not counted unless asked; last"
     assert beyond.items == []
     assert beyond.total == 5
     assert store.list_schedules(session, page_size=10_000).page_size == store.MAX_PAGE_SIZE

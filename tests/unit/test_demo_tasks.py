@@ -45,7 +45,7 @@ def test_schedules_are_created_once_by_name(runtime: Runtime) -> None:
     assert ensure_demo_schedules(runtime) == [HEARTBEAT_TASK, REPORT_TASK]
     assert ensure_demo_schedules(runtime) == []
     with runtime.session() as session:
-        assert store.list_schedules(session).total == 2
+        assert len(store.list_schedules(session).items) == 2
 
 
 def test_the_first_heartbeat_comes_a_second_after_start(runtime: Runtime) -> None:

@@ -40,7 +40,7 @@ def test_bad_cleanup_kwargs_are_refused_naming_the_param(
 
     assert response.status_code == 422
     assert ["body", "handler_kwargs", param] in [e["loc"] for e in response.json()["detail"]]
-    assert dataforge_api_client.get("/tasks").json()["total"] == 0
+    assert dataforge_api_client.get("/tasks").json()["items"] == []
 
 
 def test_a_misspelled_task_name_is_refused_with_a_suggestion(dataforge_api_client: Any) -> None:

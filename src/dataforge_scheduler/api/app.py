@@ -44,6 +44,7 @@ from dataforge_scheduler.api.schemas.misc import (
     RegisteredTasks,
 )
 from dataforge_scheduler.api.schemas.runs import (
+    AllExecutionsQuery,
     CancelRequest,
     CancelResult,
     ExecutionDetail,
@@ -120,6 +121,8 @@ def build_router() -> Router:
                                  response_model=LockState)),
         ("/tasks/{id}/release-lock", _op("POST", locks.release_lock, "Force-release a lock",
                                          "locks", access=W, response_model=ReleaseResult)),
+        ("/executions", _op("GET", runs.list_executions, "Every run, filtered", "runs",
+                            query_model=AllExecutionsQuery, response_model=ExecutionPage)),
         ("/executions/{id}", _op("GET", runs.get_execution, "One run with its log", "runs",
                                  response_model=ExecutionDetail)),
         ("/executions/{id}/cancel", _op("POST", runs.cancel_execution, "Cancel a run", "runs",

@@ -100,7 +100,10 @@ def _count_runs(runtime: Runtime) -> dict[str, int]:
     wanted = (ExecutionStatus.SUCCESS, ExecutionStatus.FAILED, ExecutionStatus.SKIPPED)
     with runtime.session() as session:
         return {
-            status.value: store.list_executions(session, status=status.value, page_size=1).total
+            status.value: int(
+                store.list_executions(session, status=status.value, page_size=1, count=True).total
+                or 0
+            )
             for status in wanted
         }
 

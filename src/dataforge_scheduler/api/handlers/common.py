@@ -42,7 +42,13 @@ def lock_out(info: LockInfo) -> LockOut:
 
 def page_of(page: Page[Any], items: list[Any]) -> dict[str, Any]:
     """The fields of a page response, with ``items`` already converted."""
-    return {"items": items, "total": page.total, "page": page.page, "page_size": page.page_size}
+    return {
+        "items": items,
+        "total": page.total,
+        "page": page.page,
+        "page_size": page.page_size,
+        "next_cursor": page.next_cursor,
+    }
 
 
 def stored_kwargs(

@@ -124,6 +124,8 @@ async def list_audit_entries(ctx: Context) -> Response:
             target_id=query.target_id,
             page=query.page,
             page_size=query.capped_size,
+            cursor=query.cursor,
+            count=query.count,
         )
         items = [AuditOut.model_validate(row, from_attributes=True) for row in page.items]
         return AuditPage(**page_of(page, items))

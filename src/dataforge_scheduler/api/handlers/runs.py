@@ -16,6 +16,7 @@ from dataforge_scheduler.api.errors import HTTPError, error_item, unavailable, v
 from dataforge_scheduler.api.handlers.common import execution_out, page_of, task_out
 from dataforge_scheduler.api.http import Response, json_response
 from dataforge_scheduler.api.schemas.runs import (
+    AllExecutionsQuery,
     CancelRequest,
     CancelResult,
     ExecutionDetail,
@@ -43,6 +44,7 @@ from dataforge_scheduler.sql.store import Session, record_audit, schedule_snapsh
 __all__ = [
     "cancel_execution",
     "get_execution",
+    "list_executions",
     "list_task_executions",
     "pause_task",
     "rerun_execution",
@@ -266,6 +268,30 @@ async def list_task_executions(ctx: Context) -> Response:
             status=query.status,
             page=query.page,
             page_size=query.capped_size,
+            cursor=query.cursor,
+            count=query.count,
+        )
+        return ExecutionPage(**page_of(page, [execution_out(row) for row in page.items]))
+
+    return json_response(await ctx.in_session(read))
+
+
+async def list_executions(ctx: Context) -> Response:
+    query = ctx.query(AllExecutionsQuery)
+
+    def read(session: Session) -> ExecutionPage:
+        page = store.list_executions(
+            session,
+            scheduled_task_id=query.scheduled_task_id,
+            status=query.status,
+            task_name=query.task_name,
+            trigger=query.trigger,
+            since=query.since,
+            until=query.until,
+            page=query.page,
+            page_size=query.capped_size,
+            cursor=query.cursor,
+            count=query.count,
         )
         return ExecutionPage(**page_of(page, [execution_out(row) for row in page.items]))
 

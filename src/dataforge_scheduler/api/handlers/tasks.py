@@ -58,6 +58,8 @@ async def list_tasks(ctx: Context) -> Response:
             page=query.page,
             page_size=query.capped_size,
             sort=query.sort,
+            cursor=query.cursor,
+            count=query.count,
         )
         return TaskPage(**page_of(page, [task_out(row) for row in page.items]))
 

@@ -9,12 +9,13 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from dataforge_scheduler.core.timing import within_calendar
 from dataforge_scheduler.errors import InvalidSchedule
-from dataforge_scheduler.sql.store import MAX_PAGE_SIZE
+from dataforge_scheduler.sql.store import MAX_CURSOR_LENGTH, MAX_PAGE_SIZE
 
 __all__ = [
     "MAX_PAGE_SIZE",
     "ErrorItem",
     "ErrorResponse",
+    "PageFields",
     "PageQuery",
     "UTCDateTimeIn",
 ]
@@ -48,13 +49,37 @@ class ErrorResponse(BaseModel):
     detail: str | list[ErrorItem]
 
 
+class PageFields(BaseModel):
+    """What every page answers besides its ``items``."""
+
+    total: int | None = Field(description="every match, when asked (count=true); else null")
+    page: int | None = Field(description="the page number asked for; null for a cursor's page")
+    page_size: int
+    next_cursor: str | None = Field(
+        description="pass as cursor for the next page; null: this is the last"
+    )
+
+
 class PageQuery(BaseModel):
-    """``page`` (from 1) and ``page_size`` (capped at 200; larger values are capped)."""
+    """Paging of a listing: ``cursor`` (the ``next_cursor`` of the page before) or
+    ``page`` (from 1; neither: the first page), ``page_size`` (capped at 200; larger
+    values are capped), and ``count`` (also count every match: ``total``)."""
 
     model_config = ConfigDict(extra="ignore")
 
-    page: int = Field(1, ge=1, le=1_000_000_000)
+    cursor: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_CURSOR_LENGTH,
+        description="continue after the page that gave this next_cursor (same filters)",
+    )
+    page: int | None = Field(
+        None, ge=1, le=1_000_000_000, description="a page number (an OFFSET: slower when deep)"
+    )
     page_size: int = Field(50, ge=1, le=1_000_000_000)
+    count: bool = Field(
+        False, description="also count every match (total); null otherwise, as it costs"
+    )
 
     @property
     def capped_size(self) -> int:

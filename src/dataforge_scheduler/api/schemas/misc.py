@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from dataforge_scheduler.api.schemas.common import PageQuery, UTCDateTimeIn
+from dataforge_scheduler.api.schemas.common import PageFields, PageQuery, UTCDateTimeIn
 from dataforge_scheduler.core.enums import AuditAction, TaskType
 
 __all__ = [
@@ -103,13 +103,10 @@ class AuditOut(BaseModel):
     request_id: str | None
 
 
-class AuditPage(BaseModel):
+class AuditPage(PageFields):
     """One page of the audit trail, newest first."""
 
     items: list[AuditOut]
-    total: int
-    page: int
-    page_size: int
 
 
 class AuditQuery(PageQuery):

@@ -7,10 +7,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dataforge_scheduler.api.schemas.common import PageQuery
+from dataforge_scheduler.api.schemas.common import PageFields, PageQuery, UTCDateTimeIn
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
 
 __all__ = [
+    "AllExecutionsQuery",
     "CancelRequest",
     "CancelResult",
     "ExecutionDetail",
@@ -125,19 +126,26 @@ class ExecutionDetail(ExecutionOut):
     )
 
 
-class ExecutionPage(BaseModel):
+class ExecutionPage(PageFields):
     """One page of runs, newest first."""
 
     items: list[ExecutionOut]
-    total: int
-    page: int
-    page_size: int
 
 
 class ListExecutionsQuery(PageQuery):
     """Filters of ``GET /tasks/{id}/executions``."""
 
     status: ExecutionStatus | None = None
+
+
+class AllExecutionsQuery(ListExecutionsQuery):
+    """Filters of ``GET /executions``: every one given must match."""
+
+    task_name: str | None = Field(None, min_length=1, max_length=255)
+    scheduled_task_id: int | None = Field(None, ge=1, lt=2**63)
+    trigger: ExecutionTrigger | None = None
+    since: UTCDateTimeIn | None = Field(None, description="made at or after (created_at)")
+    until: UTCDateTimeIn | None = Field(None, description="made before (created_at)")
 
 
 class LogStreamQuery(BaseModel):

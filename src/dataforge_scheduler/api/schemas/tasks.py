@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dataforge_scheduler.api.schemas.common import PageQuery, UTCDateTimeIn
+from dataforge_scheduler.api.schemas.common import PageFields, PageQuery, UTCDateTimeIn
 from dataforge_scheduler.api.schemas.runs import ExecutionOut, LockOut
 from dataforge_scheduler.core.enums import (
     ExecutionStatus,
@@ -206,13 +206,10 @@ class TaskDetail(TaskOut):
     )
 
 
-class TaskPage(BaseModel):
-    """One page of schedules; ``total`` counts every match."""
+class TaskPage(PageFields):
+    """One page of schedules."""
 
     items: list[TaskOut]
-    total: int
-    page: int
-    page_size: int
 
 
 class ListTasksQuery(PageQuery):

@@ -30,10 +30,8 @@ from dataforge_scheduler.sql.store.admin import (
 )
 from dataforge_scheduler.sql.store.audit import list_audit, record_audit, schedule_snapshot
 from dataforge_scheduler.sql.store.common import (
-    MAX_PAGE_SIZE,
     ClaimFilter,
     Engine,
-    Page,
     Session,
     SessionFactory,
     database_error,
@@ -51,6 +49,7 @@ from dataforge_scheduler.sql.store.executions import (
 from dataforge_scheduler.sql.store.fields import SCHEDULE_FIELDS, TRIGGER_FIELDS
 from dataforge_scheduler.sql.store.history import HistoryApplied, apply_history
 from dataforge_scheduler.sql.store.notices import DatabaseChangeListener, listen_for_changes
+from dataforge_scheduler.sql.store.paging import MAX_CURSOR_LENGTH, MAX_PAGE_SIZE, Page
 from dataforge_scheduler.sql.store.runs import (
     DEFAULT_RESULT_MAX_BYTES,
     RunFinished,
@@ -72,6 +71,7 @@ from dataforge_scheduler.sql.store.schedules import (
 
 __all__ = [
     "DEFAULT_RESULT_MAX_BYTES",
+    "MAX_CURSOR_LENGTH",
     "MAX_PAGE_SIZE",
     "SCHEDULE_FIELDS",
     "TRIGGER_FIELDS",

@@ -15,16 +15,19 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
 from dataforge_scheduler.core.enums import AuditAction
 from dataforge_scheduler.sql.models import AuditEntry, ScheduledTask
-from dataforge_scheduler.sql.store.common import Page, aware_now, fetch_page, json_safe
+from dataforge_scheduler.sql.store.common import aware_now, json_safe
 from dataforge_scheduler.sql.store.fields import SCHEDULE_FIELDS
+from dataforge_scheduler.sql.store.paging import Order, Page, fetch_page
 
 __all__ = ["list_audit", "record_audit", "schedule_snapshot"]
 
 _SNAPSHOT_EXTRA = ("id", "next_run_at", "version", "pause_note")
+
+
+_NEWEST_FIRST = Order("-at", AuditEntry.id, AuditEntry.at, descending=True)
 
 
 def schedule_snapshot(schedule: ScheduledTask) -> dict[str, Any]:
@@ -69,10 +72,13 @@ def list_audit(
     action: str | None = None,
     target_type: str | None = None,
     target_id: int | None = None,
-    page: int = 1,
+    page: int | None = None,
     page_size: int = 50,
+    cursor: str | None = None,
+    count: bool = False,
 ) -> Page[AuditEntry]:
-    """A page of audit rows, newest first, matching every filter given."""
+    """A page of audit rows, newest first, matching every filter given (paging as
+    ``store.paging.fetch_page``)."""
     query = select(AuditEntry)
     if action is not None:
         query = query.where(AuditEntry.action == action)
@@ -80,5 +86,12 @@ def list_audit(
         query = query.where(AuditEntry.target_type == target_type)
     if target_id is not None:
         query = query.where(AuditEntry.target_id == target_id)
-    order_by: list[ColumnElement[Any]] = [AuditEntry.at.desc(), AuditEntry.id.desc()]
-    return fetch_page(session, query, order_by=order_by, page=page, page_size=page_size)
+    return fetch_page(
+        session,
+        query,
+        order=_NEWEST_FIRST,
+        page=page,
+        page_size=page_size,
+        cursor=cursor,
+        count=count,
+    )

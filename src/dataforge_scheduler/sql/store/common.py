@@ -1,5 +1,5 @@
-"""What the store's modules share: the transaction and its error boundary, pages,
-dialect inserts and JSON-safe values.
+"""What the store's modules share: the transaction and its error boundary, listing
+errors, dialect inserts and JSON-safe values.
 
 **The boundary.** Every store call runs inside ``transaction()`` (``Runtime.session()``
 is that), which commits on success, rolls back on error, and turns whatever SQLAlchemy
@@ -16,11 +16,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
-from sqlalchemy import Engine, Select, func, select
+from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
@@ -38,10 +37,8 @@ from dataforge_scheduler.errors import (
 )
 
 __all__ = [
-    "MAX_PAGE_SIZE",
     "ClaimFilter",
     "Engine",
-    "Page",
     "Session",
     "SessionFactory",
     "aware_now",
@@ -49,7 +46,6 @@ __all__ = [
     "clean_text",
     "database_error",
     "dialect_insert",
-    "fetch_page",
     "invalid_param",
     "is_unique_violation",
     "json_safe",
@@ -64,9 +60,7 @@ ClaimFilter: TypeAlias = ColumnElement[bool] | None
 #: What ``Runtime.session_factory`` is: sessions bound to the runtime's engine.
 SessionFactory: TypeAlias = sessionmaker[Session]
 
-T = TypeVar("T")
 
-MAX_PAGE_SIZE = 200
 _PG_UNIQUE_VIOLATION = "23505"
 _PG_UNDEFINED = frozenset({"42P01", "42703"})  # undefined table, undefined column
 _OUTAGES = (
@@ -114,16 +108,6 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise database_error(exc) from exc
 
 
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    """One page of a listing; ``total`` counts every row that matched the filters."""
-
-    items: list[T]
-    total: int
-    page: int
-    page_size: int
-
-
 def invalid_param(field: str, value: Any, *, message: str) -> InvalidParams:
     """An ``InvalidParams`` for a listing parameter, in the API's error-list shape."""
     return InvalidParams(
@@ -132,33 +116,6 @@ def invalid_param(field: str, value: Any, *, message: str) -> InvalidParams:
         value=value,
         errors=[{"loc": ["query", field], "msg": message, "type": "value_error"}],
     )
-
-
-def _positive_int(field: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise invalid_param(
-            field, value, message=f"{field} must be a whole number >= 1, got {value!r}"
-        )
-    return value
-
-
-def fetch_page(
-    session: Session,
-    query: Select[Any],
-    *,
-    order_by: list[ColumnElement[Any]],
-    page: int,
-    page_size: int,
-) -> Page[Any]:
-    """Count the rows ``query`` matches and return page ``page`` of them, in order.
-
-    ``page`` starts at 1; ``page_size`` is capped at ``MAX_PAGE_SIZE``.
-    """
-    page = _positive_int("page", page)
-    size = min(_positive_int("page_size", page_size), MAX_PAGE_SIZE)
-    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
-    rows = session.scalars(query.order_by(*order_by).limit(size).offset((page - 1) * size))
-    return Page(items=list(rows), total=int(total or 0), page=page, page_size=size)
 
 
 def dialect_insert(session: Session) -> Callable[..., Any]:

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
@@ -25,13 +25,8 @@ from dataforge_scheduler.core.slots import ClaimedSlot
 from dataforge_scheduler.errors import ConflictError, ExecutionNotFound
 from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution
 from dataforge_scheduler.sql.store.claims import claimed_run
-from dataforge_scheduler.sql.store.common import (
-    Page,
-    aware_now,
-    fetch_page,
-    invalid_param,
-    json_safe,
-)
+from dataforge_scheduler.sql.store.common import aware_now, invalid_param, json_safe
+from dataforge_scheduler.sql.store.paging import Order, Page, fetch_page
 
 __all__ = [
     "cancel_execution",
@@ -95,32 +90,59 @@ def get_execution_by_celery_id(session: Session, celery_task_id: str) -> TaskExe
     return found
 
 
+_NEWEST_FIRST = Order("-created_at", TaskExecution.id, TaskExecution.created_at, descending=True)
+
+
 def list_executions(
     session: Session,
     *,
     scheduled_task_id: int | None = None,
     status: str | None = None,
-    page: int = 1,
+    task_name: str | None = None,
+    trigger: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    page: int | None = None,
     page_size: int = 50,
+    cursor: str | None = None,
+    count: bool = False,
 ) -> Page[TaskExecution]:
-    """A page of executions, newest first, optionally of one schedule and one status."""
+    """A page of executions, newest first (by ``created_at``), matching every filter
+    given: one schedule, one status, one task name, one trigger, made at or after
+    ``since`` and before ``until``. Paging as ``store.paging.fetch_page``."""
     query = select(TaskExecution)
     if scheduled_task_id is not None:
         query = query.where(TaskExecution.scheduled_task_id == scheduled_task_id)
     if status is not None:
-        try:
-            wanted = ExecutionStatus(status)
-        except ValueError:
-            allowed = ", ".join(member.value for member in ExecutionStatus)
-            raise invalid_param(
-                "status", status, message=f"status must be one of {allowed}, got {status!r}"
-            ) from None
+        wanted = _one_of("status", status, ExecutionStatus)
         query = query.where(TaskExecution.status == wanted)
-    order_by: list[ColumnElement[Any]] = [
-        TaskExecution.created_at.desc(),
-        TaskExecution.id.desc(),
-    ]
-    return fetch_page(session, query, order_by=order_by, page=page, page_size=page_size)
+    if trigger is not None:
+        query = query.where(TaskExecution.trigger == _one_of("trigger", trigger, ExecutionTrigger))
+    if task_name is not None:
+        query = query.where(TaskExecution.task_name == task_name)
+    if since is not None:
+        query = query.where(TaskExecution.created_at >= aware_now(since))
+    if until is not None:
+        query = query.where(TaskExecution.created_at < aware_now(until))
+    return fetch_page(
+        session,
+        query,
+        order=_NEWEST_FIRST,
+        page=page,
+        page_size=page_size,
+        cursor=cursor,
+        count=count,
+    )
+
+
+def _one_of(field: str, value: str, enum: type[Any]) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in enum)
+        raise invalid_param(
+            field, value, message=f"{field} must be one of {allowed}, got {value!r}"
+        ) from None
 
 
 def create_manual_run(

@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
@@ -23,19 +23,14 @@ from dataforge_scheduler.core.timing import next_run_after_change, refuse_past_r
 from dataforge_scheduler.core.triggers import trigger_for
 from dataforge_scheduler.errors import ConflictError, InvalidSchedule, ScheduleNotFound
 from dataforge_scheduler.sql.models import ScheduledTask
-from dataforge_scheduler.sql.store.common import (
-    Page,
-    aware_now,
-    fetch_page,
-    invalid_param,
-    is_unique_violation,
-)
+from dataforge_scheduler.sql.store.common import aware_now, invalid_param, is_unique_violation
 from dataforge_scheduler.sql.store.fields import (
     REQUIRED_FIELDS,
     TRIGGER_FIELDS,
     clean_fields,
     clean_pause_note,
 )
+from dataforge_scheduler.sql.store.paging import Order, Page, fetch_page
 
 __all__ = [
     "compute_next_run",
@@ -144,7 +139,7 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _sort_order(sort: str) -> list[ColumnElement[Any]]:
+def _sort_order(sort: str) -> Order:
     descending = sort.startswith("-")
     column = _SORT_COLUMNS.get(sort.removeprefix("-"))
     if column is None:
@@ -152,11 +147,8 @@ def _sort_order(sort: str) -> list[ColumnElement[Any]]:
         raise invalid_param(
             "sort", sort, message=f"sort must be one of {allowed}, optionally prefixed with '-'"
         )
-    tiebreak = ScheduledTask.id.desc() if descending else ScheduledTask.id.asc()
-    if column is ScheduledTask.id:
-        return [tiebreak]
-    primary = column.desc() if descending else column.asc()
-    return [primary.nulls_last(), tiebreak]
+    primary = None if column is ScheduledTask.id else column
+    return Order(sort, ScheduledTask.id, primary, descending=descending)
 
 
 def list_schedules(
@@ -166,14 +158,17 @@ def list_schedules(
     task_type: str | None = None,
     task_names: Collection[str] | None = None,
     search: str | None = None,
-    page: int = 1,
+    page: int | None = None,
     page_size: int = 50,
     sort: str = "id",
+    cursor: str | None = None,
+    count: bool = False,
 ) -> Page[ScheduledTask]:
     """A page of schedules matching every filter given; ``search`` looks for a substring
     of the name or task name, ignoring case. Descriptions (up to 10,000 characters) are
-    not searched: a ``%…%`` match over them reads every row's text, ~80x the cost."""
-    order_by = _sort_order(sort)
+    not searched: a ``%…%`` match over them reads every row's text, ~80x the cost.
+    Paging as ``store.paging.fetch_page`` (a cursor belongs to its ``sort``)."""
+    order = _sort_order(sort)
     query = select(ScheduledTask)
     if status is not None:
         query = query.where(ScheduledTask.status == _enum_param("status", status, enum=TaskStatus))
@@ -186,7 +181,15 @@ def list_schedules(
         pattern = _like_pattern(search)
         columns = (ScheduledTask.name, ScheduledTask.task_name)
         query = query.where(or_(*(c.ilike(pattern, escape="\\") for c in columns)))
-    return fetch_page(session, query, order_by=order_by, page=page, page_size=page_size)
+    return fetch_page(
+        session,
+        query,
+        order=order,
+        page=page,
+        page_size=page_size,
+        cursor=cursor,
+        count=count,
+    )
 
 
 def update_schedule(
