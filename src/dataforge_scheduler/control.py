@@ -28,6 +28,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from dataforge_scheduler.core.enums import ExecutionStatus
@@ -85,10 +86,12 @@ class Cancellation:
 
 @dataclass(frozen=True)
 class ManualRun:
-    """A manual run that was recorded and published: the run and the message sent."""
+    """A manual run that was recorded and published: the run and the message sent, and
+    the slot it took the place of (``skip_next``)."""
 
     run: ClaimedSlot
     message: RunMessage
+    skipped_slot: datetime | None = None
 
 
 def run_now(
@@ -98,6 +101,7 @@ def run_now(
     task_name: str | None = None,
     kwargs: Mapping[str, Any] | None = None,
     validate: bool = True,
+    skip_next: bool = False,
     on_record: RecordHook | None = None,
 ) -> ManualRun:
     """Run a schedule (``schedule_id``: its task and ``handler_kwargs``, ``kwargs`` merged
@@ -105,6 +109,9 @@ def run_now(
 
     ``validate`` checks the kwargs against the task's registered params (``UnknownTask``
     or ``InvalidParams``; skipped for a task the registry does not describe when False).
+    ``skip_next`` makes this run take the place of the schedule's next slot: in the same
+    transaction, that slot is recorded ``skipped`` ("ran early") and is never sent
+    (``ConflictError`` when there is no next slot, or a scheduler claimed it already).
     Raises ``ScheduleNotFound``, ``ConfigurationError`` when the runtime has no
     dispatcher, and ``BackendUnavailable`` when the broker refused the message (the row
     then says so).
@@ -112,16 +119,46 @@ def run_now(
     dispatcher = _dispatcher(runtime)
     if (schedule_id is None) == (task_name is None):
         raise ConfigurationError("give exactly one of schedule_id and task_name", field="target")
+    if skip_next and schedule_id is None:
+        raise ConfigurationError("skip_next needs a schedule, not a task name", field="skip_next")
+    skipped: datetime | None = None
     with runtime.session() as session:
-        schedule = None if schedule_id is None else store.get_schedule(session, schedule_id)
+        schedule = (
+            None
+            if schedule_id is None
+            else store.get_schedule(session, schedule_id, for_update=skip_next)
+        )
         name = schedule.task_name if schedule is not None else str(task_name)
         stored: Mapping[str, Any] = {} if schedule is None else (schedule.handler_kwargs or {})
         run = _record(
             runtime, session, schedule, name, {**stored, **(kwargs or {})}, validate=validate
         )
+        if skip_next and schedule is not None:
+            skipped = store.skip_next_slot(
+                session,
+                schedule,
+                reason=f"ran early: run now (execution {run.execution_id}) took this slot",
+                now=runtime.clock.now(),
+            )
         if on_record is not None:
             on_record(session, run, schedule)
-    return _send(runtime, dispatcher, run)
+    try:
+        done = _send(runtime, dispatcher, run)
+    except DataForgeError:
+        if skipped is not None and schedule_id is not None:
+            _restore_slot(runtime, schedule_id, skipped)
+        raise
+    return ManualRun(run=done.run, message=done.message, skipped_slot=skipped)
+
+
+def _restore_slot(runtime: Runtime, schedule_id: int, slot: datetime) -> None:
+    """Give back a slot a run that was never sent skipped (a scheduler that has not
+    passed it yet then runs it as planned)."""
+    try:
+        with runtime.session() as session:
+            store.unskip_slot(session, schedule_id, slot)
+    except DataForgeError:  # the database may be the thing that is down
+        logger.exception("could not give back slot %s of schedule %s", slot, schedule_id)
 
 
 def rerun(

@@ -107,6 +107,65 @@ async def test_run_now_override_is_validated_like_handler_kwargs(
     assert len(dispatcher.sent) == 1
 
 
+async def test_run_early_takes_the_place_of_the_next_slot(
+    client: httpx.AsyncClient, runtime: Runtime, dispatcher: RecordingDispatcher
+) -> None:
+    row = add_schedule(runtime)  # every hour
+    slot = row.next_run_at
+    assert slot is not None
+
+    early = await client.post(f"/tasks/{row.id}/run", json={"skip_next": True})
+    again = await client.post(f"/tasks/{row.id}/run", json={"skip_next": True})
+
+    assert early.status_code == 202, early.text
+    accepted = early.json()
+    assert datetime.fromisoformat(accepted["skipped_slot"]) == slot
+    assert len(dispatcher.sent) == 1
+    with runtime.session() as session:
+        rows = store.list_executions(session, scheduled_task_id=row.id).items
+        skipped = [r for r in rows if r.scheduled_for is not None]
+        assert [(r.scheduled_for, r.status, r.trigger) for r in skipped] == [
+            (slot, ExecutionStatus.SKIPPED, "schedule")
+        ]
+        assert skipped[0].error == (
+            f"ran early: run now (execution {accepted['execution_id']}) took this slot"
+        )
+        assert skipped[0].finished_at is not None
+    assert again.status_code == 409, "the next slot is already taken"
+    assert "already has a run" in again.json()["detail"]
+    assert len(dispatcher.sent) == 1, "a refused run early sends nothing"
+    audit = (await client.get("/audit", params={"action": "run"})).json()["items"]
+    assert [entry["after"].get("skip_next") for entry in audit] == [True]
+
+
+async def test_run_early_needs_a_next_slot_and_gives_it_back_when_unsent(
+    client: httpx.AsyncClient, runtime: Runtime, dispatcher: RecordingDispatcher
+) -> None:
+    manual_only = add_schedule(runtime, "by-hand", task_type="manual", interval_seconds=None)
+    paused = add_schedule(runtime, "resting", status="paused")
+    hourly = add_schedule(runtime, "hourly-2")
+
+    no_slot = await client.post(f"/tasks/{manual_only.id}/run", json={"skip_next": True})
+    resting = await client.post(f"/tasks/{paused.id}/run", json={"skip_next": True})
+    not_a_flag = await client.post(f"/tasks/{hourly.id}/run", json={"skip_next": "yes"})
+    dispatcher.down = True
+    refused = await client.post(f"/tasks/{hourly.id}/run", json={"skip_next": True})
+
+    assert no_slot.status_code == 409
+    assert "no next slot to skip (no next run)" in no_slot.json()["detail"]
+    assert resting.status_code == 409
+    assert "(paused)" in resting.json()["detail"]
+    assert not_a_flag.status_code == 422
+    assert not_a_flag.json()["detail"][0]["loc"] == ["body", "skip_next"]
+    assert refused.status_code == 503
+    with runtime.session() as session:
+        rows = store.list_executions(session, scheduled_task_id=hourly.id).items
+        assert [(r.scheduled_for, r.status) for r in rows] == [(None, ExecutionStatus.FAILED)]
+    dispatcher.down = False
+    retried = await client.post(f"/tasks/{hourly.id}/run", json={"skip_next": True})
+    assert retried.status_code == 202, "the slot was given back, so it can be skipped now"
+
+
 async def test_run_now_of_an_unknown_schedule_is_404(
     client: httpx.AsyncClient, dispatcher: RecordingDispatcher
 ) -> None:

@@ -43,7 +43,7 @@ def cli_env(pg_url: str, redis_url: str, key_prefix: str) -> dict[str, str]:
 
 
 def test_help_for_every_subcommand(cli_env: dict[str, str]) -> None:
-    for command in ("init-db", "check", "cancel", "rerun", "pause", "resume"):
+    for command in ("init-db", "check", "run", "cancel", "rerun", "pause", "resume"):
         done = run_cli(command, "--help", env=cli_env)
         assert done.returncode == 0, done.stderr
         assert "usage: dataforge-scheduler " + command in done.stdout
@@ -350,3 +350,55 @@ def test_pause_with_a_note_and_resume_are_audited_and_wake_the_beats(
             ("resume", f"cli:{getpass.getuser()}"),
         ]
         assert audit[0].after["pause_note"] == "vendor outage"
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_run_with_skip_next_sends_now_and_skips_the_next_slot(
+    cli_env: dict[str, str], pg: Any, redis_client: Any
+) -> None:
+    import json
+
+    from dataforge_scheduler.sql import store
+    from dataforge_scheduler.sql.models import TaskExecution, create_all
+
+    create_all(pg)
+    with sa.orm.Session(pg) as session, session.begin():
+        schedule = store.create_schedule(
+            session,
+            {
+                "name": "nightly",
+                "task_type": "cron",
+                "task_name": "app.report",
+                "cron_expression": "0 3 * * *",
+                "handler_kwargs": {"days": 1},
+            },
+            now=datetime.now(UTC),
+            default_timezone="UTC",
+        )
+        schedule_id, slot = schedule.id, schedule.next_run_at
+
+    done = run_cli("run", str(schedule_id), "--skip-next", "--kwargs", '{"days": 2}', env=cli_env)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith(
+        f"its next slot, {slot.isoformat()}, is skipped (ran early)"
+    )
+    with sa.orm.Session(pg) as session:
+        rows = session.scalars(
+            sa.select(TaskExecution).where(TaskExecution.scheduled_task_id == schedule_id)
+        ).all()
+    by_slot = {row.scheduled_for: row for row in rows}
+    assert by_slot[slot].status == "skipped"
+    assert by_slot[slot].error.startswith("ran early: run now (execution ")
+    manual = by_slot[None]
+    assert manual.kwargs == {"days": 2, "scheduled_task_id": schedule_id}
+    for raw in redis_client.lrange("celery", 0, -1):
+        if json.loads(raw)["headers"]["id"] == manual.celery_task_id:
+            redis_client.lrem("celery", 1, raw)
+            break
+    else:
+        raise AssertionError("the run's message is not on the broker")
+    again = run_cli("run", str(schedule_id), "--skip-next", env=cli_env)
+    assert again.returncode == 1
+    assert "already has a run" in again.stderr

@@ -179,3 +179,41 @@ def test_a_schedule_that_keeps_failing_pauses_itself_and_its_beat_stops_sending(
             0,
             None,
         )
+
+
+def test_a_run_early_takes_the_next_slot_and_the_beat_sends_the_ones_after(
+    cluster: Cluster,
+) -> None:
+    schedule_id = cluster.schedule(interval_seconds=2, handler_kwargs={"work": 0.1})
+    cluster.start()
+    wait_until(
+        lambda: any(r.status is ExecutionStatus.SUCCESS for r in cluster.rows()),
+        timeout=30,
+        message="a first scheduled run",
+    )
+
+    early = run_now(cluster.runtime, schedule_id=schedule_id, validate=False, skip_next=True)
+    slot = early.skipped_slot
+    assert slot is not None
+
+    later = wait_until(
+        lambda: [
+            r
+            for r in cluster.rows()
+            if r.scheduled_for is not None
+            and r.scheduled_for > slot
+            and r.status is ExecutionStatus.SUCCESS
+        ],
+        timeout=30,
+        message="a slot after the skipped one to run",
+    )
+    assert later
+    rows = {r.scheduled_for: r for r in cluster.rows()}
+    skipped = rows[slot]
+    assert skipped.status is ExecutionStatus.SKIPPED
+    assert skipped.started_at is None, "the skipped slot was never sent"
+    assert skipped.error == (
+        f"ran early: run now (execution {early.run.execution_id}) took this slot"
+    )
+    assert skipped.celery_task_id not in cluster.bodies()
+    assert cluster.execution(early.run.execution_id).status is ExecutionStatus.SUCCESS

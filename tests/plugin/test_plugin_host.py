@@ -204,6 +204,18 @@ def test_an_interval_grid_without_missed_slots(dataforge_scheduler, dataforge_sc
     assert len(dataforge_scheduler.advance(1)) == 1
 
 
+def test_a_run_early_skips_the_next_slot(
+    dataforge_scheduler, dataforge_schedule_factory, dataforge_run_task
+):
+    start = dataforge_scheduler.clock.now()
+    schedule = dataforge_schedule_factory.make(task_name="hostapp.sync", interval_seconds=300)
+    early = dataforge_run_task.run_early(schedule, count=3)
+    assert early.result == {"synced_count": 3}
+    sent = dataforge_scheduler.advance(900)
+    after = [start + timedelta(seconds=600), start + timedelta(seconds=900)]
+    assert [s.slot for s in sent] == after
+
+
 def test_the_api_client_lists_and_runs_tasks(
     dataforge_api_client, dataforge_schedule_factory, dataforge_run_task
 ):
@@ -275,7 +287,7 @@ def test_a_host_project_uses_every_fixture_and_overrides_them(
         test_a_overrides=textwrap.dedent(OVERRIDES), test_host=textwrap.dedent(HOST_TESTS)
     )
     result = host_project.runpytest_subprocess("-q")
-    result.assert_outcomes(passed=15)
+    result.assert_outcomes(passed=16)
     assert "Traceback" not in result.stderr.str(), outcome_report(result)
 
 

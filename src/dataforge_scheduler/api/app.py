@@ -108,7 +108,7 @@ def build_router() -> Router:
                             status=204, errors=(403,))),
         ("/tasks/{id}/run", _op("POST", runs.run_task, "Run now", "runs", access=W, status=202,
                                 body_model=RunRequest, body_required=False,
-                                response_model=RunAccepted)),
+                                response_model=RunAccepted, errors=(409,))),
         ("/tasks/{id}/pause", _op("POST", runs.pause_task, "Pause (idempotent)", "tasks",
                                   access=W, body_model=PauseRequest, body_required=False,
                                   response_model=TaskOut)),

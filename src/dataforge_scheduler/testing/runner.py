@@ -83,6 +83,18 @@ class TaskRunner:
         )
         return done.run.celery_task_id
 
+    def run_early(
+        self, schedule: ScheduledTask | int, /, *, timeout: float | None = None, **kwargs: Any
+    ) -> TaskExecution:
+        """Run a schedule now in place of its next slot, as ``POST /tasks/{id}/run`` with
+        ``skip_next`` does: the slot is recorded ``skipped`` ("ran early") and never sent.
+        Returns the run's finished row. ``ConflictError`` when there is no next slot."""
+        schedule_id, _, _ = self._resolve(schedule)
+        done = run_now(
+            self.runtime, schedule_id=schedule_id, kwargs=kwargs, validate=False, skip_next=True
+        )
+        return self.wait(done.run.celery_task_id, timeout=timeout)
+
     def rerun(
         self,
         execution: TaskExecution | int,

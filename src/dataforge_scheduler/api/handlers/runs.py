@@ -61,9 +61,13 @@ async def run_task(ctx: Context) -> Response:
     schedule_id: int = ctx.path["id"]
     body = await ctx.optional_body(RunRequest)
     override = (body.kwargs if body is not None else None) or {}
+    skip_next = body is not None and body.skip_next
     now = ctx.now()
 
     def audit(session: Session, run: ClaimedSlot, schedule: ScheduledTask | None) -> None:
+        after = _accepted(run, schedule_id).model_dump(mode="json")
+        if skip_next:
+            after["skip_next"] = True
         record_audit(
             session,
             principal=ctx.principal_name,
@@ -71,14 +75,20 @@ async def run_task(ctx: Context) -> Response:
             target_type=_TARGET,
             target_id=schedule_id,
             before=None,
-            after=_accepted(run, schedule_id).model_dump(mode="json"),
+            after=after,
             request_id=ctx.request.request_id,
             now=now,
         )
 
     try:
         done = await ctx.offload(
-            lambda: run_now(ctx.runtime, schedule_id=schedule_id, kwargs=override, on_record=audit)
+            lambda: run_now(
+                ctx.runtime,
+                schedule_id=schedule_id,
+                kwargs=override,
+                skip_next=skip_next,
+                on_record=audit,
+            )
         )
     except UnknownTask as exc:
         raise HTTPError(422, f"the schedule's task_name cannot run: {exc.message}") from None
@@ -90,7 +100,10 @@ async def run_task(ctx: Context) -> Response:
         raise HTTPError(
             503, f"the run was recorded but could not be sent: {unavailable(exc)}"
         ) from exc
-    return json_response(_accepted(done.run, schedule_id), status=202)
+    accepted = _accepted(done.run, schedule_id).model_copy(
+        update={"skipped_slot": done.skipped_slot}
+    )
+    return json_response(accepted, status=202)
 
 
 async def cancel_execution(ctx: Context) -> Response:

@@ -36,6 +36,12 @@ class RunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kwargs: dict[str, Any] | None = None
+    skip_next: bool = Field(
+        False,
+        strict=True,
+        description="run early: the schedule's next slot is not sent (recorded skipped, "
+        "'ran early')",
+    )
 
 
 class RerunRequest(BaseModel):
@@ -60,6 +66,9 @@ class RunAccepted(BaseModel):
     status: ExecutionStatus
     kwargs: dict[str, Any]
     rerun_of: int | None = Field(None, description="the execution this run runs again")
+    skipped_slot: datetime | None = Field(
+        None, description="the scheduled slot this run took the place of (skip_next)"
+    )
 
 
 class CancelRequest(BaseModel):

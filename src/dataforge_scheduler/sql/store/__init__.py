@@ -45,6 +45,8 @@ from dataforge_scheduler.sql.store.executions import (
     list_executions,
     mark_sent,
     rerun_ids,
+    skip_next_slot,
+    unskip_slot,
 )
 from dataforge_scheduler.sql.store.fields import SCHEDULE_FIELDS, TRIGGER_FIELDS
 from dataforge_scheduler.sql.store.history import HistoryApplied, apply_history
@@ -110,8 +112,10 @@ __all__ = [
     "rerun_ids",
     "resume_schedule",
     "schedule_snapshot",
+    "skip_next_slot",
     "start_run",
     "transaction",
     "truncate_tables",
+    "unskip_slot",
     "update_schedule",
 ]

@@ -8,24 +8,32 @@ row to ``running`` and on (``store.runs``). Once the broker took a message, ``ma
 records ``sent_at`` (the first send wins), for a manual run and a claimed slot alike: the
 reaper judges a ``pending`` row by how long ago it was sent (or made, when never sent).
 Manual runs have ``scheduled_for`` NULL, so they never collide with claimed slots.
-Functions never commit: the caller owns the transaction.
+"Run early" (``skip_next_slot``) takes the next slot's key with a ``skipped`` row, so no
+scheduler claims it. Functions never commit: the caller owns the transaction.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
+import sqlalchemy as sa
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
+from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger, TaskStatus
 from dataforge_scheduler.core.slots import ClaimedSlot
 from dataforge_scheduler.errors import ConflictError, ExecutionNotFound
 from dataforge_scheduler.sql.models import ScheduledTask, TaskExecution
 from dataforge_scheduler.sql.store.claims import claimed_run
-from dataforge_scheduler.sql.store.common import aware_now, invalid_param, json_safe
+from dataforge_scheduler.sql.store.common import (
+    aware_now,
+    dialect_insert,
+    invalid_param,
+    json_safe,
+)
 from dataforge_scheduler.sql.store.paging import Order, Page, fetch_page
 
 __all__ = [
@@ -36,7 +44,11 @@ __all__ = [
     "list_executions",
     "mark_sent",
     "rerun_ids",
+    "skip_next_slot",
+    "unskip_slot",
 ]
+
+_EXECUTIONS = cast(sa.Table, TaskExecution.__table__)
 
 
 def get_execution(session: Session, execution_id: int) -> TaskExecution:
@@ -180,6 +192,66 @@ def create_manual_run(
         kwargs=dict(execution.kwargs),
         trigger=ExecutionTrigger.MANUAL,
         claimed_at=now,
+    )
+
+
+def skip_next_slot(
+    session: Session, schedule: ScheduledTask, *, reason: str, now: datetime
+) -> datetime:
+    """Take the schedule's next slot (``next_run_at``) out of its future: its execution
+    row is inserted ``skipped`` with ``reason``, so no scheduler can claim it (the slot's
+    key is taken) and the next pass moves past it. Call it holding the schedule's row
+    lock. Returns the slot. ``ConflictError`` when the schedule has no next slot (not
+    active, manual, or done) or a scheduler has claimed it already."""
+    slot = schedule.next_run_at
+    status = TaskStatus(schedule.status)
+    if status is not TaskStatus.ACTIVE or slot is None:
+        state = str(status) if status is not TaskStatus.ACTIVE else "no next run"
+        raise ConflictError(
+            f"schedule {schedule.id} has no next slot to skip ({state})",
+            field="skip_next",
+            schedule_id=schedule.id,
+        )
+    now = aware_now(now)
+    statement = (
+        dialect_insert(session)(_EXECUTIONS)
+        .values(
+            scheduled_task_id=schedule.id,
+            scheduled_for=slot,
+            task_name=schedule.task_name,
+            celery_task_id=str(uuid.uuid4()),
+            trigger=ExecutionTrigger.SCHEDULE,
+            status=ExecutionStatus.SKIPPED,
+            created_at=now,
+            finished_at=now,
+            kwargs={},
+            error=reason,
+        )
+        .on_conflict_do_nothing(
+            index_elements=[_EXECUTIONS.c.scheduled_task_id, _EXECUTIONS.c.scheduled_for]
+        )
+        .returning(_EXECUTIONS.c.id)
+    )
+    if session.execute(statement).first() is None:
+        raise ConflictError(
+            f"schedule {schedule.id}'s next slot ({slot.isoformat()}) already has a run (a "
+            "scheduler claimed it, or an earlier run early skipped it)",
+            field="skip_next",
+            schedule_id=schedule.id,
+        )
+    return slot
+
+
+def unskip_slot(session: Session, schedule_id: int, slot: datetime) -> None:
+    """Delete the ``skipped`` row ``skip_next_slot`` made for ``slot`` (its run early was
+    never sent), so a scheduler that has not passed the slot claims it as planned."""
+    session.execute(
+        sa.delete(_EXECUTIONS).where(
+            _EXECUTIONS.c.scheduled_task_id == schedule_id,
+            _EXECUTIONS.c.scheduled_for == aware_now(slot),
+            _EXECUTIONS.c.status == ExecutionStatus.SKIPPED,
+            _EXECUTIONS.c.started_at.is_(None),
+        )
     )
 
 
