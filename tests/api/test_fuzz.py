@@ -32,7 +32,7 @@ from dataforge_scheduler.core.enums import ExecutionStatus
 from dataforge_scheduler.runtime import Runtime
 
 # a moderate run in CI; DATAFORGE_FUZZ_EXAMPLES=3000 for a deeper one by hand
-EXAMPLES = int(os.environ.get("DATAFORGE_FUZZ_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("DATAFORGE_FUZZ_EXAMPLES", "500"))
 
 
 def _inline(schema: Any, components: dict[str, Any]) -> Any:

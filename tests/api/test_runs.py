@@ -314,6 +314,25 @@ async def test_pause_after_failures_is_set_shown_checked_and_cleared(
     assert cleared.json()["pause_after_failures"] is None
 
 
+async def test_max_runs_is_set_shown_and_checked(client: httpx.AsyncClient) -> None:
+    body = {
+        "name": "thrice",
+        "task_type": "interval",
+        "task_name": "dftest.sync_accounts",
+        "interval_seconds": 60,
+        "max_runs": 3,
+    }
+    created = await client.post("/tasks", json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["max_runs"] == 3
+    for bad in (0, -1, "3", 1.5, False):
+        refused = await client.patch(f"/tasks/{created.json()['id']}", json={"max_runs": bad})
+        assert refused.status_code == 422, bad
+        assert refused.json()["detail"][0]["loc"] == ["body", "max_runs"]
+    unlimited = await client.patch(f"/tasks/{created.json()['id']}", json={"max_runs": None})
+    assert unlimited.json()["max_runs"] is None
+
+
 async def test_pause_unknown_is_404(client: httpx.AsyncClient) -> None:
     assert (await client.post("/tasks/4040/pause")).status_code == 404
     assert (await client.post("/tasks/4040/resume")).status_code == 404

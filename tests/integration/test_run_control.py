@@ -217,3 +217,31 @@ def test_a_run_early_takes_the_next_slot_and_the_beat_sends_the_ones_after(
     )
     assert skipped.celery_task_id not in cluster.bodies()
     assert cluster.execution(early.run.execution_id).status is ExecutionStatus.SUCCESS
+
+
+def test_a_schedule_with_max_runs_runs_that_many_times_and_completes(cluster: Cluster) -> None:
+    schedule_id = cluster.schedule(interval_seconds=1, handler_kwargs={"work": 0.05}, max_runs=2)
+    cluster.start()
+
+    def completed() -> ScheduledTask | None:
+        with cluster.runtime.session() as session:
+            row = store.get_schedule(session, schedule_id)
+            session.expunge(row)
+        return row if row.status is TaskStatus.COMPLETED else None
+
+    row = wait_until(completed, timeout=30, interval=0.2, message="the schedule to complete")
+    assert (row.max_runs, row.next_run_at) == (0, None)
+    claimed = cluster.rows()
+    time.sleep(2.5)  # two more of its slots: none is claimed
+    assert len(cluster.rows()) == len(claimed)
+    # slots the beat found already late when it started are recorded missed: no run
+    runs = [r for r in claimed if r.status is not ExecutionStatus.MISSED]
+    assert len(runs) == 2
+    wait_until(
+        lambda: all(
+            r.status in (ExecutionStatus.SUCCESS, ExecutionStatus.MISSED) for r in cluster.rows()
+        ),
+        timeout=30,
+        message="both runs to end",
+    )
+    assert sorted(cluster.bodies()) == sorted(r.celery_task_id for r in runs)

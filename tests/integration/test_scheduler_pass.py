@@ -19,7 +19,7 @@ from tests.scheduler_harness import RECORD, SEED_INSERT, T0, Harness, seconds
 
 from dataforge_scheduler.celery.beat import DatabaseScheduler
 from dataforge_scheduler.core.enums import ExecutionStatus, TaskStatus
-from dataforge_scheduler.errors import BackendUnavailable
+from dataforge_scheduler.errors import BackendUnavailable, ConflictError, InvalidSchedule
 from dataforge_scheduler.sql import store
 from dataforge_scheduler.sql.models import ScheduledTask
 from dataforge_scheduler.testing import RecordingDispatcher
@@ -769,3 +769,64 @@ def test_rows_another_scheduler_holds_are_skipped_not_waited_for(pg: Any) -> Non
         assert result.sent == ()
         assert result.next_run_at == T0 + seconds(60)  # still due: the holder will claim it
     assert [slot.scheduled_for for slot in h.at(T0 + seconds(61)).sent] == [T0 + seconds(60)]
+
+
+# ---------------------------------------------------------------- max_runs
+
+
+def test_max_runs_sends_that_many_slots_then_completes(h: Harness) -> None:
+    sid = h.create(task_type="interval", interval_seconds=10, max_runs=3)
+    for k in range(1, 6):
+        h.at(T0 + seconds(10 * k + 0.5))
+
+    assert [e.scheduled_for for e in h.executions(sid)] == [T0 + seconds(10 * k) for k in (1, 2, 3)]
+    assert len(h.dispatcher.sent) == 3
+    row = h.schedule(sid)
+    assert (row.status, row.max_runs, row.next_run_at) == (TaskStatus.COMPLETED, 0, None)
+
+    with (
+        h.runtime.session() as session,
+        pytest.raises(ConflictError, match="used all its max_runs"),
+    ):
+        store.resume_schedule(session, sid, now=h.clock.now(), default_timezone="UTC")
+    with h.runtime.session() as session:
+        store.update_schedule(
+            session,
+            sid,
+            {"max_runs": 1, "status": "active"},
+            now=T0 + seconds(60),
+            default_timezone="UTC",
+        )
+    h.at(T0 + seconds(70.5))
+    h.at(T0 + seconds(80.5))
+    assert len(h.dispatcher.sent) == 4
+    assert h.schedule(sid).status is TaskStatus.COMPLETED
+
+
+def test_max_runs_caps_a_catch_up_backlog_and_missed_slots_cost_nothing(h: Harness) -> None:
+    sid = h.create(
+        task_type="interval",
+        interval_seconds=10,
+        max_runs=2,
+        misfire_policy="catch_up",
+        overlap_policy="allow",
+    )
+    h.at(T0 + seconds(60.5))  # six slots due at once: two are claimed, then it completes
+
+    assert [e.scheduled_for for e in h.executions(sid)] == [T0 + seconds(10), T0 + seconds(20)]
+    assert h.schedule(sid).status is TaskStatus.COMPLETED
+
+    skipper = h.create(task_type="interval", interval_seconds=10, max_runs=2)
+    h.at(T0 + seconds(120.5))  # late past the grace: run_once runs the newest, misses the rest
+    row = h.schedule(skipper)
+    statuses = [e.status for e in h.executions(skipper)]
+    assert statuses.count(ExecutionStatus.PENDING) == 1
+    assert row.max_runs == 1, "missed slots did not run, so they cost nothing"
+    assert row.status is TaskStatus.ACTIVE
+
+
+def test_max_runs_is_checked(h: Harness) -> None:
+    for bad in (0, -1, "2", 1.5):
+        with pytest.raises(InvalidSchedule) as refused:
+            h.create(task_type="interval", interval_seconds=10, max_runs=bad)
+        assert refused.value.field == "max_runs"

@@ -204,6 +204,15 @@ def test_an_interval_grid_without_missed_slots(dataforge_scheduler, dataforge_sc
     assert len(dataforge_scheduler.advance(1)) == 1
 
 
+def test_max_runs_completes_the_schedule(dataforge_scheduler, dataforge_schedule_factory):
+    schedule = dataforge_schedule_factory.make(
+        task_name="hostapp.sync", interval_seconds=60, max_runs=2
+    )
+    assert len(dataforge_scheduler.advance(600)) == 2
+    stored = dataforge_schedule_factory.get(schedule)
+    assert (stored.status.value, stored.max_runs) == ("completed", 0)
+
+
 def test_a_run_early_skips_the_next_slot(
     dataforge_scheduler, dataforge_schedule_factory, dataforge_run_task
 ):
@@ -287,7 +296,7 @@ def test_a_host_project_uses_every_fixture_and_overrides_them(
         test_a_overrides=textwrap.dedent(OVERRIDES), test_host=textwrap.dedent(HOST_TESTS)
     )
     result = host_project.runpytest_subprocess("-q")
-    result.assert_outcomes(passed=16)
+    result.assert_outcomes(passed=17)
     assert "Traceback" not in result.stderr.str(), outcome_report(result)
 
 

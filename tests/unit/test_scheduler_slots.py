@@ -116,6 +116,7 @@ def _due_row(policy: MisfirePolicy, *, overlap: str = "skip", task_type: str = "
         priority=None,
         expire_seconds=None,
         overlap_policy=overlap,
+        max_runs=None,
     )
 
 

@@ -19,6 +19,9 @@ from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger, Ta
 
 __all__ = ["Advance", "ClaimedSlot", "NewSlot", "PassResult", "PlannableRow", "RowPlan"]
 
+#: The slot statuses that run (now or once the run before ends): what ``max_runs`` counts.
+_RUNS = frozenset({ExecutionStatus.PENDING, ExecutionStatus.QUEUED})
+
 
 class PlannableRow(Protocol):
     """The schedule attributes a pass plans with; ``ScheduledTask`` has them."""
@@ -51,6 +54,8 @@ class PlannableRow(Protocol):
     def expire_seconds(self) -> int | None: ...
     @property
     def overlap_policy(self) -> str: ...
+    @property
+    def max_runs(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class Advance:
     last_status: ExecutionStatus | None = None
     last_execution_id: int | None = None
     last_error: str | None = None
+    runs_taken: int = 0  # slots claimed to run: what max_runs loses
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,9 @@ class RowPlan:
             if slot.status is ExecutionStatus.FAILED and slot.celery_task_id in inserted
         ]
         last = max(failed, key=lambda pair: pair[0]) if failed else None
+        taken = sum(
+            1 for slot in self.slots if slot.status in _RUNS and slot.celery_task_id in inserted
+        )
         return Advance(
             schedule_id=self.row.id,
             next_run_at=self.next_run_at,
@@ -143,6 +152,7 @@ class RowPlan:
             last_status=ExecutionStatus.FAILED if last else None,
             last_execution_id=last[0] if last else None,
             last_error=last[1] if last else None,
+            runs_taken=taken,
         )
 
 

@@ -384,10 +384,35 @@ def plan_row(
             len(backlog.skipped),
             row.overlap_policy,
         )
-    status = TaskStatus.COMPLETED if plan.next_run_at is None else TaskStatus.ACTIVE
-    if plan.next_run_at is None:
+    next_run_at = plan.next_run_at
+    slots, limited = _within_max_runs(slots, row.max_runs)
+    if limited:
+        next_run_at = None
+        logger.info(
+            "schedule %s (id %s) claimed its last run (max_runs): completed", row.name, row.id
+        )
+    elif next_run_at is None:
         logger.info("schedule %s (id %s) fired its last slot: completed", row.name, row.id)
-    return RowPlan(row, slots, plan.next_run_at, status, cancel=cancel, cancel_reason=cancel_reason)
+    status = TaskStatus.COMPLETED if next_run_at is None else TaskStatus.ACTIVE
+    return RowPlan(row, slots, next_run_at, status, cancel=cancel, cancel_reason=cancel_reason)
+
+
+_RUN_SLOTS = (ExecutionStatus.PENDING, ExecutionStatus.QUEUED)
+
+
+def _within_max_runs(slots: list[NewSlot], remaining: int | None) -> tuple[list[NewSlot], bool]:
+    """The slots a schedule with ``remaining`` runs left may claim, and whether they
+    use up the last (the schedule then completes). Slots that do not run (missed,
+    skipped, failed) cost nothing; those after the last run are dropped."""
+    if remaining is None:
+        return slots, False
+    runs = [slot for slot in slots if slot.status in _RUN_SLOTS]
+    if len(runs) < remaining:
+        return slots, False
+    if remaining <= 0:
+        return [], True
+    last = runs[remaining - 1].scheduled_for
+    return [slot for slot in slots if slot.scheduled_for <= last], True
 
 
 def _backlog(

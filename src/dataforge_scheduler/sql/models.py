@@ -139,6 +139,7 @@ class ScheduledTask(Base):
             "pause_after_failures IS NULL OR pause_after_failures > 0",
             name="pause_after_failures_positive",
         ),
+        CheckConstraint("max_runs IS NULL OR max_runs >= 0", name="max_runs_non_negative"),
         CheckConstraint(
             "priority IS NULL OR (priority >= 0 AND priority <= 255)", name="priority_range"
         ),
@@ -203,6 +204,9 @@ class ScheduledTask(Base):
     pause_after_failures: Mapped[int | None] = mapped_column(Integer)
     # failed or lost runs since the last success (or resume); kept by the workers
     failure_streak: Mapped[int] = _counter()
+    # scheduled runs left (None: no limit); each slot claimed to run takes one, and the
+    # schedule completes when none is left
+    max_runs: Mapped[int | None] = mapped_column(Integer)
 
     def __repr__(self) -> str:
         return (

@@ -49,6 +49,10 @@ SortKey = Literal[
     "-created_at",
 ]
 Settable = Literal["active", "paused"]
+_MAX_RUNS = (
+    "scheduled runs left: each slot claimed to run takes one, and the schedule completes "
+    "when none is left (null: no limit)"
+)
 _PAUSE_AFTER_FAILURES = (
     "pause the schedule after this many failed or lost runs in a row (null: never)"
 )
@@ -86,6 +90,7 @@ class TaskCreate(BaseModel):
     pause_after_failures: int | None = Field(
         None, strict=True, ge=1, lt=_INT32, description=_PAUSE_AFTER_FAILURES
     )
+    max_runs: int | None = Field(None, strict=True, ge=1, lt=_INT32, description=_MAX_RUNS)
 
 
 class TaskUpdate(BaseModel):
@@ -116,6 +121,7 @@ class TaskUpdate(BaseModel):
     pause_after_failures: int | None = Field(
         None, strict=True, ge=1, lt=_INT32, description=_PAUSE_AFTER_FAILURES
     )
+    max_runs: int | None = Field(None, strict=True, ge=1, lt=_INT32, description=_MAX_RUNS)
     expected_version: int | None = Field(
         None,
         strict=True,
@@ -178,6 +184,7 @@ class TaskOut(BaseModel):
         None, description="why it is paused: the pause's note, or why it paused itself"
     )
     pause_after_failures: int | None = None
+    max_runs: int | None = Field(None, description=_MAX_RUNS)
     failure_streak: int = Field(0, description="failed or lost runs since the last success")
 
 

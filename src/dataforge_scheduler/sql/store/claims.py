@@ -26,6 +26,7 @@ from sqlalchemy import (
     Select,
     String,
     bindparam,
+    case,
     func,
     literal_column,
     or_,
@@ -196,6 +197,11 @@ def advance_schedules(session: Session, advances: Sequence[Advance]) -> None:
             last_error=func.coalesce(
                 bindparam("b_last_error", type_=columns.last_error.type), columns.last_error
             ),
+            # NULL (no limit) stays NULL; never below 0
+            max_runs=case(
+                (columns.max_runs > bindparam("b_taken"), columns.max_runs - bindparam("b_taken")),
+                else_=case((columns.max_runs.is_(None), None), else_=0),
+            ),
             updated_at=columns.updated_at,  # suppresses the column's onupdate
         )
     )
@@ -207,6 +213,7 @@ def advance_schedules(session: Session, advances: Sequence[Advance]) -> None:
             "b_last_status": advance.last_status,
             "b_last_execution": advance.last_execution_id,
             "b_last_error": advance.last_error,
+            "b_taken": advance.runs_taken,
         }
         for advance in advances
     ]

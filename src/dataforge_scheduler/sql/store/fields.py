@@ -54,6 +54,7 @@ SCHEDULE_FIELDS: frozenset[str] = frozenset(
         "misfire_grace_seconds",
         "overlap_policy",
         "pause_after_failures",
+        "max_runs",
     }
 )
 """The configurable columns of ``scheduled_tasks``; the rest belong to the scheduler
@@ -78,6 +79,7 @@ _MINIMUM = {
     "misfire_grace_seconds": 0,
     "priority": 0,
     "pause_after_failures": 1,
+    "max_runs": 1,
 }
 _MAXIMUM = {"priority": 255}  # AMQP's ceiling; Redis transports use 0-9 of it
 _NOT_BLANK = frozenset({"name", "task_name", "cron_expression", "queue"})

@@ -226,6 +226,8 @@ def update_schedule(
             setattr(preview, key, value)
         if changed.keys() & {"task_type", "run_at"} or preview.status is TaskStatus.ACTIVE:
             _refuse_past_run_at(preview, now=now)
+        if preview.status is TaskStatus.ACTIVE and "status" in changed:
+            _refuse_no_runs_left(schedule, changed.get("max_runs", schedule.max_runs))
         changed["next_run_at"] = compute_next_run(
             preview, now=now, default_timezone=default_timezone
         )
@@ -255,6 +257,15 @@ def _apply(
             flag_modified(schedule, "updated_at")
     except IntegrityError as exc:
         raise _write_refused(exc, name) from exc
+
+
+def _refuse_no_runs_left(schedule: ScheduledTask, max_runs: int | None) -> None:
+    if max_runs == 0:
+        raise ConflictError(
+            f"schedule {schedule.id} has used all its max_runs; set max_runs to run it again",
+            field="max_runs",
+            schedule_id=schedule.id,
+        )
 
 
 def pause_schedule(
@@ -288,6 +299,7 @@ def resume_schedule(
     schedule = get_schedule(session, schedule_id, for_update=True)
     if schedule.status is TaskStatus.ACTIVE:
         return schedule
+    _refuse_no_runs_left(schedule, schedule.max_runs)
     preview = ScheduledTask(**{key: getattr(schedule, key) for key in _PREVIEW_FIELDS})
     preview.status = TaskStatus.ACTIVE
     try:
