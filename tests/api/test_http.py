@@ -413,7 +413,7 @@ async def test_preview_of_a_date_and_a_manual_schedule(client: httpx.AsyncClient
     assert [datetime.fromisoformat(t) for t in date["fire_times"]] == [
         run_at.replace(microsecond=run_at.microsecond)
     ]
-    assert manual == {"timezone": "UTC", "fire_times": [], "next_run_at": None}
+    assert manual == {"timezone": "UTC", "fire_times": [], "next_run_at": None, "excluded": []}
 
 
 # ---------------------------------------------------------------- I/O off the event loop

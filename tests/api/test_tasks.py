@@ -441,3 +441,63 @@ async def test_every_change_is_audited_with_before_and_after(
     filtered = (await client.get("/audit", params={"action": "update", "count": "true"})).json()
     assert filtered["total"] == 1
     assert len(filtered["items"]) == 1
+
+
+async def test_exclusions_are_stored_previewed_and_refused_naming_the_window(
+    client: httpx.AsyncClient,
+) -> None:
+    windows = [
+        {"name": "weekends", "cron": "0 0 * * 6", "duration_seconds": 172800},
+        {"name": "christmas", "start": "2030-12-24T00:00", "end": "2030-12-27T00:00"},
+        {"dates": ["2031-01-01"]},
+    ]
+    trigger = {"task_type": "cron", "cron_expression": "0 9 * * *", "timezone": "Asia/Shanghai"}
+    preview = await client.post(
+        "/schedules/preview",
+        json={**trigger, "exclusions": windows[:1], "count": 5},
+    )
+    created = await client.post(
+        "/tasks",
+        json={
+            "name": "weekdays",
+            "task_name": "dftest.sync_accounts",
+            **trigger,
+            "exclusions": windows,
+        },
+    )
+    bad = await client.post(
+        "/tasks",
+        json={
+            "name": "bad",
+            "task_name": "dftest.sync_accounts",
+            **trigger,
+            "exclusions": [{"start": "2030-12-24T00:00", "end": "yesterday"}],
+        },
+    )
+    shape = await client.post(
+        "/schedules/preview", json={**trigger, "exclusions": [{"cron": "0 0 * * 6"}]}
+    )
+    extra = await client.post(
+        "/schedules/preview", json={**trigger, "exclusions": [{"every": "sunday"}]}
+    )
+
+    assert preview.status_code == 200, preview.text
+    fires = [datetime.fromisoformat(t) for t in preview.json()["fire_times"]]
+    assert len(fires) == 5
+    assert all(t.weekday() < 5 for t in fires), "no Saturday or Sunday"
+    excluded = preview.json()["excluded"]
+    assert excluded, "the weekend's slots are listed"
+    assert {e["window"] for e in excluded} == {"weekends"}
+    assert all(datetime.fromisoformat(e["at"]).weekday() >= 5 for e in excluded)
+    assert created.status_code == 201, created.text
+    assert created.json()["exclusions"] == windows
+    assert datetime.fromisoformat(created.json()["next_run_at"]).weekday() < 5
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["body", "exclusions"]
+    assert "exclusions[0]: end is not an ISO 8601" in bad.json()["detail"][0]["msg"]
+    assert shape.status_code == 422
+    assert "exclusions[0]: a window has start and end" in shape.text
+    assert extra.status_code == 422
+    assert extra.json()["detail"][0]["loc"][:3] == ["body", "exclusions", 0]
+    cleared = await client.patch(f"/tasks/{created.json()['id']}", json={"exclusions": None})
+    assert cleared.json()["exclusions"] is None

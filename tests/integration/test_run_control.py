@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -245,3 +246,29 @@ def test_a_schedule_with_max_runs_runs_that_many_times_and_completes(cluster: Cl
         message="both runs to end",
     )
     assert sorted(cluster.bodies()) == sorted(r.celery_task_id for r in runs)
+
+
+def test_slots_inside_an_exclusion_window_are_never_claimed(cluster: Cluster) -> None:
+    opens = utcnow().replace(microsecond=0) + timedelta(seconds=8)  # the beat is up by then
+    closes = opens + timedelta(seconds=4)
+    window = {"name": "freeze", "start": opens.isoformat(), "end": closes.isoformat()}
+    schedule_id = cluster.schedule(
+        interval_seconds=1, handler_kwargs={"work": 0.05}, exclusions=[window]
+    )
+    cluster.start()
+
+    wait_until(
+        lambda: any(
+            r.scheduled_for is not None
+            and r.scheduled_for >= closes
+            and r.status is ExecutionStatus.SUCCESS
+            for r in cluster.rows()
+        ),
+        timeout=40,
+        message="a slot after the window to run",
+    )
+    slots = [r.scheduled_for for r in cluster.rows() if r.scheduled_for is not None]
+    assert not [s for s in slots if opens <= s < closes], slots
+    assert any(s < opens for s in slots), "slots before the window were claimed"
+    with cluster.runtime.session() as session:
+        assert store.get_schedule(session, schedule_id).exclusions == [window]

@@ -213,6 +213,19 @@ def test_max_runs_completes_the_schedule(dataforge_scheduler, dataforge_schedule
     assert (stored.status.value, stored.max_runs) == ("completed", 0)
 
 
+def test_slots_in_an_exclusion_window_are_not_sent(
+    dataforge_scheduler, dataforge_schedule_factory
+):
+    start = dataforge_scheduler.clock.now()
+    dataforge_schedule_factory.make(
+        task_name="hostapp.sync",
+        interval_seconds=300,
+        exclusions=[{"name": "freeze", "start": "2024-03-01T00:10", "end": "2024-03-01T00:20"}],
+    )
+    sent = dataforge_scheduler.advance(1800)
+    assert [(s.slot - start).seconds // 60 for s in sent] == [5, 20, 25, 30]
+
+
 def test_a_run_early_skips_the_next_slot(
     dataforge_scheduler, dataforge_schedule_factory, dataforge_run_task
 ):
@@ -296,7 +309,7 @@ def test_a_host_project_uses_every_fixture_and_overrides_them(
         test_a_overrides=textwrap.dedent(OVERRIDES), test_host=textwrap.dedent(HOST_TESTS)
     )
     result = host_project.runpytest_subprocess("-q")
-    result.assert_outcomes(passed=17)
+    result.assert_outcomes(passed=18)
     assert "Traceback" not in result.stderr.str(), outcome_report(result)
 
 

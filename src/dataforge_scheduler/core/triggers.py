@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dataforge_scheduler.core.cron import CronSpec, next_fire, parse_cron
 from dataforge_scheduler.core.enums import TaskType
+from dataforge_scheduler.core.exclusions import ExcludingTrigger, parse_exclusions
 from dataforge_scheduler.core.timing import aware_utc, stored_utc
 from dataforge_scheduler.errors import InvalidSchedule
 
@@ -272,7 +273,8 @@ def _inner_trigger(task: ScheduleLike, kind: TaskType, zone: ZoneInfo) -> Trigge
 
 
 def trigger_for(scheduled_task: ScheduleLike, default_timezone: str) -> Trigger:
-    """The trigger a schedule row describes, windowed by its ``start_at``/``end_at``.
+    """The trigger a schedule row describes, windowed by its ``start_at``/``end_at``,
+    without the slots its ``exclusions`` (when it has the attribute) keep out.
 
     The timezone is the row's, else ``default_timezone`` (validated either way). Naive
     datetimes on the row are read as UTC, because that is how they were stored.
@@ -280,10 +282,13 @@ def trigger_for(scheduled_task: ScheduleLike, default_timezone: str) -> Trigger:
     kind = _task_type(scheduled_task.task_type)
     zone = validate_timezone(scheduled_task.timezone or default_timezone)
     inner = _inner_trigger(scheduled_task, kind, zone)
-    start_at, end_at = _stored(scheduled_task.start_at), _stored(scheduled_task.end_at)
-    if kind is TaskType.MANUAL or (start_at is None and end_at is None):
+    if kind is TaskType.MANUAL:
         return inner
-    return WindowedTrigger(inner, start_at=start_at, end_at=end_at)
+    start_at, end_at = _stored(scheduled_task.start_at), _stored(scheduled_task.end_at)
+    if start_at is not None or end_at is not None:
+        inner = WindowedTrigger(inner, start_at=start_at, end_at=end_at)
+    windows = parse_exclusions(getattr(scheduled_task, "exclusions", None), zone)
+    return ExcludingTrigger(inner, windows) if windows else inner
 
 
 def fire_times(trigger: Trigger, after: datetime, count: int) -> list[datetime]:

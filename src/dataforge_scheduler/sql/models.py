@@ -207,6 +207,8 @@ class ScheduledTask(Base):
     # scheduled runs left (None: no limit); each slot claimed to run takes one, and the
     # schedule completes when none is left
     max_runs: Mapped[int | None] = mapped_column(Integer)
+    # windows in which slots are not sent (core.exclusions); None: none
+    exclusions: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, nullable=True)
 
     def __repr__(self) -> str:
         return (

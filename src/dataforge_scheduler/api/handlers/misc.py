@@ -14,12 +14,15 @@ from dataforge_scheduler.api.schemas.misc import (
     AuditOut,
     AuditPage,
     AuditQuery,
+    ExcludedSlot,
     Health,
     OutboxHealth,
     PreviewRequest,
     PreviewResponse,
     RegisteredTasks,
 )
+from dataforge_scheduler.api.schemas.tasks import plain_windows
+from dataforge_scheduler.core.exclusions import ExcludingTrigger
 from dataforge_scheduler.core.timing import refuse_past_run_at
 from dataforge_scheduler.core.triggers import fire_times, trigger_for, validate_timezone
 from dataforge_scheduler.errors import DataForgeError
@@ -49,21 +52,65 @@ class _Probe:
     start_at: datetime | None
     end_at: datetime | None
     created_at: datetime | None
+    exclusions: list[dict[str, Any]] | None = None
 
 
 def _preview(body: PreviewRequest, *, now: datetime, default_timezone: str) -> PreviewResponse:
     zone = validate_timezone(body.timezone or default_timezone)
     refuse_past_run_at(body.task_type, body.run_at, now=now)
-    probe = _Probe(**body.model_dump(exclude={"count"}), created_at=now)
+    fields = body.model_dump(exclude={"count", "exclusions"})
+    probe = _Probe(**fields, created_at=now, exclusions=plain_windows(body.exclusions))
     trigger = trigger_for(probe, default_timezone)
+    excluded: list[ExcludedSlot] = []
     try:
-        fires = fire_times(trigger, now, body.count)
+        if isinstance(trigger, ExcludingTrigger):
+            fires = _walk_excluding(trigger, now, body.count, excluded, zone)
+        else:
+            fires = fire_times(trigger, now, body.count)
     except OverflowError:  # a grid that runs past the calendar: what fits is the answer
         fires = []
     local = [fire.astimezone(zone) for fire in fires]
     return PreviewResponse(
-        timezone=zone.key, fire_times=local, next_run_at=local[0] if local else None
+        timezone=zone.key,
+        fire_times=local,
+        next_run_at=local[0] if local else None,
+        excluded=excluded,
     )
+
+
+def _walk_excluding(
+    trigger: ExcludingTrigger,
+    now: datetime,
+    count: int,
+    excluded: list[ExcludedSlot],
+    zone: Any,
+) -> list[datetime]:
+    """The next ``count`` fires of ``trigger``, noting in ``excluded`` (at most
+    ``MAX_EXCLUDED_SHOWN``) the slots its windows keep out before the last of them."""
+    fires: list[datetime] = []
+    cursor = now
+    while len(fires) < count:
+        slot = trigger.inner.next_after(cursor)
+        if slot is None:
+            break
+        covered = trigger.excluded_by(slot)
+        if covered is None:
+            fires.append(slot)
+            cursor = slot
+        elif len(excluded) < MAX_EXCLUDED_SHOWN:
+            excluded.append(ExcludedSlot(at=slot.astimezone(zone), window=covered[0].name))
+            cursor = slot
+        else:  # enough shown: jump past the rest as the scheduler does
+            following = trigger.next_after(slot)
+            if following is None:
+                break
+            fires.append(following)
+            cursor = following
+    return fires
+
+
+#: How many excluded slots a preview lists.
+MAX_EXCLUDED_SHOWN = 100
 
 
 async def preview_schedule(ctx: Context) -> Response:

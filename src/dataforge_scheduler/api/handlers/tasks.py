@@ -29,6 +29,7 @@ from dataforge_scheduler.api.schemas.tasks import (
     TaskOut,
     TaskPage,
     TaskUpdate,
+    plain_windows,
 )
 from dataforge_scheduler.core.enums import AuditAction, OverlapPolicy
 from dataforge_scheduler.errors import ConflictError, ExecutionNotFound
@@ -98,6 +99,7 @@ async def get_task(ctx: Context) -> Response:
 async def create_task(ctx: Context) -> Response:
     body = await ctx.body(TaskCreate)
     fields = body.model_dump()
+    fields["exclusions"] = plain_windows(body.exclusions)
     fields["handler_kwargs"] = stored_kwargs(
         ctx.runtime.registry, body.task_name, body.handler_kwargs
     )
@@ -134,6 +136,8 @@ async def update_task(ctx: Context) -> Response:
     schedule_id: int = ctx.path["id"]
     body = await ctx.body(TaskUpdate)
     changes = body.model_dump(exclude_unset=True)
+    if "exclusions" in changes:
+        changes["exclusions"] = plain_windows(body.exclusions)
     expected_version = changes.pop("expected_version", None)
     registry = ctx.runtime.registry
     settings = ctx.runtime.settings

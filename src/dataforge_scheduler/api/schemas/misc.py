@@ -8,12 +8,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from dataforge_scheduler.api.schemas.common import PageFields, PageQuery, UTCDateTimeIn
+from dataforge_scheduler.api.schemas.tasks import ExclusionWindow
 from dataforge_scheduler.core.enums import AuditAction, TaskType
 
 __all__ = [
     "AuditOut",
     "AuditPage",
     "AuditQuery",
+    "ExcludedSlot",
     "Health",
     "OutboxHealth",
     "PreviewRequest",
@@ -58,15 +60,25 @@ class PreviewRequest(BaseModel):
     timezone: str | None = Field(None, max_length=64)
     start_at: UTCDateTimeIn | None = None
     end_at: UTCDateTimeIn | None = None
+    exclusions: list[ExclusionWindow] | None = Field(None, max_length=50)
     count: int = Field(10, strict=True, ge=1, le=100, description="how many fire times to return")
 
 
+class ExcludedSlot(BaseModel):
+    """A slot an exclusion window keeps out, and the window's name."""
+
+    at: datetime
+    window: str
+
+
 class PreviewResponse(BaseModel):
-    """The next fire times, in ``timezone`` (empty for ``manual`` or a finished window)."""
+    """The next fire times, in ``timezone`` (empty for ``manual`` or a finished window),
+    and the slots exclusion windows keep out before the last of them (at most 100)."""
 
     timezone: str
     fire_times: list[datetime]
     next_run_at: datetime | None
+    excluded: list[ExcludedSlot] = Field(default_factory=list)
 
 
 class OutboxHealth(BaseModel):

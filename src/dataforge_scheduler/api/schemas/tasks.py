@@ -25,6 +25,7 @@ from dataforge_scheduler.core.enums import (
 )
 
 __all__ = [
+    "ExclusionWindow",
     "ListTasksQuery",
     "PauseRequest",
     "RegisteredTaskInfo",
@@ -33,6 +34,7 @@ __all__ = [
     "TaskOut",
     "TaskPage",
     "TaskUpdate",
+    "plain_windows",
 ]
 
 _INT32 = 2**31
@@ -56,6 +58,29 @@ _MAX_RUNS = (
 _PAUSE_AFTER_FAILURES = (
     "pause the schedule after this many failed or lost runs in a row (null: never)"
 )
+
+
+class ExclusionWindow(BaseModel):
+    """A window in which the schedule's slots are not sent: ``start`` and ``end`` (wall
+    times in the schedule's zone, or with an offset; ``end`` not included), or ``dates``
+    (whole days in the zone), or ``cron`` and ``duration_seconds`` (opening at each fire
+    of the expression, in the zone, for that long). ``name`` is what the preview shows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=64, examples=["weekends"])
+    start: str | None = Field(None, max_length=64, examples=["2026-12-24T00:00"])
+    end: str | None = Field(None, max_length=64, examples=["2026-12-27T00:00"])
+    dates: list[str] | None = Field(None, max_length=366, examples=[["2026-10-01"]])
+    cron: str | None = Field(None, max_length=255, examples=["0 0 * * 6"])
+    duration_seconds: int | None = Field(None, strict=True, ge=1, examples=[172800])
+
+
+def plain_windows(windows: list[ExclusionWindow] | None) -> list[dict[str, Any]] | None:
+    """The windows as the store keeps them: only the keys given."""
+    if windows is None:
+        return None
+    return [window.model_dump(exclude_none=True) for window in windows]
 
 
 class TaskCreate(BaseModel):
@@ -91,6 +116,9 @@ class TaskCreate(BaseModel):
         None, strict=True, ge=1, lt=_INT32, description=_PAUSE_AFTER_FAILURES
     )
     max_runs: int | None = Field(None, strict=True, ge=1, lt=_INT32, description=_MAX_RUNS)
+    exclusions: list[ExclusionWindow] | None = Field(
+        None, max_length=50, description="windows in which slots are not sent"
+    )
 
 
 class TaskUpdate(BaseModel):
@@ -122,6 +150,9 @@ class TaskUpdate(BaseModel):
         None, strict=True, ge=1, lt=_INT32, description=_PAUSE_AFTER_FAILURES
     )
     max_runs: int | None = Field(None, strict=True, ge=1, lt=_INT32, description=_MAX_RUNS)
+    exclusions: list[ExclusionWindow] | None = Field(
+        None, max_length=50, description="windows in which slots are not sent"
+    )
     expected_version: int | None = Field(
         None,
         strict=True,
@@ -185,6 +216,9 @@ class TaskOut(BaseModel):
     )
     pause_after_failures: int | None = None
     max_runs: int | None = Field(None, description=_MAX_RUNS)
+    exclusions: list[dict[str, Any]] | None = Field(
+        None, description="windows in which slots are not sent"
+    )
     failure_streak: int = Field(0, description="failed or lost runs since the last success")
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Column, Integer, String, inspect
 
 from dataforge_scheduler.core.enums import MisfirePolicy, OverlapPolicy, TaskStatus, TaskType
+from dataforge_scheduler.core.exclusions import clean_exclusions
 from dataforge_scheduler.core.triggers import validate_timezone
 from dataforge_scheduler.errors import InvalidSchedule
 from dataforge_scheduler.sql.models import ScheduledTask
@@ -55,13 +56,23 @@ SCHEDULE_FIELDS: frozenset[str] = frozenset(
         "overlap_policy",
         "pause_after_failures",
         "max_runs",
+        "exclusions",
     }
 )
 """The configurable columns of ``scheduled_tasks``; the rest belong to the scheduler
 (``next_run_at``), the workers (``last_*`` and counters) or the database."""
 
 TRIGGER_FIELDS: frozenset[str] = frozenset(
-    {"task_type", "cron_expression", "interval_seconds", "run_at", "timezone", "start_at", "end_at"}
+    {
+        "task_type",
+        "cron_expression",
+        "interval_seconds",
+        "run_at",
+        "timezone",
+        "start_at",
+        "end_at",
+        "exclusions",
+    }
 )
 """Fields that decide when a schedule fires; changing one recomputes ``next_run_at``."""
 
@@ -119,6 +130,8 @@ def _clean(name: str, value: Any) -> Any:
         return None
     if name in _ENUMS:
         return _enum(name, value)
+    if name == "exclusions":  # the windows' wall times are read in the zone when used
+        return clean_exclusions(value, "UTC")
     if name == "timezone":
         validate_timezone(value, field="timezone")
     kind = column.type
