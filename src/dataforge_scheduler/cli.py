@@ -317,25 +317,48 @@ def _operator() -> str:
     return f"cli:{getpass.getuser()}"
 
 
+def _audit(
+    runtime: Runtime,
+    session: Any,
+    action: str,
+    target: tuple[str, int],
+    *,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> None:
+    """One audit row for an operator's command, as ``cli:<user>``."""
+    from dataforge_scheduler.sql.store import record_audit
+
+    record_audit(
+        session,
+        principal=_operator(),
+        action=action,
+        target_type=target[0],
+        target_id=target[1],
+        before=before,
+        after=after,
+        request_id=None,
+        now=runtime.clock.now(),
+    )
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
     from dataforge_scheduler.control import cancel_run
     from dataforge_scheduler.core.enums import AuditAction, ExecutionStatus
-    from dataforge_scheduler.sql.store import record_audit
 
     runtime = _control_runtime(args)
     by = _operator()
 
     def audit(session: Any, before: ExecutionStatus, done: Any) -> None:
-        record_audit(
+        after = {"status": str(done.status), "reason": done.reason}
+        target = ("execution", done.execution_id)
+        _audit(
+            runtime,
             session,
-            principal=by,
-            action=AuditAction.CANCEL,
-            target_type="execution",
-            target_id=done.execution_id,
+            AuditAction.CANCEL,
+            target,
             before={"status": str(before)},
-            after={"status": str(done.status), "reason": done.reason},
-            request_id=None,
-            now=runtime.clock.now(),
+            after=after,
         )
 
     try:
@@ -366,23 +389,13 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     from dataforge_scheduler.control import rerun
     from dataforge_scheduler.core.enums import AuditAction
     from dataforge_scheduler.sql import store
-    from dataforge_scheduler.sql.store import record_audit
 
     runtime = _control_runtime(args)
-    by = _operator()
 
     def audit(session: Any, run: Any, schedule: Any) -> None:
-        record_audit(
-            session,
-            principal=by,
-            action=AuditAction.RERUN,
-            target_type="execution",
-            target_id=args.execution_id,
-            before=None,
-            after={"execution_id": run.execution_id, "task_id": run.celery_task_id},
-            request_id=None,
-            now=runtime.clock.now(),
-        )
+        after = {"execution_id": run.execution_id, "task_id": run.celery_task_id}
+        target = ("execution", args.execution_id)
+        _audit(runtime, session, AuditAction.RERUN, target, before=None, after=after)
 
     try:
         with runtime.session() as session:
@@ -411,26 +424,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dataforge_scheduler.control import run_now
     from dataforge_scheduler.core.enums import AuditAction
     from dataforge_scheduler.sql import store
-    from dataforge_scheduler.sql.store import record_audit
 
     runtime = _control_runtime(args)
-    by = _operator()
 
     def audit(session: Any, run: Any, schedule: Any) -> None:
         after = {"execution_id": run.execution_id, "task_id": run.celery_task_id}
         if args.skip_next:
             after["skip_next"] = True
-        record_audit(
-            session,
-            principal=by,
-            action=AuditAction.RUN,
-            target_type="schedule",
-            target_id=args.schedule_id,
-            before=None,
-            after=after,
-            request_id=None,
-            now=runtime.clock.now(),
-        )
+        target = ("schedule", args.schedule_id)
+        _audit(runtime, session, AuditAction.RUN, target, before=None, after=after)
 
     try:
         with runtime.session() as session:
@@ -467,7 +469,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_pause_or_resume(args: argparse.Namespace) -> int:
     from dataforge_scheduler.core.enums import AuditAction
     from dataforge_scheduler.sql import store
-    from dataforge_scheduler.sql.store import record_audit, schedule_snapshot
+    from dataforge_scheduler.sql.store import schedule_snapshot
 
     settings = _settings(args)
     runtime = Runtime(settings)
@@ -484,17 +486,9 @@ def cmd_pause_or_resume(args: argparse.Namespace) -> int:
                 )
             after = schedule_snapshot(row)
             if after != before:
-                record_audit(
-                    session,
-                    principal=_operator(),
-                    action=AuditAction.PAUSE if pause else AuditAction.RESUME,
-                    target_type="schedule",
-                    target_id=args.schedule_id,
-                    before=before,
-                    after=after,
-                    request_id=None,
-                    now=now,
-                )
+                action = AuditAction.PAUSE if pause else AuditAction.RESUME
+                target = ("schedule", args.schedule_id)
+                _audit(runtime, session, action, target, before=before, after=after)
             name, status, note, upcoming = row.name, row.status, row.pause_note, row.next_run_at
         if after != before:
             try:

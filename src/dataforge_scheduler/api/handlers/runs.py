@@ -9,6 +9,7 @@ and the row says so.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from dataforge_scheduler.api.context import Context
@@ -28,7 +29,7 @@ from dataforge_scheduler.api.schemas.runs import (
     RunRequest,
 )
 from dataforge_scheduler.api.schemas.tasks import PauseRequest
-from dataforge_scheduler.control import Cancellation, cancel_run, rerun, run_now
+from dataforge_scheduler.control import Cancellation, ManualRun, cancel_run, rerun, run_now
 from dataforge_scheduler.core.enums import AuditAction, ExecutionStatus
 from dataforge_scheduler.core.slots import ClaimedSlot
 from dataforge_scheduler.errors import (
@@ -80,26 +81,17 @@ async def run_task(ctx: Context) -> Response:
             now=now,
         )
 
-    try:
-        done = await ctx.offload(
-            lambda: run_now(
-                ctx.runtime,
-                schedule_id=schedule_id,
-                kwargs=override,
-                skip_next=skip_next,
-                on_record=audit,
-            )
-        )
-    except UnknownTask as exc:
-        raise HTTPError(422, f"the schedule's task_name cannot run: {exc.message}") from None
-    except InvalidParams as exc:
-        raise _invalid_kwargs(exc) from None
-    except ConfigurationError as exc:
-        raise _no_dispatcher(exc) from None
-    except BackendUnavailable as exc:
-        raise HTTPError(
-            503, f"the run was recorded but could not be sent: {unavailable(exc)}"
-        ) from exc
+    done = await _offload_run(
+        ctx,
+        lambda: run_now(
+            ctx.runtime,
+            schedule_id=schedule_id,
+            kwargs=override,
+            skip_next=skip_next,
+            on_record=audit,
+        ),
+        whose="the schedule's",
+    )
     accepted = _accepted(done.run, schedule_id).model_copy(
         update={"skipped_slot": done.skipped_slot}
     )
@@ -167,30 +159,34 @@ async def rerun_execution(ctx: Context) -> Response:
             now=now,
         )
 
+    done = await _offload_run(
+        ctx,
+        lambda: rerun(ctx.runtime, execution_id, kwargs=override, on_record=audit),
+        whose="the run's",
+    )
+    accepted = _accepted(done.run, done.run.scheduled_task_id, rerun_of=execution_id)
+    return json_response(accepted, status=202)
+
+
+async def _offload_run(ctx: Context, call: Callable[[], ManualRun], *, whose: str) -> ManualRun:
+    """Record and send a manual run off the event loop, its errors as HTTP answers: 422
+    for a task or kwargs that cannot run, 503 for no dispatcher or a refused send."""
     try:
-        done = await ctx.offload(
-            lambda: rerun(ctx.runtime, execution_id, kwargs=override, on_record=audit)
-        )
+        return await ctx.offload(call)
     except UnknownTask as exc:
-        raise HTTPError(422, f"the run's task_name cannot run: {exc.message}") from None
+        raise HTTPError(422, f"{whose} task_name cannot run: {exc.message}") from None
     except InvalidParams as exc:
-        raise _invalid_kwargs(exc) from None
+        items = [
+            error_item(["body", "kwargs", *item["loc"][1:]], item["msg"], item["type"])
+            for item in exc.errors
+        ]
+        raise validation_failed(items) from None
     except ConfigurationError as exc:
         raise _no_dispatcher(exc) from None
     except BackendUnavailable as exc:
         raise HTTPError(
             503, f"the run was recorded but could not be sent: {unavailable(exc)}"
         ) from exc
-    accepted = _accepted(done.run, done.run.scheduled_task_id, rerun_of=execution_id)
-    return json_response(accepted, status=202)
-
-
-def _invalid_kwargs(exc: InvalidParams) -> Exception:
-    items = [
-        error_item(["body", "kwargs", *item["loc"][1:]], item["msg"], item["type"])
-        for item in exc.errors
-    ]
-    return validation_failed(items)
 
 
 def _no_dispatcher(exc: ConfigurationError) -> Exception:
