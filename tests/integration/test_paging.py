@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -125,6 +126,10 @@ def _b64(raw: bytes) -> str:
         (_b64(b'["-next_run_at", {"t": "yesterday"}, 3]'), "time cannot be read"),
         (_b64(b'["-next_run_at", {"t": "2030-01-01T00:00:00"}, 3]'), "no offset"),
         (_b64(b'["name", [1], 3]'), "not one the order's column holds"),
+        (_b64(b'["name", 5, 3]'), "not one the order's column holds"),
+        (_b64(b'["name", null, 3]'), "not one the order's column holds"),
+        (_b64(b'["id", "x", 3]'), "not one the order's column holds"),
+        (_b64(b'["-created_at", "2030-01-01", 3]'), "not one the order's column holds"),
         ("A" * 501, "too long"),
     ],
 )
@@ -133,7 +138,7 @@ def test_a_cursor_the_listing_did_not_give_is_refused(factory: Any, cursor: str,
     if "next_run_at" in why or "time" in why or "offset" in why:
         sort = "-next_run_at"
     elif "column holds" in why:
-        sort = "name"
+        sort = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))[0]
     with factory() as session, pytest.raises(InvalidParams) as refused:
         store.list_schedules(session, sort=sort, cursor=cursor)
     assert refused.value.field == "cursor"

@@ -31,6 +31,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from dataforge_scheduler.errors import InvalidParams
 from dataforge_scheduler.sql.store.common import invalid_param
+from dataforge_scheduler.sql.types import UTCDateTime
 
 __all__ = ["MAX_CURSOR_LENGTH", "MAX_PAGE_SIZE", "Order", "Page", "fetch_page"]
 
@@ -140,9 +141,22 @@ def decode_cursor(order: Order, cursor: str) -> tuple[Any, int]:
             raise refused("its time cannot be read") from None
         if value.tzinfo is None:
             raise refused("its time has no offset")
-    elif (value is not None and not isinstance(value, str | int)) or isinstance(value, bool):
+    if not _holds(order, value):
         raise refused("its value is not one the order's column holds")
     return value, row_id
+
+
+def _holds(order: Order, value: Any) -> bool:
+    """Whether ``value`` is of the kind the order's column holds (None only where NULL
+    may be), so a forged cursor never reaches the database as a mistyped comparison."""
+    if order.column is None:
+        return value is None
+    if value is None:
+        return order.nullable
+    if isinstance(order.column.type, UTCDateTime):
+        return isinstance(value, datetime)
+    kind = order.column.type.python_type
+    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 def fetch_page(
