@@ -501,3 +501,16 @@ async def test_exclusions_are_stored_previewed_and_refused_naming_the_window(
     assert extra.json()["detail"][0]["loc"][:3] == ["body", "exclusions", 0]
     cleared = await client.patch(f"/tasks/{created.json()['id']}", json={"exclusions": None})
     assert cleared.json()["exclusions"] is None
+    once = {
+        "name": "once",
+        "task_name": "dftest.sync_accounts",
+        "task_type": "date",
+        "run_at": "2031-01-01T09:00:00+08:00",
+        "timezone": "Asia/Shanghai",
+    }
+    hidden = await client.post("/tasks", json={**once, "exclusions": [{"dates": ["2031-01-01"]}]})
+    assert hidden.status_code == 422
+    assert hidden.json()["detail"][0]["loc"] == ["body", "exclusions"]
+    assert "no slot to fire at" in hidden.json()["detail"][0]["msg"]
+    far = await client.post("/tasks", json={**once, "exclusions": [{"dates": ["9999-12-31"]}]})
+    assert far.status_code == 422, "never a 500"

@@ -125,6 +125,7 @@ def _b64(raw: bytes) -> str:
         (_b64(b'["id", null, true]'), "not a row id"),
         (_b64(b'["-next_run_at", {"t": "yesterday"}, 3]'), "time cannot be read"),
         (_b64(b'["-next_run_at", {"t": "2030-01-01T00:00:00"}, 3]'), "no offset"),
+        (_b64(b'["-next_run_at", {"t": "0001-01-01T01:00:00+10:00"}, 3]'), "outside the calendar"),
         (_b64(b'["name", [1], 3]'), "not one the order's column holds"),
         (_b64(b'["name", 5, 3]'), "not one the order's column holds"),
         (_b64(b'["name", null, 3]'), "not one the order's column holds"),
@@ -135,7 +136,7 @@ def _b64(raw: bytes) -> str:
 )
 def test_a_cursor_the_listing_did_not_give_is_refused(factory: Any, cursor: str, why: str) -> None:
     sort = "id"
-    if "next_run_at" in why or "time" in why or "offset" in why:
+    if "next_run_at" in why or "time" in why or "offset" in why or "calendar" in why:
         sort = "-next_run_at"
     elif "column holds" in why:
         sort = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))[0]

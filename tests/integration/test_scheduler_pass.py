@@ -830,3 +830,49 @@ def test_max_runs_is_checked(h: Harness) -> None:
         with pytest.raises(InvalidSchedule) as refused:
             h.create(task_type="interval", interval_seconds=10, max_runs=bad)
         assert refused.value.field == "max_runs"
+
+
+def test_a_run_early_inside_max_runs_leaves_the_schedule_its_run(h: Harness) -> None:
+    sid = h.create(task_type="interval", interval_seconds=10, max_runs=1, handler_kwargs={"a": 1})
+    with h.runtime.session() as session:
+        row = session.get(ScheduledTask, sid, with_for_update=True)
+        assert row is not None
+        slot = store.skip_next_slot(session, row, reason="ran early", now=h.clock.now())
+    assert slot == T0 + seconds(10)
+
+    h.at(T0 + seconds(10.5))  # the slot it counted on has a row: nothing sent, runs left
+    row = h.schedule(sid)
+    assert (row.status, row.max_runs, row.next_run_at) == (
+        TaskStatus.ACTIVE,
+        1,
+        T0 + seconds(20),
+    )
+    h.at(T0 + seconds(20.5))
+    assert len(h.dispatcher.sent) == 1
+    assert (h.schedule(sid).status, h.schedule(sid).max_runs) == (TaskStatus.COMPLETED, 0)
+    skipped = next(e for e in h.executions(sid) if e.scheduled_for == slot)
+    assert skipped.kwargs == {"a": 1, "scheduled_task_id": sid}, "what the slot would have sent"
+
+
+def test_a_skipped_slot_is_given_back_only_while_the_schedule_has_not_passed_it(
+    h: Harness,
+) -> None:
+    sid = h.create(task_type="interval", interval_seconds=10)
+    with h.runtime.session() as session:
+        row = session.get(ScheduledTask, sid, with_for_update=True)
+        assert row is not None
+        slot = store.skip_next_slot(session, row, reason="ran early", now=h.clock.now())
+    with h.runtime.session() as session:
+        assert store.unskip_slot(session, sid, slot) is True
+    assert [e.scheduled_for for e in h.executions(sid)] == []
+    with h.runtime.session() as session:
+        row = session.get(ScheduledTask, sid, with_for_update=True)
+        assert row is not None
+        store.skip_next_slot(session, row, reason="ran early", now=h.clock.now())
+    h.at(T0 + seconds(10.5))  # the beat moves past it
+    with h.runtime.session() as session:
+        assert store.unskip_slot(session, sid, slot) is False
+    (kept,) = h.executions(sid)
+    assert kept.status is ExecutionStatus.SKIPPED
+    assert kept.error is not None
+    assert "the slot had passed" in kept.error

@@ -163,3 +163,22 @@ def test_every_beat_reads_the_same_windows_so_the_slots_agree() -> None:
     assert all(t.astimezone(SHANGHAI).day != 10 for t in first)
     assert len(first) == 200
     assert first[0] - FRIDAY == timedelta(minutes=30)
+
+
+def test_a_wall_time_in_a_spring_forward_gap_opens_where_cron_fires() -> None:
+    new_york = ZoneInfo("America/New_York")
+    gap = [{"start": "2026-03-08T02:30", "end": "2026-03-08T04:00"}]
+    (window,) = parse_exclusions(gap, new_york)
+    assert window.start == datetime(2026, 3, 8, 3, 0, tzinfo=new_york)  # 02:30 does not exist
+    row = Row(cron_expression="30 2 * * *", timezone="America/New_York", exclusions=gap)
+    fires = fire_times(trigger_for(row, "UTC"), datetime(2026, 3, 7, 12, tzinfo=UTC), 1)
+    assert fires[0].astimezone(new_york).day == 9, "the 03:00 EDT fire of 02:30 is excluded"
+
+
+def test_dates_and_times_outside_the_calendar_are_refused_not_overflowed() -> None:
+    for value in (
+        [{"dates": ["9999-12-31"]}],
+        [{"start": "0001-01-01T00:00", "end": "2026-01-01"}],
+    ):
+        with pytest.raises(InvalidSchedule, match="outside the years 1900 to 9000"):
+            clean_exclusions(value, "Asia/Shanghai")

@@ -22,11 +22,12 @@ in ``MAX_JUMPS`` consecutive windows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from dataforge_scheduler.core.timing import aware_utc
+from dataforge_scheduler.core.cron import resolve_wall_time
+from dataforge_scheduler.core.timing import within_calendar
 from dataforge_scheduler.errors import InvalidSchedule
 
 __all__ = [
@@ -40,7 +41,7 @@ __all__ = [
 
 MAX_WINDOWS = 50
 MAX_DATES = 366
-MAX_JUMPS = 10_000
+MAX_JUMPS = 1_000
 MAX_NAME = 64
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -117,9 +118,20 @@ def _wall(text: Any, zone: ZoneInfo, index: int, key: str) -> datetime:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise _invalid(index, f"{key} is not an ISO 8601 date-time: {text!r}", text) from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=zone)  # a wall time in the schedule's zone
-    return aware_utc(value, field="exclusions")
+    return _instant(value, zone, index)
+
+
+def _instant(value: datetime, zone: ZoneInfo, index: int) -> datetime:
+    """An aware ``value``, or a wall time in ``zone`` read as cron reads one (a time in a
+    spring-forward gap is the first instant after it), within the library's calendar."""
+    try:
+        if value.tzinfo is None:
+            value = resolve_wall_time(value, zone)
+        return within_calendar(value, field="exclusions")
+    except (InvalidSchedule, OverflowError):
+        raise _invalid(
+            index, f"{value.isoformat()} is outside the years 1900 to 9000", value
+        ) from None
 
 
 def _day(text: Any, zone: ZoneInfo, index: int) -> tuple[datetime, datetime]:
@@ -129,10 +141,9 @@ def _day(text: Any, zone: ZoneInfo, index: int) -> tuple[datetime, datetime]:
         day = date.fromisoformat(text)
     except ValueError:
         raise _invalid(index, f"{text!r} is not an ISO date (YYYY-MM-DD)", text) from None
-    start = datetime(day.year, day.month, day.day, tzinfo=zone)
-    following = day + timedelta(days=1)
-    end = datetime(following.year, following.month, following.day, tzinfo=zone)
-    return aware_utc(start, field="exclusions"), aware_utc(end, field="exclusions")
+    midnight = datetime.combine(day, time())  # a wall time: read in the zone
+    start = _instant(midnight, zone, index)
+    return start, _instant(midnight + timedelta(days=1), zone, index)
 
 
 def _name(raw: dict[str, Any], index: int) -> str:

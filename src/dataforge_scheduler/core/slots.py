@@ -131,6 +131,10 @@ class RowPlan:
     status: TaskStatus
     cancel: tuple[str, ...] = ()
     cancel_reason: str | None = None
+    # max_runs: the run slots the plan counted on to use up the last runs (0: no limit
+    # reached), and where the schedule goes on if some of them were claimed by others
+    limited_runs: int = 0
+    unlimited_next: datetime | None = None
 
     def advance(self, inserted: Mapping[str, int]) -> Advance:
         """The row's write-back; a slot recorded as failed (unregistered task, kwargs
@@ -145,10 +149,16 @@ class RowPlan:
         taken = sum(
             1 for slot in self.slots if slot.status in _RUNS and slot.celery_task_id in inserted
         )
+        next_run_at, status = self.next_run_at, self.status
+        if self.limited_runs and taken < self.limited_runs:
+            # a slot it counted on had a row already (a run early took it): runs are
+            # left, so the schedule goes on after the planned slots
+            next_run_at = self.unlimited_next
+            status = TaskStatus.ACTIVE if next_run_at is not None else TaskStatus.COMPLETED
         return Advance(
             schedule_id=self.row.id,
-            next_run_at=self.next_run_at,
-            status=self.status,
+            next_run_at=next_run_at,
+            status=status,
             last_status=ExecutionStatus.FAILED if last else None,
             last_execution_id=last[0] if last else None,
             last_error=last[1] if last else None,

@@ -386,7 +386,9 @@ def plan_row(
         )
     next_run_at = plan.next_run_at
     slots, limited = _within_max_runs(slots, row.max_runs)
+    limited_runs = 0
     if limited:
+        limited_runs = max(row.max_runs or 0, 0)
         next_run_at = None
         logger.info(
             "schedule %s (id %s) claimed its last run (max_runs): completed", row.name, row.id
@@ -394,7 +396,16 @@ def plan_row(
     elif next_run_at is None:
         logger.info("schedule %s (id %s) fired its last slot: completed", row.name, row.id)
     status = TaskStatus.COMPLETED if next_run_at is None else TaskStatus.ACTIVE
-    return RowPlan(row, slots, next_run_at, status, cancel=cancel, cancel_reason=cancel_reason)
+    return RowPlan(
+        row,
+        slots,
+        next_run_at,
+        status,
+        cancel=cancel,
+        cancel_reason=cancel_reason,
+        limited_runs=limited_runs,
+        unlimited_next=plan.next_run_at if limited else None,
+    )
 
 
 _RUN_SLOTS = (ExecutionStatus.PENDING, ExecutionStatus.QUEUED)

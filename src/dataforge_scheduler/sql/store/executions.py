@@ -224,7 +224,8 @@ def skip_next_slot(
             status=ExecutionStatus.SKIPPED,
             created_at=now,
             finished_at=now,
-            kwargs={},
+            # what the slot would have sent, so a rerun of it runs the schedule's kwargs
+            kwargs=json_safe({**(schedule.handler_kwargs or {}), "scheduled_task_id": schedule.id}),
             error=reason,
         )
         .on_conflict_do_nothing(
@@ -242,17 +243,26 @@ def skip_next_slot(
     return slot
 
 
-def unskip_slot(session: Session, schedule_id: int, slot: datetime) -> None:
-    """Delete the ``skipped`` row ``skip_next_slot`` made for ``slot`` (its run early was
-    never sent), so a scheduler that has not passed the slot claims it as planned."""
-    session.execute(
-        sa.delete(_EXECUTIONS).where(
-            _EXECUTIONS.c.scheduled_task_id == schedule_id,
-            _EXECUTIONS.c.scheduled_for == aware_now(slot),
-            _EXECUTIONS.c.status == ExecutionStatus.SKIPPED,
-            _EXECUTIONS.c.started_at.is_(None),
-        )
+def unskip_slot(session: Session, schedule_id: int, slot: datetime) -> bool:
+    """Give back ``slot``, which ``skip_next_slot`` took for a run early that was never
+    sent: under the schedule's row lock, its ``skipped`` row is deleted while the
+    schedule has not moved past it (a scheduler then claims it as planned); once it has,
+    the row stays and says why. Returns whether it was given back."""
+    slot = aware_now(slot)
+    schedule = session.get(ScheduledTask, schedule_id, with_for_update=True)
+    mine = (
+        _EXECUTIONS.c.scheduled_task_id == schedule_id,
+        _EXECUTIONS.c.scheduled_for == slot,
+        _EXECUTIONS.c.status == ExecutionStatus.SKIPPED,
+        _EXECUTIONS.c.started_at.is_(None),
     )
+    upcoming = None if schedule is None else schedule.next_run_at
+    if upcoming is not None and aware_now(upcoming) == slot:
+        session.execute(sa.delete(_EXECUTIONS).where(*mine))
+        return True
+    passed = "ran early, but that run could not be sent; the slot had passed meanwhile"
+    session.execute(sa.update(_EXECUTIONS).where(*mine).values(error=passed))
+    return False
 
 
 def mark_sent(session: Session, execution_ids: Sequence[int], *, now: datetime) -> None:

@@ -29,7 +29,8 @@ from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from dataforge_scheduler.errors import InvalidParams
+from dataforge_scheduler.core.timing import within_calendar
+from dataforge_scheduler.errors import InvalidParams, InvalidSchedule
 from dataforge_scheduler.sql.store.common import invalid_param
 from dataforge_scheduler.sql.types import UTCDateTime
 
@@ -141,6 +142,10 @@ def decode_cursor(order: Order, cursor: str) -> tuple[Any, int]:
             raise refused("its time cannot be read") from None
         if value.tzinfo is None:
             raise refused("its time has no offset")
+        try:
+            value = within_calendar(value, field="cursor")
+        except InvalidSchedule:
+            raise refused("its time is outside the calendar") from None
     if not _holds(order, value):
         raise refused("its value is not one the order's column holds")
     return value, row_id

@@ -61,9 +61,25 @@ def compute_next_run(
     schedule: ScheduledTask, *, now: datetime, default_timezone: str
 ) -> datetime | None:
     """The schedule's ``next_run_at`` after a configuration change (``core.timing``); the
-    trigger is built (and so validated) whatever the status."""
+    trigger is built (and so validated) whatever the status. ``InvalidSchedule`` naming
+    ``exclusions`` when they alone leave an active schedule no slot."""
     trigger = trigger_for(schedule, default_timezone)
-    return next_run_after_change(trigger, status=schedule.status, now=now)
+    upcoming = next_run_after_change(trigger, status=schedule.status, now=now)
+    if upcoming is None and schedule.exclusions and schedule.status is TaskStatus.ACTIVE:
+        bare = trigger_for(_without_exclusions(schedule), default_timezone)
+        if next_run_after_change(bare, status=schedule.status, now=now) is not None:
+            raise InvalidSchedule(
+                "exclusions leave the schedule no slot to fire at",
+                field="exclusions",
+                value=schedule.exclusions,
+            )
+    return upcoming
+
+
+def _without_exclusions(schedule: ScheduledTask) -> ScheduledTask:
+    copy = ScheduledTask(**{key: getattr(schedule, key) for key in _PREVIEW_FIELDS})
+    copy.exclusions = None
+    return copy
 
 
 def _refuse_past_run_at(schedule: ScheduledTask, *, now: datetime) -> None:
