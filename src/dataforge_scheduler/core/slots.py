@@ -17,7 +17,15 @@ from typing import Any, Protocol
 
 from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger, TaskStatus
 
-__all__ = ["Advance", "ClaimedSlot", "NewSlot", "PassResult", "PlannableRow", "RowPlan"]
+__all__ = [
+    "Advance",
+    "ClaimedSlot",
+    "NewSlot",
+    "PassResult",
+    "PlannableRow",
+    "RowPlan",
+    "within_max_runs",
+]
 
 #: The slot statuses that run (now or once the run before ends): what ``max_runs`` counts.
 _RUNS = frozenset({ExecutionStatus.PENDING, ExecutionStatus.QUEUED})
@@ -184,3 +192,18 @@ class PassResult:
     next_run_at: datetime | None = None
     batch_full: bool = False
     next_sweep_at: datetime | None = None
+
+
+def within_max_runs(slots: list[NewSlot], remaining: int | None) -> tuple[list[NewSlot], bool]:
+    """The slots a schedule with ``remaining`` runs left may claim, and whether they
+    use up the last (the schedule then completes). Slots that do not run (missed,
+    skipped, failed) cost nothing; those after the last run are dropped."""
+    if remaining is None:
+        return slots, False
+    runs = [slot for slot in slots if slot.status in _RUNS]
+    if len(runs) < remaining:
+        return slots, False
+    if remaining <= 0:
+        return [], True
+    last = runs[remaining - 1].scheduled_for
+    return [slot for slot in slots if slot.scheduled_for <= last], True

@@ -56,7 +56,13 @@ from dataforge_scheduler.core.enums import (
     TaskStatus,
     TaskType,
 )
-from dataforge_scheduler.core.slots import Advance, NewSlot, PlannableRow, RowPlan
+from dataforge_scheduler.core.slots import (
+    Advance,
+    NewSlot,
+    PlannableRow,
+    RowPlan,
+    within_max_runs,
+)
 from dataforge_scheduler.errors import InvalidParams, InvalidSchedule
 
 if TYPE_CHECKING:
@@ -385,7 +391,7 @@ def plan_row(
             row.overlap_policy,
         )
     next_run_at = plan.next_run_at
-    slots, limited = _within_max_runs(slots, row.max_runs)
+    slots, limited = within_max_runs(slots, row.max_runs)
     limited_runs = 0
     if limited:
         limited_runs = max(row.max_runs or 0, 0)
@@ -406,24 +412,6 @@ def plan_row(
         limited_runs=limited_runs,
         unlimited_next=plan.next_run_at if limited else None,
     )
-
-
-_RUN_SLOTS = (ExecutionStatus.PENDING, ExecutionStatus.QUEUED)
-
-
-def _within_max_runs(slots: list[NewSlot], remaining: int | None) -> tuple[list[NewSlot], bool]:
-    """The slots a schedule with ``remaining`` runs left may claim, and whether they
-    use up the last (the schedule then completes). Slots that do not run (missed,
-    skipped, failed) cost nothing; those after the last run are dropped."""
-    if remaining is None:
-        return slots, False
-    runs = [slot for slot in slots if slot.status in _RUN_SLOTS]
-    if len(runs) < remaining:
-        return slots, False
-    if remaining <= 0:
-        return [], True
-    last = runs[remaining - 1].scheduled_for
-    return [slot for slot in slots if slot.scheduled_for <= last], True
 
 
 def _backlog(
