@@ -14,6 +14,9 @@ process of its own (so its peak RSS is its own) and measures:
   instant (on time, no misfire) until all are claimed and sent, through a real
   ``CeleryDispatcher`` to Redis (``--recording``: a dispatcher that only records, to
   leave the broker out);
+- backfill wait and send: 10 schedules each with 1,000 backfill slots waiting behind a
+  run going: a pass then sends nothing (median of many); once the runs end, the one
+  pass that sends the next slot of each;
 - peak RSS (VmHWM) of the scheduler process.
 
     python bench/scheduler_scale.py [--sizes 1000,10000,100000] [--peer-python PATH]
@@ -171,6 +174,69 @@ def idle_ticks(scheduler: DatabaseScheduler, count: int) -> tuple[list[float], l
     return samples, cpu
 
 
+BACKFILL_SCHEDULES = 10
+
+
+def backfill_wait(scheduler: DatabaseScheduler, count: int) -> tuple[list[float], float]:
+    """Seconds of ``count`` passes while ``BACKFILL_SCHEDULES`` schedules each have
+    ``backfill_max_slots`` backfill slots waiting behind a run going (nothing is sent),
+    then of the pass that sends the next slot of each once their runs ended (the
+    claim's too, at the smallest size). The rows are deleted afterwards."""
+    engine = scheduler.runtime.engine
+    slots = scheduler.settings.backfill_max_slots
+    # the last schedules: none of them shares the claim's slot
+    last = "SELECT max(id) - :schedules FROM scheduled_tasks"
+    mine = f"scheduled_task_id > ({last})"
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO task_executions (scheduled_task_id, scheduled_for, task_name, "
+                'celery_task_id, "trigger", status, created_at, kwargs) '
+                "SELECT s.id, now() - interval '1 hour' * g, s.task_name, "
+                "gen_random_uuid()::text, 'backfill', 'queued', now(), "
+                "json_build_object('scheduled_task_id', s.id) "
+                f"FROM scheduled_tasks s, generate_series(1, :slots) g WHERE s.id > ({last})"
+            ),
+            {"slots": slots, "schedules": BACKFILL_SCHEDULES},
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO task_executions (scheduled_task_id, task_name, celery_task_id, "
+                '"trigger", status, created_at, sent_at, started_at) '
+                "SELECT id, task_name, gen_random_uuid()::text, 'manual', 'running', now(), "
+                f"now(), now() FROM scheduled_tasks WHERE id > ({last})"
+            ),
+            {"schedules": BACKFILL_SCHEDULES},
+        )
+        connection.execute(sa.text("ANALYZE task_executions"))
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        result = scheduler.run_pass()
+        samples.append(time.perf_counter() - started)
+        if result.sent:
+            raise RuntimeError("a backfill slot was sent while a run of its schedule went on")
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "UPDATE task_executions SET status = 'success', finished_at = now() "
+                f"WHERE status IN ('pending', 'running') AND {mine}"
+            ),
+            {"schedules": BACKFILL_SCHEDULES},
+        )
+    started = time.perf_counter()
+    result = scheduler.run_pass()
+    sending = time.perf_counter() - started
+    if len(result.sent) != BACKFILL_SCHEDULES:
+        raise RuntimeError(f"{len(result.sent)} backfill slots sent, not {BACKFILL_SCHEDULES}")
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(f"DELETE FROM task_executions WHERE {mine}"),
+            {"schedules": BACKFILL_SCHEDULES},
+        )
+    return samples, sending
+
+
 def change_to_send(
     scheduler: DatabaseScheduler, dispatcher: TimedDispatcher, *, size: int, trials: int
 ) -> list[float]:
@@ -235,11 +301,14 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         profile.dump_stats(f"{args.profile}.{args.size}")
     else:
         claim = claim_and_send(scheduler, dispatcher, due=due, slot=slot)
+    waiting, backfill_send = backfill_wait(scheduler, args.ticks)
     changes = change_to_send(scheduler, dispatcher, size=args.size, trials=args.changes)
     scheduler.runtime.close()
     return {
         "idle": summary(idle),
         "idle_cpu": summary(idle_cpu),
+        "backfill_wait": summary(waiting),
+        "backfill_send_s": backfill_send,
         "change": summary(changes),
         "claim_s": claim,
         "due": due,
@@ -285,7 +354,7 @@ def print_ours(args: argparse.Namespace, results: dict[int, dict[str, Any]]) -> 
     header = (
         f"{'schedules':>10} {'load':>7} {'idle p50':>9} {'idle p95':>9} {'idle cpu':>9} "
         f"{'change p50':>11} "
-        f"{'change max':>11} {'1k due':>9} {'RSS peak':>9}"
+        f"{'change max':>11} {'1k due':>9} {'bf wait':>8} {'bf send':>8} {'RSS peak':>9}"
     )
     print(header)
     for size, r in results.items():
@@ -294,6 +363,7 @@ def print_ours(args: argparse.Namespace, results: dict[int, dict[str, Any]]) -> 
             f"{millis(r['idle']['p95']):>9} {millis(r['idle_cpu']['median']):>9} "
             f"{millis(r['change']['median']):>11} "
             f"{millis(r['change']['max']):>11} {millis(r['claim_s']):>9} "
+            f"{millis(r['backfill_wait']['median']):>8} {millis(r['backfill_send_s']):>8} "
             f"{r['rss_peak_mib']:>7.1f}MB"
         )
 

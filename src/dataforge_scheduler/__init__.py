@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from dataforge_scheduler.celery.beat import DatabaseScheduler
 from dataforge_scheduler.celery.task import DataForgeTask
 from dataforge_scheduler.celery.tasklog import task_log
+from dataforge_scheduler.core.context import current_run
 from dataforge_scheduler.core.enums import (
     ExecutionStatus,
     ExecutionTrigger,
@@ -73,6 +74,7 @@ __all__ = [
     "TaskType",
     "UnknownTask",
     "create_all",
+    "current_run",
     "metadata",
     "register_task",
     "registry",

@@ -20,6 +20,11 @@ run not started, by its worker when it stops for one going (the run's own end re
 its lock). A body may ignore SIGTERM; ``force=True`` sends SIGKILL instead. It cannot
 follow later: once a worker has terminated a run it forgets it, so a second revoke of
 the same run reaches nothing.
+
+``backfill`` asks for the runs a schedule would have had in a past range: its slots there
+(``core.backfill``) become ``queued`` rows with trigger ``backfill``, which the beat sends
+one at a time in slot order (``sql.store.backfill``); ``cancel_backfill`` revokes the ones
+still waiting.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from dataforge_scheduler.core.enums import ExecutionStatus
+from dataforge_scheduler.core.backfill import BackfillSlot, backfill_slots
+from dataforge_scheduler.core.enums import ExecutionStatus, TaskType
 from dataforge_scheduler.core.messages import RunMessage
 from dataforge_scheduler.core.slots import ClaimedSlot
+from dataforge_scheduler.core.triggers import trigger_for
 from dataforge_scheduler.errors import (
     BackendUnavailable,
     ConfigurationError,
@@ -42,6 +49,7 @@ from dataforge_scheduler.errors import (
 )
 from dataforge_scheduler.sql import store
 from dataforge_scheduler.sql.models import ScheduledTask
+from dataforge_scheduler.sql.store import backfill as backfills
 
 if TYPE_CHECKING:
     from dataforge_scheduler.core.ports import Dispatcher
@@ -49,10 +57,14 @@ if TYPE_CHECKING:
     from dataforge_scheduler.sql.store import Session
 
 __all__ = [
+    "Backfill",
+    "BackfillHook",
     "CancelHook",
     "Cancellation",
     "ManualRun",
     "RecordHook",
+    "backfill",
+    "cancel_backfill",
     "cancel_run",
     "rerun",
     "run_now",
@@ -71,6 +83,27 @@ RecordHook = Callable[["Session", ClaimedSlot, "ScheduledTask | None"], None]
 #: Called inside the transaction that records a cancellation, before it commits, with
 #: the session, the run's status before it and the cancellation.
 CancelHook = Callable[["Session", ExecutionStatus, "Cancellation"], None]
+
+
+#: Called inside the transaction that records a backfill (or its cancellation), before
+#: it commits, with the session and what it did.
+BackfillHook = Callable[["Session", "Backfill"], None]
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """What ``backfill`` found in ``[start, end)``: the slots it ``created`` (``queued``
+    rows; a dry run's have no row) and the ones that already had a row (``existing``,
+    left alone), each oldest first; or, from ``cancel_backfill``, how many waiting slots
+    it ``cancelled``."""
+
+    scheduled_task_id: int
+    start: datetime | None = None
+    end: datetime | None = None
+    dry_run: bool = False
+    created: tuple[BackfillSlot, ...] = ()
+    existing: tuple[BackfillSlot, ...] = ()
+    cancelled: int = 0
 
 
 @dataclass(frozen=True)
@@ -325,4 +358,94 @@ def cancel_run(
         if on_record is not None:
             on_record(session, before, done)
     logger.warning("execution %s (%s): %s", execution_id, celery_task_id, text)
+    return done
+
+
+def backfill(
+    runtime: Runtime,
+    schedule_id: int,
+    *,
+    start: datetime,
+    end: datetime,
+    dry_run: bool = False,
+    on_record: BackfillHook | None = None,
+) -> Backfill:
+    """Create the runs schedule ``schedule_id`` would have had from ``start`` (included)
+    to ``end`` (excluded, not in the future): the slots its trigger fires there, with its
+    zone's DST rules, ``start_at``/``end_at`` and exclusions. Each slot without a row
+    gets a ``queued`` row with trigger ``backfill`` and the schedule's kwargs; the beat
+    sends them one at a time, oldest first, each once nothing else of the schedule is
+    open, with its slot time in the run's context (``df_slot``). Slots that already have
+    a row are left alone and reported. ``dry_run`` writes nothing.
+
+    Raises ``ScheduleNotFound``, ``ConflictError`` for a ``manual`` schedule (it has no
+    slots), and ``InvalidSchedule`` naming the field for a range that is empty, reaches
+    into the future, or holds more than the setting ``backfill_max_slots``.
+    """
+    with runtime.session() as session:
+        schedule = store.get_schedule(session, schedule_id, for_update=not dry_run)
+        if TaskType(schedule.task_type) is TaskType.MANUAL:
+            raise ConflictError(
+                f"schedule {schedule_id} is manual: it has no slots to backfill (run it now)",
+                field="task_type",
+                schedule_id=schedule_id,
+            )
+        trigger = trigger_for(schedule, runtime.settings.celery_timezone)
+        slots = backfill_slots(
+            trigger,
+            start=start,
+            end=end,
+            now=runtime.clock.now(),
+            limit=runtime.settings.backfill_max_slots,
+        )
+        if dry_run:
+            existing = backfills.existing_slots(session, schedule_id, slots)
+            taken = {slot.scheduled_for for slot in existing}
+            created = [BackfillSlot(slot) for slot in slots if slot not in taken]
+        else:
+            created, existing = backfills.insert_backfill(
+                session, schedule, slots, now=runtime.clock.now()
+            )
+        done = Backfill(
+            schedule_id,
+            start=start,
+            end=end,
+            dry_run=dry_run,
+            created=tuple(created),
+            existing=tuple(existing),
+        )
+        if on_record is not None and not dry_run:
+            on_record(session, done)
+    if created and not dry_run:
+        logger.info(
+            "backfill of schedule %s: %d slot(s) from %s to %s queued, %d had a row",
+            schedule_id,
+            len(created),
+            start.isoformat(),
+            end.isoformat(),
+            len(existing),
+        )
+    return done
+
+
+def cancel_backfill(
+    runtime: Runtime,
+    schedule_id: int,
+    *,
+    reason: str | None = None,
+    by: str | None = None,
+    on_record: BackfillHook | None = None,
+) -> Backfill:
+    """Revoke the backfill slots of schedule ``schedule_id`` still waiting; each row
+    records ``backfill cancelled by <by>: <reason>``. A backfill run already sent goes
+    on (``cancel_run`` stops it). Raises ``ScheduleNotFound``."""
+    text = "backfill cancelled" + (f" by {by}" if by else "") + (f": {reason}" if reason else "")
+    with runtime.session() as session:
+        store.get_schedule(session, schedule_id, for_update=True)
+        count = backfills.cancel_backfill(
+            session, schedule_id, reason=text, now=runtime.clock.now()
+        )
+        done = Backfill(schedule_id, cancelled=count)
+        if on_record is not None:
+            on_record(session, done)
     return done

@@ -1,5 +1,6 @@
-"""The operator's run-control commands: ``run``, ``cancel``, ``rerun``, ``pause`` and
-``resume``, each a call of ``control`` or the store, audited as ``cli:<user>``.
+"""The operator's run-control commands: ``run``, ``cancel``, ``rerun``, ``backfill``,
+``pause`` and ``resume``, each a call of ``control`` or the store, audited as
+``cli:<user>``.
 
 ``cli`` adds them to the command (``add_parsers``) and hands them how to build a
 runtime and settings from their arguments, so this module needs nothing of ``cli``.
@@ -11,6 +12,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from dataforge_scheduler.errors import DataForgeError
@@ -174,6 +176,78 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- backfill
+
+
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date-time: {text!r}") from None
+    if value.utcoffset() is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs an offset, e.g. {text}+00:00")
+    return value
+
+
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    from dataforge_scheduler.control import backfill, cancel_backfill
+    from dataforge_scheduler.core.enums import AuditAction
+
+    runtime = Runtime(args.make_settings(args))
+    target = ("schedule", args.schedule_id)
+    try:
+        if args.cancel:
+
+            def audit_cancel(session: Any, done: Any) -> None:
+                after = {"backfill_cancelled": done.cancelled, "reason": args.reason}
+                _audit(runtime, session, AuditAction.CANCEL, target, before=None, after=after)
+
+            done = cancel_backfill(
+                runtime,
+                args.schedule_id,
+                reason=args.reason,
+                by=_operator(),
+                on_record=audit_cancel,
+            )
+            print(f"schedule {args.schedule_id}: {done.cancelled} waiting backfill slot(s) revoked")
+            return 0
+        if args.start is None or args.end is None:
+            print("error: backfill needs --start and --end (or --cancel)", file=sys.stderr)
+            return 2
+
+        def audit(session: Any, done: Any) -> None:
+            after = {
+                "start": args.start.isoformat(),
+                "end": args.end.isoformat(),
+                "created": len(done.created),
+                "existing": len(done.existing),
+            }
+            _audit(runtime, session, AuditAction.BACKFILL, target, before=None, after=after)
+
+        done = backfill(
+            runtime,
+            args.schedule_id,
+            start=args.start,
+            end=args.end,
+            dry_run=args.dry_run,
+            on_record=audit,
+        )
+    finally:
+        runtime.close()
+    verb = "would queue" if args.dry_run else "queued"
+    print(
+        f"schedule {args.schedule_id}: {verb} {len(done.created)} slot(s); "
+        f"{len(done.existing)} already had a run"
+    )
+    rows = [(slot, "new" if args.dry_run else "queued") for slot in done.created]
+    rows += [(slot, "has a run") for slot in done.existing]
+    for slot, state in sorted(rows, key=lambda row: row[0].scheduled_for):
+        run = "" if slot.execution_id is None else f" execution {slot.execution_id}"
+        status = "" if slot.status is None else f" ({slot.status})"
+        print(f"  {slot.scheduled_for.isoformat()}  {state}{run}{status}")
+    return 0
+
+
 # ---------------------------------------------------------------- pause, resume
 
 
@@ -222,7 +296,7 @@ def add_parsers(
     runtime: Callable[[argparse.Namespace], Runtime],
     settings: Callable[[argparse.Namespace], Settings],
 ) -> None:
-    """Add ``run``, ``cancel``, ``rerun``, ``pause`` and ``resume`` to the command's
+    """Add ``run``, ``cancel``, ``rerun``, ``backfill``, ``pause`` and ``resume`` to the command's
     subparsers; ``runtime`` and ``settings`` build what a command works with from its
     arguments (the host's app with ``-A``)."""
     cancel = sub.add_parser(
@@ -279,6 +353,26 @@ def add_parsers(
     run.add_argument("--database-url", help="SQLAlchemy URL (default: DATAFORGE_DATABASE_URL)")
     run.add_argument("--redis-url", help="Redis URL (default: DATAFORGE_REDIS_URL)")
     run.set_defaults(handler=_cmd_run)
+    fill = sub.add_parser(
+        "backfill",
+        help="run a schedule's slots of a past range, one after another",
+        description=(
+            "Queue the runs a schedule would have had from --start (included) to --end "
+            "(excluded, not in the future): its trigger's slots there, with its zone, "
+            "window and exclusions. A running beat sends them one at a time, oldest first. "
+            "Slots that already have a run are left alone. --dry-run lists them only; "
+            "--cancel revokes the slots still waiting."
+        ),
+    )
+    fill.add_argument("schedule_id", type=int, help="the schedule's id")
+    fill.add_argument("--start", type=_instant, help="ISO 8601 with an offset")
+    fill.add_argument("--end", type=_instant, help="ISO 8601 with an offset")
+    fill.add_argument("--dry-run", action="store_true", help="list the slots, create nothing")
+    fill.add_argument("--cancel", action="store_true", help="revoke the waiting slots")
+    fill.add_argument("--reason", help="with --cancel: why, recorded on each slot's row")
+    fill.add_argument("--database-url", help="SQLAlchemy URL (default: DATAFORGE_DATABASE_URL)")
+    fill.add_argument("--redis-url", help="Redis URL (default: DATAFORGE_REDIS_URL)")
+    fill.set_defaults(handler=_cmd_backfill)
     for command, text in (
         ("pause", "stop a schedule firing, with an optional note saying why"),
         ("resume", "make a paused schedule fire again (its next slot after now)"),
@@ -292,5 +386,5 @@ def add_parsers(
         )
         control.add_argument("--redis-url", help="Redis URL (default: DATAFORGE_REDIS_URL)")
         control.set_defaults(handler=_cmd_pause_or_resume)
-    for command in ("cancel", "rerun", "run", "pause", "resume"):
+    for command in ("cancel", "rerun", "run", "backfill", "pause", "resume"):
         sub.choices[command].set_defaults(make_runtime=runtime, make_settings=settings)

@@ -351,8 +351,10 @@ async def test_openapi_lists_every_path_and_method(client: httpx.AsyncClient) ->
 
     assert doc["openapi"] == "3.1.0"
     operations = {(path, method) for path, item in doc["paths"].items() for method in item}
-    assert len(operations) == 23
+    assert len(operations) == 25
     assert ("/tasks/{id}", "patch") in operations
+    assert ("/tasks/{id}/backfill", "post") in operations
+    assert ("/tasks/{id}/backfill/cancel", "post") in operations
     assert ("/executions/{id}/cancel", "post") in operations
     assert ("/executions/{id}/rerun", "post") in operations
     assert ("/executions/{id}/logs", "get") in operations

@@ -43,7 +43,7 @@ def cli_env(pg_url: str, redis_url: str, key_prefix: str) -> dict[str, str]:
 
 
 def test_help_for_every_subcommand(cli_env: dict[str, str]) -> None:
-    for command in ("init-db", "check", "run", "cancel", "rerun", "pause", "resume"):
+    for command in ("init-db", "check", "run", "cancel", "rerun", "backfill", "pause", "resume"):
         done = run_cli(command, "--help", env=cli_env)
         assert done.returncode == 0, done.stderr
         assert "usage: dataforge-scheduler " + command in done.stdout
@@ -402,3 +402,66 @@ def test_run_with_skip_next_sends_now_and_skips_the_next_slot(
     again = run_cli("run", str(schedule_id), "--skip-next", env=cli_env)
     assert again.returncode == 1
     assert "already has a run" in again.stderr
+
+
+@pytest.mark.postgres
+def test_backfill_lists_queues_reports_and_cancels_a_past_range(
+    cli_env: dict[str, str], pg: Any
+) -> None:
+    import getpass
+
+    from dataforge_scheduler.sql import store
+    from dataforge_scheduler.sql.models import AuditEntry, TaskExecution, create_all
+
+    create_all(pg)
+    with sa.orm.Session(pg) as session, session.begin():
+        schedule_id = store.create_schedule(
+            session,
+            {
+                "name": "six-hourly",
+                "task_type": "cron",
+                "task_name": "app.report",
+                "cron_expression": "0 */6 * * *",
+            },
+            now=datetime.now(UTC),
+            default_timezone="UTC",
+        ).id
+    sid = str(schedule_id)
+    span = ("--start", "2026-03-02T00:00:00+00:00", "--end", "2026-03-03T00:00:00+00:00")
+
+    dry = run_cli("backfill", sid, *span, "--dry-run", env=cli_env)
+    done = run_cli("backfill", sid, *span, env=cli_env)
+    again = run_cli("backfill", sid, *span[:2], "--end", "2026-03-02T07:00:00+00:00", env=cli_env)
+    cancelled = run_cli("backfill", sid, "--cancel", "--reason", "wrong day", env=cli_env)
+    future = run_cli("backfill", sid, "--start", span[1], "--end", "2999-01-01T00:00Z", env=cli_env)
+    naive = run_cli("backfill", sid, "--start", "2026-03-02T00:00", "--end", span[3], env=cli_env)
+    bare = run_cli("backfill", sid, env=cli_env)
+
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines() == [
+        f"schedule {sid}: would queue 4 slot(s); 0 already had a run",
+        *[f"  2026-03-02T{h:02d}:00:00+00:00  new" for h in (0, 6, 12, 18)],
+    ]
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == f"schedule {sid}: queued 4 slot(s); 0 already had a run"
+    assert all(line.endswith("(queued)") for line in done.stdout.splitlines()[1:])
+    assert again.stdout.splitlines()[0] == f"schedule {sid}: queued 0 slot(s); 2 already had a run"
+    assert cancelled.stdout.strip() == f"schedule {sid}: 4 waiting backfill slot(s) revoked"
+    assert future.returncode == 1
+    assert "is in the future" in future.stderr
+    assert naive.returncode == 2
+    assert "needs an offset" in naive.stderr
+    assert bare.returncode == 2
+    assert "needs --start and --end" in bare.stderr
+    user = f"cli:{getpass.getuser()}"
+    with sa.orm.Session(pg) as session:
+        rows = session.scalars(sa.select(TaskExecution).order_by(TaskExecution.scheduled_for))
+        assert [(r.trigger, r.status, r.error) for r in rows] == [
+            ("backfill", "revoked", f"backfill cancelled by {user}: wrong day")
+        ] * 4
+        audit = session.scalars(sa.select(AuditEntry).order_by(AuditEntry.id)).all()
+        assert [(a.action, a.principal, a.after.get("created")) for a in audit] == [
+            ("backfill", user, 4),
+            ("backfill", user, 0),
+            ("cancel", user, None),
+        ]

@@ -238,6 +238,21 @@ def test_a_run_early_skips_the_next_slot(
     assert [s.slot for s in sent] == after
 
 
+def test_a_backfill_runs_its_past_slots_in_order(
+    dataforge_clock, dataforge_schedule_factory, dataforge_run_task
+):
+    now = dataforge_clock.now()
+    schedule = dataforge_schedule_factory.make(task_name="hostapp.sync", interval_seconds=3600)
+    start = schedule.created_at - timedelta(hours=3)
+    dataforge_clock.set(now + timedelta(hours=4))
+    rows = dataforge_run_task.backfill(schedule, start=start, end=now + timedelta(hours=3))
+    assert [row.scheduled_for for row in rows] == [now + timedelta(hours=h) for h in (1, 2)]
+    assert {(row.status, row.trigger) for row in rows} == {
+        (ExecutionStatus.SUCCESS, ExecutionTrigger.BACKFILL)
+    }
+    assert rows[0].finished_at <= rows[1].started_at
+
+
 def test_the_api_client_lists_and_runs_tasks(
     dataforge_api_client, dataforge_schedule_factory, dataforge_run_task
 ):
@@ -309,7 +324,7 @@ def test_a_host_project_uses_every_fixture_and_overrides_them(
         test_a_overrides=textwrap.dedent(OVERRIDES), test_host=textwrap.dedent(HOST_TESTS)
     )
     result = host_project.runpytest_subprocess("-q")
-    result.assert_outcomes(passed=18)
+    result.assert_outcomes(passed=19)
     assert "Traceback" not in result.stderr.str(), outcome_report(result)
 
 

@@ -91,7 +91,7 @@ def test_the_plugin_on_real_postgresql_and_redis(
         test_host=textwrap.dedent(HOST_TESTS), test_record=textwrap.dedent(RECORD_SERVICES)
     )
     result = host_project.runpytest_subprocess("-q")
-    result.assert_outcomes(passed=16)  # the host tests plus the recorder
+    result.assert_outcomes(passed=17)  # the host tests plus the recorder
     used: dict[str, Any] = json.loads((host_project.path / "services.json").read_text())
     assert used["database"].startswith("dataforge_plugin_"), used
 

@@ -26,7 +26,7 @@ from dataforge_scheduler.api.auth import (
 )
 from dataforge_scheduler.api.context import ApiState, Context
 from dataforge_scheduler.api.errors import HTTPError, to_http_error
-from dataforge_scheduler.api.handlers import locks, misc, runs, tasks
+from dataforge_scheduler.api.handlers import backfill, locks, misc, runs, tasks
 from dataforge_scheduler.api.health import (
     DEFAULT_CACHE_SECONDS,
     DEFAULT_TIMEOUT_SECONDS,
@@ -45,6 +45,10 @@ from dataforge_scheduler.api.schemas.misc import (
 )
 from dataforge_scheduler.api.schemas.runs import (
     AllExecutionsQuery,
+    BackfillCancelled,
+    BackfillCancelRequest,
+    BackfillRequest,
+    BackfillResult,
     CancelRequest,
     CancelResult,
     ExecutionDetail,
@@ -109,6 +113,14 @@ def build_router() -> Router:
         ("/tasks/{id}/run", _op("POST", runs.run_task, "Run now", "runs", access=W, status=202,
                                 body_model=RunRequest, body_required=False,
                                 response_model=RunAccepted, errors=(409,))),
+        ("/tasks/{id}/backfill", _op("POST", backfill.backfill_task, "Backfill past slots",
+                                     "runs", access=W, body_model=BackfillRequest,
+                                     response_model=BackfillResult, errors=(409,))),
+        ("/tasks/{id}/backfill/cancel", _op("POST", backfill.cancel_task_backfill,
+                                            "Cancel a backfill's waiting slots", "runs",
+                                            access=W, body_model=BackfillCancelRequest,
+                                            body_required=False,
+                                            response_model=BackfillCancelled)),
         ("/tasks/{id}/pause", _op("POST", runs.pause_task, "Pause (idempotent)", "tasks",
                                   access=W, body_model=PauseRequest, body_required=False,
                                   response_model=TaskOut)),

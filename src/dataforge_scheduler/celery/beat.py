@@ -296,7 +296,8 @@ class DatabaseScheduler(Scheduler):
 
     def run_pass(self, now: datetime | None = None) -> PassResult:
         """Claim every slot due at ``now`` (default: the clock), send them, sweep slots
-        claimed but not sent, and report what was sent.
+        claimed but not sent, send the backfill slots whose turn came, and report what
+        was sent.
 
         The pass starts with one statement (``claims.probe``): the database's time, the
         earliest ``next_run_at``, whether a row lacks one, and the oldest unsent slot.
@@ -321,11 +322,14 @@ class DatabaseScheduler(Scheduler):
         oldest = probe.oldest_unsent
         if probe.queued or (oldest is not None and oldest <= now - lease):
             resent, still_unsent = sender.sweep(now)
+        if probe.backfill:  # a backfill's slots wait their turn too (after the sweep's)
+            backfilled, refused = sender.send_backfill(now)
+            resent, still_unsent = [*resent, *backfilled], [*still_unsent, *refused]
         next_sweep: datetime | None = None
         soonest = now + timedelta(seconds=self.sweep_every_seconds)
         if oldest is not None:  # unsent slots waiting: look again when the oldest's lease ends
             next_sweep = max(oldest + lease, soonest)
-        if probe.queued:  # a backlog waits for its runs to end: look often
+        if probe.queued or probe.backfill:  # a backlog waits for its runs to end: look often
             next_sweep = soonest if next_sweep is None else min(next_sweep, soonest)
         if held or unsent or still_unsent:  # this pass left some: look after their lease
             soon = now + lease

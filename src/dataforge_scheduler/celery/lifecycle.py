@@ -24,7 +24,7 @@ import os
 from datetime import datetime
 from typing import Any
 
-from dataforge_scheduler.celery.headers import EXECUTION_ID, OVERLAP, TRIGGER, header
+from dataforge_scheduler.celery.headers import EXECUTION_ID, OVERLAP, SLOT, TRIGGER, header
 from dataforge_scheduler.celery.logbuffer import LogBuffer, default_flusher
 from dataforge_scheduler.celery.outcomes import Outcome, outcome_of, stopped_from_outside
 from dataforge_scheduler.celery.renewal import DeferredRelease, default_renewer
@@ -115,6 +115,8 @@ def begin(task: DataForgeTask, task_id: str, kwargs: dict[str, Any]) -> RunConte
         ),
         echo=settings.log_console_echo,
         schedule_overlap_policy=policy,
+        trigger=record.trigger,
+        scheduled_for=_slot(header(request, SLOT)),
     )
     run.state.started = record
     run.state.done_ttl = done_ttl(runtime, task)
@@ -380,6 +382,16 @@ def _trigger(request: Any) -> str:
         return ExecutionTrigger(value).value
     except ValueError:
         return ExecutionTrigger.EXTERNAL.value
+
+
+def _slot(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        slot = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return slot if slot.tzinfo is not None else None
 
 
 def _policy(value: Any) -> str | None:

@@ -1,6 +1,7 @@
 """Sending a pass's slots: publish each claimed slot through the scheduler's dispatcher,
-record the sends, and sweep slots claimed but not sent (a scheduler died, the broker
-refused them, or a ``catch_up`` backlog waits its turn) by their schedule's rules.
+record the sends, sweep slots claimed but not sent (a scheduler died, the broker
+refused them, or a ``catch_up`` backlog waits its turn) by their schedule's rules, and
+send a backfill's slots one at a time.
 
 A slot refused by an unreachable broker stays claimed and unsent (``sent_at`` NULL), and
 so do the slots after it in that pass: the sweep of any scheduler sends them later. A
@@ -22,6 +23,7 @@ from dataforge_scheduler.core.messages import RunMessage
 from dataforge_scheduler.core.slots import ClaimedSlot
 from dataforge_scheduler.errors import BackendUnavailable, DataForgeError
 from dataforge_scheduler.sql import store
+from dataforge_scheduler.sql.store import backfill as backfills
 from dataforge_scheduler.sql.store import sweep as sweeps
 
 if TYPE_CHECKING:
@@ -93,6 +95,36 @@ class SlotSender:
                 return [], []
             sweeps.send_queued(session, [slot.execution_id for slot in sending])
             sent, unsent = self.publish(sending)  # the schedules stay locked while sent
+            store.mark_sent(
+                session, [s.execution_id for s in sent], now=self._scheduler.clock.now()
+            )
+        return sent, unsent
+
+    def send_backfill(self, now: datetime) -> tuple[list[ClaimedSlot], list[ClaimedSlot]]:
+        """Send the next backfill slot of each schedule whose turn it is (nothing else
+        of it open; ``sql.store.backfill.select_backfill``), oldest slot first, with the
+        schedules locked while they are sent. A slot the broker refuses goes back in line
+        (``queued``) for the next pass; one whose schedule was deleted is recorded
+        ``missed``."""
+        with self._scheduler.runtime.session() as session:
+            sending, orphans = backfills.select_backfill(
+                session,
+                now=now,
+                limit=self._scheduler.batch_size,
+                extra=self._scheduler.claim_filter(),
+            )
+            sweeps.mark_missed(session, [(orphan, ORPHAN_REASON) for orphan in orphans], now=now)
+            if not sending:
+                return [], []
+            sweeps.send_queued(session, [slot.execution_id for slot in sending])
+            for slot in sending:
+                logger.info(
+                    "sending backfill slot %s of %s",
+                    slot.scheduled_for.isoformat() if slot.scheduled_for else None,
+                    slot.schedule_name,
+                )
+            sent, unsent = self.publish(sending)
+            backfills.requeue_backfill(session, [slot.execution_id for slot in unsent])
             store.mark_sent(
                 session, [s.execution_id for s in sent], now=self._scheduler.clock.now()
             )

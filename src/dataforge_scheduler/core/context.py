@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from dataforge_scheduler.core.journal import StartRecord
@@ -115,6 +116,9 @@ class RunContext:
     ``log`` is None when its lines have nowhere to go but the ``logging`` module.
     ``runtime`` is the ``Runtime`` bound to the app; ``schedule_overlap_policy`` the run's
     schedule's ``overlap_policy`` as the message carried it (None: not known).
+    ``trigger`` is what started it (an ``ExecutionTrigger`` value) and ``scheduled_for``
+    the slot it runs for (a scheduled or backfill slot; None for a manual run): a
+    backfill run sees the past slot it stands for here, not the time it runs.
     """
 
     celery_task_id: str
@@ -126,6 +130,8 @@ class RunContext:
     log: RunLog | None
     echo: bool
     schedule_overlap_policy: str | None = None
+    trigger: str | None = None
+    scheduled_for: datetime | None = None
     state: RunState = field(default_factory=RunState)
 
 

@@ -75,6 +75,7 @@ class ExecutionTrigger(StrEnum):
     MANUAL = "manual"
     RETRY = "retry"
     EXTERNAL = "external"  # a plain .delay()/send_task() that bypassed scheduler and API
+    BACKFILL = "backfill"  # a past slot a backfill asked for, run in slot order
 
 
 class MisfirePolicy(StrEnum):
@@ -114,3 +115,4 @@ class AuditAction(StrEnum):
     RELEASE_LOCK = "release_lock"
     CANCEL = "cancel"
     RERUN = "rerun"
+    BACKFILL = "backfill"

@@ -141,6 +141,8 @@ class Settings(BaseSettings):
     """A slot later than this, in seconds, is a misfire, handled by the schedule's policy."""
     catch_up_max_runs: int = 10
     """Most missed slots the `catch_up` misfire policy sends at once."""
+    backfill_max_slots: int = 1000
+    """Most slots one backfill may create; a range holding more is refused (422)."""
     api_max_body_bytes: int = 1_048_576
     """Largest request body the API accepts, in bytes."""
     sse_max_streams: int = 100

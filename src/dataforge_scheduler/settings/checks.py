@@ -72,6 +72,7 @@ _POSITIVE = (
     "lost_run_grace_seconds",
     "misfire_grace_seconds",
     "catch_up_max_runs",
+    "backfill_max_slots",
     "api_max_body_bytes",
     "sse_max_streams",
     "sse_max_streams_per_key",

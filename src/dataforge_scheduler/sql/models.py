@@ -44,11 +44,13 @@ from dataforge_scheduler.core.enums import (
 from dataforge_scheduler.sql.types import JSONType, StrEnumType, UTCDateTime
 
 __all__ = [
+    "BACKFILL_PREDICATE",
     "CHANGES_CHANNEL",
     "NAMING_CONVENTION",
     "RERUN_PREDICATE",
     "UNINITIALISED_PREDICATE",
     "UNSENT_PREDICATE",
+    "WAITING_PREDICATE",
     "AuditEntry",
     "Base",
     "ScheduledTask",
@@ -82,11 +84,15 @@ UNINITIALISED_PREDICATE = (
 )
 UNSENT_PREDICATE = f"status = '{ExecutionStatus.PENDING.value}' AND sent_at IS NULL"
 RERUN_PREDICATE = "rerun_of IS NOT NULL"
+_QUEUED = f"status = '{ExecutionStatus.QUEUED.value}'"
+BACKFILL_PREDICATE = f"{_QUEUED} AND \"trigger\" = '{ExecutionTrigger.BACKFILL.value}'"
+WAITING_PREDICATE = f"{_QUEUED} AND \"trigger\" <> '{ExecutionTrigger.BACKFILL.value}'"
 
 
-def _partial(name: str, column_name: str, predicate: str) -> Index:
+def _partial(name: str, columns: str | tuple[str, ...], predicate: str) -> Index:
     where = text(predicate)
-    return Index(name, column_name, postgresql_where=where, sqlite_where=where)
+    names = (columns,) if isinstance(columns, str) else columns
+    return Index(name, *names, postgresql_where=where, sqlite_where=where)
 
 
 def _one_of(name: str, enum: type[StrEnum]) -> CheckConstraint:
@@ -226,7 +232,10 @@ class TaskExecution(Base):
     slot at most once; manual and external runs have ``scheduled_for`` NULL, and NULLs
     never conflict. ``ix_task_executions_unsent`` (partial, literal predicate) holds only
     the claimed slots not yet sent, for the scheduler's unsent-slot sweep;
-    ``ix_task_executions_rerun_of`` (partial) finds the reruns of a run.
+    ``ix_task_executions_rerun_of`` (partial) finds the reruns of a run;
+    ``ix_task_executions_backfill`` holds only a backfill's waiting slots and
+    ``ix_task_executions_waiting`` only the other ``queued`` slots, so neither kind's
+    look-up reads the other's.
     """
 
     __tablename__ = "task_executions"
@@ -239,6 +248,12 @@ class TaskExecution(Base):
         Index("ix_task_executions_created_at", "created_at"),
         _partial("ix_task_executions_unsent", "created_at", UNSENT_PREDICATE),
         _partial("ix_task_executions_rerun_of", "rerun_of", RERUN_PREDICATE),
+        _partial(
+            "ix_task_executions_backfill",
+            ("scheduled_task_id", "scheduled_for"),
+            BACKFILL_PREDICATE,
+        ),
+        _partial("ix_task_executions_waiting", "scheduled_task_id", WAITING_PREDICATE),
     )
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - SQLAlchemy reads a plain dict
 

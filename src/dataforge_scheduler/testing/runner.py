@@ -17,11 +17,17 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
-from dataforge_scheduler.control import rerun, run_now
+from dataforge_scheduler.control import backfill, rerun, run_now
 from dataforge_scheduler.core.values import Acquired, LockInfo, LockOwner
-from dataforge_scheduler.errors import InvalidParams, LockNotAcquired, UnknownTask
+from dataforge_scheduler.errors import (
+    ConfigurationError,
+    InvalidParams,
+    LockNotAcquired,
+    UnknownTask,
+)
 from dataforge_scheduler.redis.keys import run_scope
 from dataforge_scheduler.runtime import Runtime
 from dataforge_scheduler.sql import store
@@ -110,6 +116,40 @@ class TaskRunner:
         execution_id = execution.id if isinstance(execution, TaskExecution) else execution
         done = rerun(self.runtime, execution_id, kwargs=kwargs_override, validate=False)
         return self.wait(done.run.celery_task_id, timeout=timeout)
+
+    def backfill(
+        self,
+        schedule: ScheduledTask | int,
+        /,
+        *,
+        start: datetime,
+        end: datetime,
+        timeout: float | None = None,
+    ) -> list[TaskExecution]:
+        """Backfill ``[start, end)`` as ``POST /tasks/{id}/backfill`` does and run the
+        slots it created as a beat would: one at a time, oldest first, each sent once the
+        one before has ended (the beat's own sender). Returns their finished rows in slot
+        order; slots that already had a run are left alone. ``end`` may not be later than
+        the runtime's clock."""
+        from dataforge_scheduler.celery.beat import DatabaseScheduler
+        from dataforge_scheduler.celery.sending import SlotSender
+
+        schedule_id, _, _ = self._resolve(schedule)
+        if schedule_id is None:
+            raise ConfigurationError("backfill needs a schedule, not a task name", field="target")
+        done = backfill(self.runtime, schedule_id, start=start, end=end)
+        beat = DatabaseScheduler(self.app, runtime=self.runtime, clock=self.runtime.clock)
+        rows: list[TaskExecution] = []
+        try:
+            sender = SlotSender(beat)
+            for _ in done.created:
+                sent, unsent = sender.send_backfill(self.runtime.clock.now())
+                if unsent or not sent:
+                    raise RunTimeout(f"backfill slot(s) of schedule {schedule_id} not sent")
+                rows += [self.wait(slot.celery_task_id, timeout=timeout) for slot in sent]
+        finally:
+            beat.close()
+        return rows
 
     def wait(self, celery_task_id: str, *, timeout: float | None = None) -> TaskExecution:
         """Wait until run ``celery_task_id`` is finished and return its row."""

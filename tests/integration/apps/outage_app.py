@@ -20,6 +20,7 @@ from celery import Celery
 
 from dataforge_scheduler.celery.task import DataForgeTask
 from dataforge_scheduler.celery.tasklog import task_log
+from dataforge_scheduler.core.context import current_run
 from dataforge_scheduler.settings import Settings
 from dataforge_scheduler.wiring import setup
 
@@ -43,6 +44,20 @@ def tick(self: DataForgeTask, scheduled_task_id: int | None = None, work: float 
     time.sleep(work)
     with BODY_LOG.open("a", encoding="utf-8") as proof:  # one short append: atomic
         proof.write(f"{self.request.id}\n")
+    return "ok"
+
+
+@app.task(base=DataForgeTask, bind=True, name="ot.slot")
+def slot(self: DataForgeTask, scheduled_task_id: int | None = None, work: float = 0.2) -> str:
+    """Like ``ot.tick``, and its proof line also names the trigger and the slot its run
+    context says it runs for."""
+    run = current_run()
+    assert run is not None
+    at = run.scheduled_for.isoformat() if run.scheduled_for else "-"
+    task_log("slot", at)
+    time.sleep(work)
+    with BODY_LOG.open("a", encoding="utf-8") as proof:
+        proof.write(f"{self.request.id},{run.trigger},{at}\n")
     return "ok"
 
 

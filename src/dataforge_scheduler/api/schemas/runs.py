@@ -12,6 +12,11 @@ from dataforge_scheduler.core.enums import ExecutionStatus, ExecutionTrigger
 
 __all__ = [
     "AllExecutionsQuery",
+    "BackfillCancelRequest",
+    "BackfillCancelled",
+    "BackfillRequest",
+    "BackfillResult",
+    "BackfillSlotOut",
     "CancelRequest",
     "CancelResult",
     "ExecutionDetail",
@@ -69,6 +74,56 @@ class RunAccepted(BaseModel):
     skipped_slot: datetime | None = Field(
         None, description="the scheduled slot this run took the place of (skip_next)"
     )
+
+
+class BackfillRequest(BaseModel):
+    """Body of ``POST /tasks/{id}/backfill``: the past range ``[start, end)`` whose slots
+    to run, as ISO 8601 date-times with an offset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: UTCDateTimeIn = Field(description="the first instant covered (included)")
+    end: UTCDateTimeIn = Field(description="the end of the range (excluded); not in the future")
+    dry_run: bool = Field(False, strict=True, description="list the slots, create nothing")
+
+
+class BackfillSlotOut(BaseModel):
+    """One slot of a backfill and its run (none yet for a dry run's new slots)."""
+
+    scheduled_for: datetime
+    execution_id: int | None
+    status: ExecutionStatus | None
+
+
+class BackfillResult(BaseModel):
+    """The slots a backfill created (``queued``, sent one at a time, oldest first; a dry
+    run's would-be slots) and the ones it left alone because they already had a run."""
+
+    scheduled_task_id: int
+    start: datetime
+    end: datetime
+    dry_run: bool
+    created: list[BackfillSlotOut]
+    existing: list[BackfillSlotOut] = Field(
+        description="slots that already had a run (any trigger): left alone"
+    )
+
+
+class BackfillCancelRequest(BaseModel):
+    """Optional body of ``POST /tasks/{id}/backfill/cancel``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(
+        None, min_length=1, max_length=500, description="why, recorded on each slot's row"
+    )
+
+
+class BackfillCancelled(BaseModel):
+    """How many waiting backfill slots were revoked (a run already sent goes on)."""
+
+    scheduled_task_id: int
+    cancelled: int
 
 
 class CancelRequest(BaseModel):

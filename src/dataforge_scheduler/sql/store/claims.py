@@ -242,13 +242,14 @@ class Probe:
     """What a pass looks at first, in one statement: the database's time (None unless
     asked), the earliest ``next_run_at`` of the active rows, whether an active row has
     no ``next_run_at`` yet (inserted by raw SQL), when the oldest unsent slot was
-    claimed, and whether any slot is ``queued``."""
+    claimed, whether any slot is ``queued`` and whether a backfill's slots wait."""
 
     server_now: datetime | None
     earliest: datetime | None
     uninitialised: bool
     oldest_unsent: datetime | None
     queued: bool = False
+    backfill: bool = False
 
 
 def probe(engine: Engine, *, server_time: bool, extra: ColumnElement[bool] | None = None) -> Probe:
@@ -268,11 +269,12 @@ def probe(engine: Engine, *, server_time: bool, extra: ColumnElement[bool] | Non
     except sa_exc.SQLAlchemyError as exc:
         raise database_error(exc) from exc
     return Probe(
-        server_now=stored_utc(row[4]) if server_time else None,
+        server_now=stored_utc(row[5]) if server_time else None,
         earliest=None if row[0] is None else stored_utc(row[0]),
         uninitialised=bool(row[1]),
         oldest_unsent=None if row[2] is None else stored_utc(row[2]),
         queued=bool(row[3]),
+        backfill=bool(row[4]),
     )
 
 
@@ -297,12 +299,16 @@ def _build_probe(server_time: bool, extra: ColumnElement[bool] | None) -> Select
     if extra is not None:
         mine = select(ScheduledTask.id).where(ScheduledTask.id == e.scheduled_task_id, extra)
         unsent = unsent.where(or_(e.scheduled_task_id.is_(None), mine.exists()))
-    queued = select(e.id).where(e.status == _literal(ExecutionStatus.QUEUED))
+    # one probe of each partial index (models.WAITING_PREDICATE, BACKFILL_PREDICATE)
+    waiting = e.status == _literal(ExecutionStatus.QUEUED)
+    queued = select(e.id).where(waiting, e.trigger != _literal(ExecutionTrigger.BACKFILL))
+    backfill = select(e.id).where(waiting, e.trigger == _literal(ExecutionTrigger.BACKFILL))
     columns: list[Any] = [
         earliest.scalar_subquery(),
         fresh.exists(),
         unsent.scalar_subquery(),
         queued.exists(),
+        backfill.exists(),
     ]
     if server_time:
         columns.append(func.statement_timestamp())

@@ -15,7 +15,12 @@ from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from dataforge_scheduler.core.backlog import InFlight
-from dataforge_scheduler.core.enums import ExecutionStatus, MisfirePolicy, OverlapPolicy
+from dataforge_scheduler.core.enums import (
+    ExecutionStatus,
+    ExecutionTrigger,
+    MisfirePolicy,
+    OverlapPolicy,
+)
 from dataforge_scheduler.core.slots import ClaimedSlot
 from dataforge_scheduler.sql.models import ScheduledTask
 from dataforge_scheduler.sql.store.claims import (  # the claim's own helpers
@@ -77,7 +82,12 @@ def select_unsent(
     (None: however long ago).
     """
     e, s = _executions.c, _schedules.c
-    queued = e.status == _literal(ExecutionStatus.QUEUED)
+    # a backfill's slots wait their own turn (sql.store.backfill), not the misfire
+    # policy's; literals, matching ix_task_executions_waiting (models.WAITING_PREDICATE)
+    queued = and_(
+        e.status == _literal(ExecutionStatus.QUEUED),
+        e.trigger != _literal(ExecutionTrigger.BACKFILL),
+    )
     found = [
         *session.execute(
             select(e.id, e.scheduled_task_id).where(*unsent_slots(created_before)).limit(limit * 10)
@@ -202,6 +212,11 @@ def in_flight(
             e.status != _literal(ExecutionStatus.PENDING),
             e.sent_at.is_(None),
             e.sent_at > aware_now(sent_since),
+        ),
+        # a backfill's waiting slots hold back none of the schedule's own
+        or_(
+            e.status != _literal(ExecutionStatus.QUEUED),
+            e.trigger != _literal(ExecutionTrigger.BACKFILL),
         ),
     )
     waiting: dict[int, int] = {}
