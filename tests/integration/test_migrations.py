@@ -285,12 +285,17 @@ def test_the_partial_indexes_revision_upgrades_and_downgrades_alone(
                     "FROM pg_index WHERE indpred IS NOT NULL ORDER BY 1"
                 )
             ).all()
-        assert [name for name, _ in rows] == [
+        predicates = dict(rows)
+        assert list(predicates) == [
             "ix_scheduled_tasks_uninitialised",
+            "ix_task_executions_backfill",
             "ix_task_executions_rerun_of",
             "ix_task_executions_unsent",
+            "ix_task_executions_waiting",
         ]
-        assert "'pending'::text" in rows[2][1]
+        assert "'pending'::text" in predicates["ix_task_executions_unsent"]
+        assert "= 'backfill'::text" in predicates["ix_task_executions_backfill"]
+        assert "<> 'backfill'::text" in predicates["ix_task_executions_waiting"]
 
         assert migrations.downgrade(empty_pg_url, BASE) == (BASE,)
         indexes = {ix["name"] for ix in sa.inspect(engine).get_indexes("task_executions")}
